@@ -1,0 +1,116 @@
+"""A minimal DER reader, just enough to slice fields out of certificates without re-encoding.
+
+Pins are defined on the SubjectPublicKeyInfo bytes exactly as they appear in the certificate
+(RFC 7469 §2.4). Re-encoding through a key object changes them for some keys (RSA-PSS comes back as
+rsaEncryption), and slicing is several times faster than parsing, so the hot path slices.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DERError", "read_tlv", "children", "spki_from_certificate", "encode_tlv"]
+
+
+class DERError(ValueError):
+    """The bytes are not the DER structure that was expected."""
+
+
+def read_tlv(data: bytes, offset: int = 0) -> tuple[int, int, int]:
+    """Read one tag-length-value at *offset*.
+
+    Returns:
+        ``(tag, value_start, value_end)``.
+    """
+    if offset + 2 > len(data):
+        raise DERError("truncated DER: expected a tag and a length")
+    tag = data[offset]
+    if tag & 0x1F == 0x1F:
+        raise DERError("unsupported DER: multi-byte tags")
+    first = data[offset + 1]
+    pos = offset + 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 4:
+            raise DERError(f"unsupported DER length encoding (0x{first:02x})")
+        if pos + n > len(data):
+            raise DERError("truncated DER length")
+        length = int.from_bytes(data[pos : pos + n], "big")
+        if length < 0x80 or data[pos] == 0:
+            raise DERError("non-minimal DER length")
+        pos += n
+    end = pos + length
+    if end > len(data):
+        raise DERError(f"truncated DER: value needs {length} bytes, {len(data) - pos} left")
+    return tag, pos, end
+
+
+def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int]]:
+    """List the TLVs inside ``data[start:end]`` as ``(tag, tlv_start, value_start, value_end)``."""
+    out = []
+    pos = start
+    while pos < end:
+        tag, vstart, vend = read_tlv(data, pos)
+        if vend > end:
+            raise DERError("DER element overruns its parent")
+        out.append((tag, pos, vstart, vend))
+        pos = vend
+    return out
+
+
+_SEQUENCE = 0x30
+
+
+def spki_from_certificate(cert_der: bytes) -> bytes:
+    """Return the SubjectPublicKeyInfo bytes of an X.509 certificate, exactly as encoded."""
+    tag, start, end = read_tlv(cert_der)
+    if tag != _SEQUENCE or end != len(cert_der):
+        raise DERError("not a DER certificate: expected one outer SEQUENCE")
+    tbs_tag, tbs_start, tbs_end = read_tlv(cert_der, start)
+    if tbs_tag != _SEQUENCE:
+        raise DERError("not a DER certificate: expected a TBSCertificate SEQUENCE")
+    fields = children(cert_der, tbs_start, tbs_end)
+    # version [0] EXPLICIT is optional; skip it so the indexes below are fixed.
+    if fields and fields[0][0] == 0xA0:
+        fields = fields[1:]
+    # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    if len(fields) < 6 or fields[5][0] != _SEQUENCE:
+        raise DERError("not a DER certificate: no SubjectPublicKeyInfo where expected")
+    _, tlv_start, _, tlv_end = fields[5]
+    return cert_der[tlv_start:tlv_end]
+
+
+def spki_from_csr(csr_der: bytes) -> bytes:
+    """Return the SubjectPublicKeyInfo bytes of a PKCS#10 request, exactly as encoded."""
+    tag, start, end = read_tlv(csr_der)
+    if tag != _SEQUENCE or end != len(csr_der):
+        raise DERError("not a DER CSR: expected one outer SEQUENCE")
+    info_tag, info_start, info_end = read_tlv(csr_der, start)
+    if info_tag != _SEQUENCE:
+        raise DERError("not a DER CSR: expected a CertificationRequestInfo SEQUENCE")
+    fields = children(csr_der, info_start, info_end)
+    # version, subject, subjectPKInfo, attributes
+    if len(fields) < 3 or fields[2][0] != _SEQUENCE:
+        raise DERError("not a DER CSR: no SubjectPublicKeyInfo where expected")
+    _, tlv_start, _, tlv_end = fields[2]
+    return csr_der[tlv_start:tlv_end]
+
+
+def pkcs8_algorithm(pkcs8_der: bytes) -> bytes:
+    """Return the AlgorithmIdentifier TLV of a PKCS#8 PrivateKeyInfo."""
+    tag, start, end = read_tlv(pkcs8_der)
+    if tag != _SEQUENCE:
+        raise DERError("not a PKCS#8 key")
+    fields = children(pkcs8_der, start, end)
+    if len(fields) < 2 or fields[1][0] != _SEQUENCE:
+        raise DERError("not a PKCS#8 key: no AlgorithmIdentifier")
+    return pkcs8_der[fields[1][1] : fields[1][3]]
+
+
+def encode_tlv(tag: int, value: bytes) -> bytes:
+    """Encode one DER tag-length-value."""
+    n = len(value)
+    if n < 0x80:
+        return bytes((tag, n)) + value
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(body))) + body + value

@@ -1,0 +1,22 @@
+"""Console-script entry point.
+
+Kept apart from :mod:`tlspin.cli` so that a core-only install (no ``[cli]`` extra) still gets a
+helpful message instead of an ``ImportError`` traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    """Run the ``tlspin`` command line, or explain how to install it."""
+    try:
+        import click  # noqa: F401
+        import rich  # noqa: F401
+    except ImportError:
+        sys.stderr.write("The tlspin command line needs its extra: pip install 'tlspin[cli]'\n")
+        raise SystemExit(2) from None
+    from tlspin.cli import main as cli_main
+
+    cli_main()

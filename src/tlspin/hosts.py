@@ -1,0 +1,172 @@
+"""Host names and host patterns: canonical forms and OkHttp-compatible matching.
+
+Patterns, exactly as OkHttp's ``CertificatePinner``:
+
+* ``api.example.com`` matches that host only;
+* ``*.example.com`` matches exactly one more label (``a.example.com``, not ``example.com`` nor
+  ``a.b.example.com``);
+* ``**.example.com`` matches zero or more labels (``example.com``, ``a.b.example.com``).
+
+Patterns and host names are canonicalised the same way: lower case, IDNs to punycode (IDNA 2008
+with UTS #46 mapping), one trailing dot removed. IP addresses are allowed as exact patterns only.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+from tlspin.exceptions import PolicyError
+
+__all__ = ["HostPattern", "canonical_host", "is_public_suffix"]
+
+_LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+class Kind(Enum):
+    """How a pattern matches."""
+
+    EXACT = "exact"
+    ONE_LABEL = "one-label"
+    ANY_DEPTH = "any-depth"
+
+
+def _canonical_ip(text: str) -> str | None:
+    candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return ipaddress.ip_address(candidate).compressed
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def canonical_host(host: str) -> str:
+    """Return the canonical form of a host name or IP address.
+
+    Lower case, IDN to A-labels (punycode), one trailing dot removed, IPv6 compressed without
+    brackets.
+
+    Raises:
+        PolicyError: the name is empty or not a valid host name.
+    """
+    if not isinstance(host, str):
+        raise PolicyError(f"a host name must be a string, found {type(host).__name__}")
+    name = host.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise PolicyError(f"host name {host!r} is empty")
+    ip = _canonical_ip(name)
+    if ip is not None:
+        return ip
+    if name.isascii():
+        name = name.lower()
+    else:
+        import idna
+
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise PolicyError(f"host name {host!r} is not a valid IDN: {exc}") from None
+    if len(name) > 253:
+        raise PolicyError(f"host name {host!r} is longer than 253 characters")
+    for label in name.split("."):
+        if not _LDH_LABEL.match(label):
+            raise PolicyError(
+                f"host name {host!r} has an invalid label {label!r}: expected letters, digits and "
+                "inner hyphens, 1 to 63 characters"
+            )
+    return name
+
+
+@functools.lru_cache(maxsize=1)
+def _psl() -> object:
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def is_public_suffix(domain: str) -> bool:
+    """Return True if *domain* is a public suffix (``com``, ``co.uk``, ``github.io``…)."""
+    psl = _psl()
+    return bool(psl.is_public(domain))  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPattern:
+    """A parsed host pattern. Build with :meth:`parse`.
+
+    Attributes:
+        text: the canonical pattern, e.g. ``**.example.com``.
+        kind: exact, one label, or any depth.
+        base: the domain under the wildcard (the host itself for exact patterns).
+    """
+
+    text: str
+    kind: Kind
+    base: str
+
+    @classmethod
+    def parse(cls, pattern: str, *, include_subdomains: bool = False) -> HostPattern:
+        """Parse and canonicalise *pattern*.
+
+        With *include_subdomains* an exact host behaves like ``**.host``.
+
+        Raises:
+            PolicyError: the pattern is malformed, or its wildcard covers a public suffix.
+        """
+        if isinstance(pattern, HostPattern):
+            pattern = pattern.text
+        if not isinstance(pattern, str):
+            raise PolicyError(f"a host pattern must be a string, found {type(pattern).__name__}")
+        raw = pattern.strip()
+        if raw.startswith("**."):
+            kind, rest = Kind.ANY_DEPTH, raw[3:]
+        elif raw.startswith("*."):
+            kind, rest = Kind.ONE_LABEL, raw[2:]
+        else:
+            kind, rest = Kind.EXACT, raw
+        if "*" in rest:
+            raise PolicyError(
+                f"host pattern {pattern!r} is invalid: a wildcard is allowed only as the whole "
+                "leftmost label ('*.example.com' or '**.example.com')"
+            )
+        try:
+            base = canonical_host(rest)
+        except PolicyError as exc:
+            raise PolicyError(f"host pattern {pattern!r} is invalid: {exc}") from None
+        is_ip = _canonical_ip(base) is not None
+        if is_ip and (kind is not Kind.EXACT or include_subdomains):
+            raise PolicyError(
+                f"host pattern {pattern!r} is invalid: IP addresses take no wildcard or subdomains"
+            )
+        effective = Kind.ANY_DEPTH if include_subdomains and kind is Kind.EXACT else kind
+        if effective is not Kind.EXACT and ("." not in base or is_public_suffix(base)):
+            raise PolicyError(
+                f"host pattern {pattern!r} covers every name under the public suffix {base!r}; "
+                "pin a registrable domain such as 'example.co.uk' instead"
+            )
+        prefix = {Kind.EXACT: "", Kind.ONE_LABEL: "*.", Kind.ANY_DEPTH: "**."}[kind]
+        return cls(text=prefix + base, kind=kind, base=base)
+
+    def matches(self, host: str, *, include_subdomains: bool = False) -> bool:
+        """Return True if canonical *host* is covered by this pattern."""
+        base = self.base
+        kind = self.kind
+        if include_subdomains and kind is Kind.EXACT:
+            kind = Kind.ANY_DEPTH
+        if kind is Kind.EXACT:
+            return host == base
+        if kind is Kind.ANY_DEPTH:
+            return host == base or (host.endswith(base) and host[-len(base) - 1 : -len(base)] == ".")
+        # One label: "<label>.<base>" with a non-empty label that has no dot.
+        if not host.endswith(base) or len(host) < len(base) + 2:
+            return False
+        head = host[: -len(base)]
+        return head[-1] == "." and "." not in head[:-1] and len(head) > 1
+
+    def __str__(self) -> str:
+        return self.text

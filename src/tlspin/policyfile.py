@@ -1,0 +1,298 @@
+"""Reading policy documents: TOML (the source of truth) and its JSON twin.
+
+Schema (TOML)::
+
+    on_expiry = "fail-open"            # optional: or "enforce"
+
+    [[rule]]
+    hosts = ["api.example.com", "**.cdn.example.com"]
+    pins = [
+      "sha256/…",
+      { pin = "sha256/…", role = "backup", note = "offline key, safe 3", not_after = 2027-01-01 },
+    ]
+    include_subdomains = false         # optional
+    expires = 2027-06-01               # optional TOML date
+    mode = "enforce"                   # optional: or "report"
+    deny = ["sha256/…"]                # optional
+    report_uri = "https://…"           # optional
+
+The JSON form has the same keys (``{"rule": [{…}]}``) with dates as ``"YYYY-MM-DD"`` strings.
+Policy files are treated as untrusted input: every error is a :class:`~tlspin.PolicyError` that
+names the rule, the key and (for TOML) the line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from tlspin.exceptions import PinConfigurationError, PolicyError
+from tlspin.pins import CertificatePin, Pin, parse_any
+from tlspin.policy import PinInfo, PinPolicy, PinRule
+
+__all__ = ["from_data", "load", "loads", "to_data"]
+
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+_RULE_KEYS = ("hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri")
+_TOP_KEYS = ("on_expiry", "rule")
+_PIN_KEYS = ("pin", "role", "note", "not_after")
+
+
+class _Where:
+    """Finds the line of a rule's key in TOML text, for error messages."""
+
+    def __init__(self, text: str | None) -> None:
+        self.lines = text.splitlines() if text is not None else None
+
+    def __call__(self, index: int | None, key: str | None) -> str:
+        where = "" if index is None else f"rule #{index + 1}"
+        if key:
+            where += f"{', ' if where else ''}key '{key}'"
+        line = self._line(index, key)
+        if line is not None:
+            where = f"line {line}, {where}" if where else f"line {line}"
+        return where
+
+    def _line(self, index: int | None, key: str | None) -> int | None:
+        if self.lines is None:
+            return None
+        start, end = 0, len(self.lines)
+        if index is not None:
+            headers = [i for i, ln in enumerate(self.lines) if re.match(r"^\s*\[\[\s*rule\s*\]\]", ln)]
+            if index >= len(headers):
+                return None
+            start = headers[index]
+            later = [i for i in range(start + 1, len(self.lines)) if re.match(r"^\s*\[", self.lines[i])]
+            end = later[0] if later else len(self.lines)
+            if key is None:
+                return start + 1
+        if key is None:
+            return None
+        pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        for i in range(start, end):
+            if pattern.match(self.lines[i]):
+                return i + 1
+        return start + 1 if index is not None else None
+
+
+def _date(value: Any, where: str, key: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise PolicyError(f"{where}: '{key}' must be a date (YYYY-MM-DD), found {value!r}")
+
+
+def _pins(
+    raw: Any, where: str, key: str
+) -> tuple[list[Pin | CertificatePin], dict[Pin | CertificatePin, PinInfo]]:
+    if not isinstance(raw, list):
+        raise PolicyError(f"{where}: '{key}' must be a list of pins, found {type(raw).__name__}")
+    pins: list[Pin | CertificatePin] = []
+    info: dict[Pin | CertificatePin, PinInfo] = {}
+    for item in raw:
+        if isinstance(item, Mapping):
+            unknown = sorted(set(item) - set(_PIN_KEYS))
+            if unknown:
+                raise PolicyError(
+                    f"{where}: unknown key(s) {unknown} in a pin table; expected {list(_PIN_KEYS)}"
+                )
+            if "pin" not in item:
+                raise PolicyError(f"{where}: a pin table needs a 'pin' key, found {sorted(item)}")
+            pin = _one_pin(item["pin"], where)
+            role, note = item.get("role"), item.get("note")
+            if role is not None and not isinstance(role, str):
+                raise PolicyError(f"{where}: pin role must be a string, found {role!r}")
+            if note is not None and not isinstance(note, str):
+                raise PolicyError(f"{where}: pin note must be a string, found {note!r}")
+            try:
+                info[pin] = PinInfo(
+                    role=role,  # type: ignore[arg-type]
+                    note=note,
+                    not_after=_date(item.get("not_after"), where, "not_after"),
+                )
+            except PinConfigurationError as exc:
+                raise PolicyError(f"{where}: {exc}") from None
+        else:
+            pin = _one_pin(item, where)
+        pins.append(pin)
+    return pins, info
+
+
+def _one_pin(value: Any, where: str) -> Pin | CertificatePin:
+    if not isinstance(value, str):
+        raise PolicyError(f"{where}: a pin must be a string, found {type(value).__name__}")
+    try:
+        return parse_any(value)
+    except PinConfigurationError as exc:
+        raise PolicyError(f"{where}: {exc}") from None
+
+
+def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
+    """Build a policy from parsed TOML/JSON data (*text* lets errors name lines).
+
+    Raises:
+        PolicyError: the data does not follow the schema.
+    """
+    where = _Where(text)
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"a policy must be a table/object, found {type(data).__name__}")
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        raise PolicyError(
+            f"{where(None, unknown[0])}: unknown top-level key(s) {unknown}; "
+            f"expected {list(_TOP_KEYS)}"
+        )
+    on_expiry = data.get("on_expiry", "fail-open")
+    if on_expiry not in ("fail-open", "enforce"):
+        raise PolicyError(
+            f"{where(None, 'on_expiry')}: on_expiry must be 'fail-open' or 'enforce', "
+            f"found {on_expiry!r}"
+        )
+    raw_rules = data.get("rule", [])
+    if not isinstance(raw_rules, list):
+        raise PolicyError(f"'rule' must be an array of tables, found {type(raw_rules).__name__}")
+    rules = []
+    for index, raw in enumerate(raw_rules):
+        if not isinstance(raw, Mapping):
+            raise PolicyError(f"{where(index, None)}: a rule must be a table")
+        extra = sorted(set(raw) - set(_RULE_KEYS))
+        if extra:
+            raise PolicyError(
+                f"{where(index, extra[0])}: unknown key(s) {extra}; expected {list(_RULE_KEYS)}"
+            )
+        for key in ("hosts", "pins"):
+            if key not in raw:
+                raise PolicyError(f"{where(index, None)}: the rule has no '{key}'")
+        hosts = raw["hosts"]
+        if isinstance(hosts, str):
+            hosts = [hosts]
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise PolicyError(f"{where(index, 'hosts')}: 'hosts' must be a list of strings")
+        pins, info = _pins(raw["pins"], where(index, "pins"), "pins")
+        deny, deny_info = _pins(raw.get("deny", []), where(index, "deny"), "deny")
+        info.update(deny_info)
+        for key, kind in (("include_subdomains", bool), ("mode", str), ("report_uri", str)):
+            if key in raw and not isinstance(raw[key], kind):
+                raise PolicyError(
+                    f"{where(index, key)}: '{key}' must be a {kind.__name__}, found {raw[key]!r}"
+                )
+        try:
+            rule = PinRule(
+                hosts,
+                pins,
+                include_subdomains=raw.get("include_subdomains", False),
+                expires=_date(raw.get("expires"), where(index, "expires"), "expires"),
+                mode=raw.get("mode", "enforce"),
+                deny=deny,
+                report_uri=raw.get("report_uri"),
+                pin_info=info,
+            )
+        except PinConfigurationError as exc:
+            key = "hosts" if "pattern" in str(exc) or "host" in str(exc) else None
+            raise PolicyError(f"{where(index, key)}: {exc}") from None
+        rules.append(rule)
+    return PinPolicy(rules, on_expiry=on_expiry)
+
+
+def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:  # noqa: A002
+    """Parse a policy document.
+
+    Raises:
+        PolicyError: it is not valid TOML/JSON or does not follow the schema.
+    """
+    if format == "json":
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicates)
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        return from_data(data)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"invalid TOML: {exc}") from None
+    return from_data(data, text=text)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise PolicyError(f"duplicate JSON key {key!r}: two parsers could read it differently")
+        out[key] = value
+    return out
+
+
+def load(path: str | Path) -> PinPolicy:
+    """Read a policy file; ``*.json`` as JSON, anything else as TOML."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{p}: policy file is larger than {MAX_POLICY_BYTES} bytes")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {p}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError(f"{p}: policy file is not UTF-8 text") from None
+    fmt: Literal["toml", "json"] = "json" if p.suffix.lower() == ".json" else "toml"
+    try:
+        return loads(text, format=fmt)
+    except PolicyError as exc:
+        raise PolicyError(f"{p}: {exc}") from None
+
+
+def to_data(policy: PinPolicy, *, dates_as_strings: bool = False) -> dict[str, Any]:
+    """Turn a policy into plain data following the schema (the inverse of :func:`from_data`)."""
+
+    def date(value: dt.date) -> Any:
+        return value.isoformat() if dates_as_strings else value
+
+    def pin_entry(rule: PinRule, pin: Pin | CertificatePin) -> Any:
+        meta = rule.info(pin)
+        if meta is None:
+            return str(pin)
+        entry: dict[str, Any] = {"pin": str(pin)}
+        if meta.role is not None:
+            entry["role"] = meta.role
+        if meta.note is not None:
+            entry["note"] = meta.note
+        if meta.not_after is not None:
+            entry["not_after"] = date(meta.not_after)
+        return entry
+
+    rules = []
+    for rule in policy.rules:
+        item: dict[str, Any] = {
+            "hosts": [h.text for h in rule.hosts],
+            "pins": [pin_entry(rule, p) for p in rule.pins],
+        }
+        if rule.include_subdomains:
+            item["include_subdomains"] = True
+        if rule.expires is not None:
+            item["expires"] = date(rule.expires)
+        if rule.mode != "enforce":
+            item["mode"] = rule.mode
+        if rule.deny:
+            item["deny"] = [pin_entry(rule, p) for p in rule.deny]
+        if rule.report_uri is not None:
+            item["report_uri"] = rule.report_uri
+        rules.append(item)
+    out: dict[str, Any] = {}
+    if policy.on_expiry != "fail-open":
+        out["on_expiry"] = policy.on_expiry
+    out["rule"] = rules
+    return out
