@@ -65,6 +65,15 @@ find_python() {
     return 1
 }
 
+# pip_q PYTHON ARGS...: `PYTHON -m pip ARGS` with its output on stderr, less the warnings
+# this machine's pip configuration prints for absent local wheel folders.
+pip_q() {
+    local py="$1"
+    shift
+    "$py" -m pip "$@" 2>&1 | { grep -v "^WARNING: Location 'file://.*' is ignored" || true; } >&2
+    return "${PIPESTATUS[0]}"
+}
+
 _lock_path() {
     # One lock per venv, outside the work tree so git status stays clean.
     local key
@@ -107,7 +116,7 @@ _ensure_venv_locked() {
         base="$(find_python "$want")" || die "Python $want not found (looked on PATH and under ~/.pyenv/versions)"
         log "creating $venv with $base"
         "$base" -m venv "$venv"
-        "$py" -m pip install --quiet --upgrade pip
+        pip_q "$py" install --quiet --upgrade pip
         fresh=1
     fi
     for e in "$extra" "$@"; do
@@ -118,7 +127,7 @@ _ensure_venv_locked() {
     done
     log "installing .[$extra] into $venv"
     rm -f "$venv"/.tlspin-stamp-*
-    if ! "$py" -m pip install --quiet -e ".[$extra]"; then
+    if ! pip_q "$py" install --quiet -e ".[$extra]"; then
         die "pip install -e '.[$extra]' into $venv failed"
     fi
     _stamp_value "$extra" >"$venv/.tlspin-stamp-$extra"
@@ -126,7 +135,7 @@ _ensure_venv_locked() {
 
 # ensure_mitm_venv DIR: a venv holding PyPI's mitmproxy (it needs a newer Python than 3.11).
 # Prints the path of a working mitmdump; falls back to Debian's package.
-MITMPROXY_SPEC="${TLSPIN_MITMPROXY_SPEC:-mitmproxy}"
+MITMPROXY_SPEC="${TLSPIN_MITMPROXY_SPEC:-mitmproxy>=12.1,<13}"
 ensure_mitm_venv() {
     local venv="$1" lock
     lock="$(_lock_path "$REPO_ROOT/$venv")"
@@ -148,8 +157,8 @@ _ensure_mitm_locked() {
         rm -rf "$venv"
         log "creating $venv with $base and installing $MITMPROXY_SPEC"
         if "$base" -m venv "$venv" \
-                && "$venv/bin/python" -m pip install --quiet --upgrade pip >&2 \
-                && "$venv/bin/python" -m pip install --quiet "$MITMPROXY_SPEC" >&2 \
+                && pip_q "$venv/bin/python" install --quiet --upgrade pip \
+                && pip_q "$venv/bin/python" install --quiet "$MITMPROXY_SPEC" \
                 && "$venv/bin/mitmdump" --version >/dev/null 2>&1; then
             printf '%s\n' "$MITMPROXY_SPEC" >"$venv/.tlspin-stamp-mitmproxy"
             printf '%s\n' "$REPO_ROOT/$venv/bin/mitmdump"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+NAMES = ("TLSPIN_TEST_PG_URL", "TLSPIN_MITMDUMP", "TLSPIN_CHROMIUM", "TLSPIN_OKHTTP_CLASSPATH")
+
 
 def test_env_vars_present() -> None:
     """scripts/test exports the peer locations."""
-    for name in ("TLSPIN_TEST_PG_URL", "TLSPIN_MITMDUMP", "TLSPIN_CHROMIUM", "TLSPIN_OKHTTP_CLASSPATH"):
+    for name in NAMES:
         assert os.environ.get(name), name
 
 
@@ -22,5 +24,6 @@ def test_postgres_select() -> None:
 
 def test_mitmdump_runs() -> None:
     """mitmdump prints its version."""
-    out = subprocess.run([os.environ["TLSPIN_MITMDUMP"], "--version"], capture_output=True, text=True, check=True)
+    cmd = [os.environ["TLSPIN_MITMDUMP"], "--version"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "Mitmproxy" in out.stdout

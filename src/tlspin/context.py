@@ -91,7 +91,13 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
             "so a pinned context needs server_hostname (and check_hostname=True)"
         )
         raise PinningUnavailableError(msg, reason="no-hostname")
-    if not policy.rules_for(hostname):
+    try:
+        rules = policy.rules_for(hostname)
+    except PinConfigurationError as exc:
+        # A name the policy cannot even canonicalise cannot be shown to be unpinned.
+        msg = f"refused the connection to {hostname!r}: {exc}"
+        raise PinningUnavailableError(msg, hostname=hostname, reason="bad-hostname") from None
+    if not rules:
         return
     if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
         # Something (often the HTTP client itself) switched verification off after pinning.

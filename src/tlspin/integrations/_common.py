@@ -1,0 +1,157 @@
+"""Shared plumbing of the client integrations: one pinned context, and finding pin errors.
+
+Every integration hands one pinned :class:`ssl.SSLContext` to its client library; this module
+builds it from a policy (or checks a context the caller pinned), and finds the
+:class:`~tlspin.PinVerificationError` inside whatever exception the library wraps it in.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+
+from tlspin.context import PolicySource, create_context, policy_of
+from tlspin.exceptions import PinConfigurationError, PinVerificationError
+from tlspin.policy import PinPolicy
+
+__all__ = [
+    "find_pin_error",
+    "is_pinned_host",
+    "pinned_context",
+    "policy_source",
+    "trust_context",
+]
+
+
+def pinned_context(
+    policy: PinPolicy | PolicySource | None,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+) -> ssl.SSLContext:
+    """Return the pinned context an integration should use.
+
+    Exactly one of *policy* (a context is created with :func:`tlspin.create_context`) and
+    *ssl_context* (already pinned with :func:`tlspin.pin_context`) must be given.
+
+    Raises:
+        PinConfigurationError: both or neither are given, the context is not pinned, or CA
+            options are combined with a ready-made context.
+    """
+    if ssl_context is not None:
+        if policy is not None:
+            msg = (
+                "pass either a policy or a pinned ssl_context, not both (to pin an existing "
+                "context, call tlspin.pin_context(ctx, policy) and pass ssl_context=ctx)"
+            )
+            raise PinConfigurationError(msg)
+        if cafile is not None or capath is not None or cadata is not None:
+            msg = (
+                "cafile/capath/cadata apply only when tlspin creates the context; load CAs into "
+                "the ssl_context you pass instead"
+            )
+            raise PinConfigurationError(msg)
+        if not isinstance(ssl_context, ssl.SSLContext):
+            msg = f"ssl_context must be an ssl.SSLContext, found {type(ssl_context).__name__}"
+            raise PinConfigurationError(msg)
+        if policy_of(ssl_context) is None:
+            msg = (
+                "ssl_context is not pinned: expected a context from tlspin.create_context() or "
+                "tlspin.pin_context(), found a plain one (it would check no pins)"
+            )
+            raise PinConfigurationError(msg)
+        return ssl_context
+    if policy is None:
+        msg = "expected a PinPolicy (or a policy source) or a pinned ssl_context, found neither"
+        raise PinConfigurationError(msg)
+    return create_context(policy, cafile=cafile, capath=capath, cadata=cadata)
+
+
+def policy_source(ctx: ssl.SSLContext) -> PinPolicy | PolicySource:
+    """Return what *ctx* was pinned to: the policy, or the source it reads policies from.
+
+    Lets an integration build sibling contexts (another trust store) that follow the same,
+    possibly updating, policy.
+
+    Raises:
+        PinConfigurationError: *ctx* is not pinned.
+    """
+    state = getattr(ctx, "_tlspin", None)
+    if state is None:
+        msg = "expected a context pinned with tlspin.pin_context(), found a plain one"
+        raise PinConfigurationError(msg)
+    source: PinPolicy | PolicySource | None = (
+        state._source if state._source is not None else state._policy
+    )
+    assert source is not None  # Defensive: _PinState always holds one of the two.
+    return source
+
+
+def is_pinned_host(ctx: ssl.SSLContext, host: str | None) -> bool:
+    """Return True if the policy in force for *ctx* has a rule (any mode) covering *host*."""
+    policy = policy_of(ctx)
+    if policy is None or not host:
+        return False
+    try:
+        return bool(policy.rules_for(host.strip("[]")))
+    except PinConfigurationError:
+        # Not a valid host name, so no rule can cover it; the TLS layer refuses it anyway.
+        return False
+
+
+def trust_context(
+    *,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+) -> ssl.SSLContext:
+    """Return a plain verifying client context (no pins), e.g. for the TLS leg to a proxy.
+
+    Without CA options it trusts the system store, as :func:`ssl.create_default_context` does.
+    """
+    ctx = ssl.create_default_context(cafile=cafile, capath=capath, cadata=cadata)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _linked(exc: BaseException) -> Iterator[object]:
+    yield exc.__cause__
+    yield exc.__context__
+    # urllib3 MaxRetryError / urllib URLError keep the cause in .reason; aiohttp's
+    # ClientConnectorCertificateError in .certificate_error; most wrappers also in .args.
+    for attr in ("reason", "certificate_error", "os_error"):
+        yield getattr(exc, attr, None)
+    yield from exc.args
+    if isinstance(exc, BaseExceptionGroup):
+        yield from exc.exceptions
+
+
+def find_pin_error(exc: BaseException) -> PinVerificationError | None:
+    """Find the :class:`~tlspin.PinVerificationError` behind an HTTP client's exception.
+
+    Clients wrap TLS errors in their own types (``requests.exceptions.SSLError``,
+    ``httpx.ConnectError``, ``urllib3.exceptions.MaxRetryError``,
+    ``aiohttp.ClientConnectorCertificateError``, ``urllib.error.URLError``…). This walks
+    ``__cause__``, ``__context__``, ``.reason``, ``.args`` and exception groups.
+
+    Example::
+
+        try:
+            client.get(url)
+        except httpx.ConnectError as exc:
+            if (pin_error := find_pin_error(exc)) is not None:
+                log.error("refused %s: %s", pin_error.hostname, pin_error)
+    """
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, PinVerificationError):
+            return item
+        todo.extend(_linked(item))
+    return None

@@ -1,0 +1,251 @@
+"""Pinning for the standard library: ``http.client``, ``urllib.request`` and asyncio streams.
+
+The stdlib takes an :class:`ssl.SSLContext` everywhere, so a context from
+:func:`tlspin.create_context` is all it needs; these helpers only save the boilerplate and
+add a pinned CONNECT tunnel for asyncio::
+
+    policy = tlspin.PinPolicy.load("pins.toml")
+    opener = tlspin.integrations.stdlib.build_opener(policy)
+    opener.open("https://api.example.com/")
+
+A pin failure surfaces as :class:`tlspin.PinMismatchError` (an
+:class:`ssl.SSLCertVerificationError`) from ``http.client`` and asyncio, and as
+``urllib.error.URLError(reason=PinMismatchError)`` from ``urllib.request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import ssl
+import urllib.request
+from typing import Any
+
+from tlspin.context import PolicySource
+from tlspin.integrations._common import pinned_context
+from tlspin.policy import PinPolicy
+
+__all__ = [
+    "build_opener",
+    "https_connection",
+    "https_handler",
+    "open_connection",
+    "open_tunnel",
+    "start_tls",
+]
+
+_MAX_CONNECT_RESPONSE = 64 * 1024
+
+
+def https_connection(
+    host: str,
+    port: int | None = None,
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    timeout: float | None = None,
+    tunnel_via: tuple[str, int] | None = None,
+    tunnel_headers: dict[str, str] | None = None,
+) -> http.client.HTTPSConnection:
+    """Return an ``http.client.HTTPSConnection`` that checks pins in its handshake.
+
+    Args:
+        host: the origin host (its name is the SNI and the key for pins).
+        port: the origin port (default 443).
+        policy: the pins; or pass a pinned *ssl_context* instead.
+        ssl_context: a context already pinned with :func:`tlspin.pin_context`.
+        cafile: CA bundle to trust instead of the system store (with *policy* only).
+        capath: CA directory to trust instead of the system store (with *policy* only).
+        cadata: PEM CAs to trust instead of the system store (with *policy* only).
+        timeout: socket timeout in seconds.
+        tunnel_via: ``(proxy_host, proxy_port)`` of an HTTP proxy to tunnel through with
+            CONNECT; the pins apply to *host*, inside the tunnel.
+        tunnel_headers: extra headers for the CONNECT request (e.g. Proxy-Authorization).
+
+    Example::
+
+        conn = https_connection("api.example.com", policy=policy)
+        conn.request("GET", "/")
+        print(conn.getresponse().status)
+    """
+    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    kwargs: dict[str, Any] = {"context": ctx}
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    if tunnel_via is None:
+        return http.client.HTTPSConnection(host, port, **kwargs)
+    proxy_host, proxy_port = tunnel_via
+    conn = http.client.HTTPSConnection(proxy_host, proxy_port, **kwargs)
+    conn.set_tunnel(host, port, headers=tunnel_headers)
+    return conn
+
+
+def https_handler(
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+) -> urllib.request.HTTPSHandler:
+    """Return a ``urllib.request.HTTPSHandler`` whose connections check pins.
+
+    Example::
+
+        opener = urllib.request.build_opener(https_handler(policy))
+        with opener.open("https://api.example.com/") as response:
+            body = response.read()
+    """
+    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    return urllib.request.HTTPSHandler(context=ctx)
+
+
+def build_opener(
+    policy: PinPolicy | PolicySource | None = None,
+    *handlers: urllib.request.BaseHandler,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+) -> urllib.request.OpenerDirector:
+    """Return a ``urllib.request`` opener that checks pins on every HTTPS request.
+
+    Extra *handlers* (e.g. a ``ProxyHandler``) are added as ``urllib.request.build_opener``
+    adds them; HTTPS through an HTTP proxy is tunnelled with CONNECT and pinned to the origin.
+
+    Example::
+
+        opener = build_opener(policy, urllib.request.ProxyHandler({"https": proxy_url}))
+        with opener.open("https://api.example.com/") as response:
+            body = response.read()
+    """
+    handler = https_handler(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
+    return urllib.request.build_opener(handler, *handlers)
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    server_hostname: str | None = None,
+    **kwargs: Any,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a pinned TLS stream with :func:`asyncio.open_connection`.
+
+    *server_hostname* overrides the SNI name (and so the host whose pins apply); other keyword
+    arguments go to :func:`asyncio.open_connection`.
+
+    Example::
+
+        reader, writer = await open_connection("api.example.com", 443, policy)
+        writer.write(b"GET / HTTP/1.1\\r\\nHost: api.example.com\\r\\n\\r\\n")
+        status_line = await reader.readline()
+    """
+    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    if server_hostname is not None:
+        kwargs["server_hostname"] = server_hostname
+    return await asyncio.open_connection(host, port, ssl=ctx, **kwargs)
+
+
+async def start_tls(
+    writer: asyncio.StreamWriter,
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    server_hostname: str,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    ssl_handshake_timeout: float | None = None,
+) -> None:
+    """Upgrade an open stream to pinned TLS, e.g. after a manual CONNECT to a proxy.
+
+    Example::
+
+        reader, writer = await asyncio.open_connection(proxy_host, proxy_port)
+        ...  # send CONNECT api.example.com:443, read the 200 response
+        await start_tls(writer, policy, server_hostname="api.example.com")
+    """
+    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    await writer.start_tls(
+        ctx, server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout
+    )
+
+
+async def open_tunnel(
+    proxy_host: str,
+    proxy_port: int,
+    host: str,
+    port: int,
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    proxy_ssl: ssl.SSLContext | None = None,
+    proxy_headers: dict[str, str] | None = None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a pinned TLS stream to *host* through an HTTP(S) proxy's CONNECT tunnel.
+
+    Args:
+        proxy_host: the proxy's host.
+        proxy_port: the proxy's port.
+        host: the origin host; its pins apply inside the tunnel.
+        port: the origin port.
+        policy: the pins; or pass a pinned *ssl_context* instead.
+        ssl_context: a context already pinned with :func:`tlspin.pin_context`.
+        cafile: CA bundle for the origin (with *policy* only).
+        capath: CA directory for the origin (with *policy* only).
+        cadata: PEM CAs for the origin (with *policy* only).
+        proxy_ssl: a context for TLS to the proxy itself (an ``https://`` proxy; the origin's
+            TLS then runs inside the proxy's TLS). None for a plain HTTP proxy.
+        proxy_headers: extra CONNECT headers (e.g. Proxy-Authorization).
+
+    Raises:
+        ConnectionError: the proxy refused the tunnel.
+
+    Example::
+
+        reader, writer = await open_tunnel("127.0.0.1", 3128, "api.example.com", 443, policy)
+        writer.write(b"GET / HTTP/1.1\\r\\nHost: api.example.com\\r\\n\\r\\n")
+        status_line = await reader.readline()
+    """
+    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    reader, writer = await asyncio.open_connection(
+        proxy_host, proxy_port, ssl=proxy_ssl, limit=_MAX_CONNECT_RESPONSE
+    )
+    try:
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        lines += [f"{name}: {value}" for name, value in (proxy_headers or {}).items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            msg = f"proxy {proxy_host}:{proxy_port} closed or garbled the CONNECT response"
+            raise ConnectionError(msg) from exc
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = status.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].startswith("2"):
+            msg = (
+                f"proxy {proxy_host}:{proxy_port} refused CONNECT {authority}: expected a 2xx "
+                f"status, found {status!r}"
+            )
+            raise ConnectionError(msg)
+        await writer.start_tls(ctx, server_hostname=host)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer

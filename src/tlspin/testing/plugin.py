@@ -1,0 +1,1 @@
+"""tlspin pytest plugin (fixtures are being written)."""

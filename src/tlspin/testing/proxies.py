@@ -1,0 +1,593 @@
+"""Loopback HTTP proxies for tests: a CONNECT tunnel and an intercepting (MITM) proxy.
+
+Both run an asyncio loop in one daemon thread, so the TLS-in-TLS legs are handled by asyncio's
+memory-BIO SSL (one thread per SSL object; OpenSSL objects must not be shared across threads).
+They only ever connect to loopback addresses: a target must be an IP literal on loopback,
+``localhost``, or a name mapped in *resolve* to a loopback address; anything else is refused
+with 403 and recorded, so a misconfigured test can never reach another machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import ssl
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
+from tlspin.testing.servers import Recorder, check_bind_host, url_host
+
+__all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]
+
+_TIMEOUT = 10.0
+_MAX_HEAD = 64 * 1024
+
+
+def resolve_loopback(host: str, resolve: Mapping[str, str] | None = None) -> str | None:
+    """Map *host* to a loopback IP, or return None when it is not (or not known to be) loopback.
+
+    Never consults DNS: ``localhost``, loopback IP literals and entries of *resolve* only.
+    """
+    name = host.strip("[]").lower().rstrip(".")
+    mapping = {k.lower().rstrip("."): v for k, v in (resolve or {}).items()}
+    address = mapping.get(name, "127.0.0.1" if name == "localhost" else name)
+    try:
+        return address if ipaddress.ip_address(address).is_loopback else None
+    except ValueError:
+        return None
+
+
+def _split_target(target: str, default_port: int) -> tuple[str, int]:
+    """Split ``host:port`` / ``[v6]:port`` / ``host`` into host and port."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    host, sep, port = target.rpartition(":")
+    if not sep:
+        return target, default_port
+    return host, int(port)
+
+
+class _LoopService(Recorder):
+    """An asyncio server living in its own daemon thread."""
+
+    def __init__(self, host: str, server_ssl: ssl.SSLContext | None) -> None:
+        super().__init__()
+        check_bind_host(host)
+        self._host = host
+        self._server_ssl = server_ssl
+        self._port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._errors: list[str] = []
+
+    def start(self) -> Self:
+        """Bind an ephemeral loopback port and start serving."""
+        if self._loop is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._on_loop_error)
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-proxy")
+        self._thread.start()
+        self._call(self._open()).result(_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection, then end the loop thread."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(_TIMEOUT)
+        loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def host(self) -> str:
+        """The bound address, ``"127.0.0.1"`` or ``"::1"``."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before `start`)."""
+        return self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``."""
+        return (self._host, self._port)
+
+    @property
+    def url(self) -> str:
+        """Proxy URL such as ``http://127.0.0.1:PORT`` (``https://`` for a TLS listener)."""
+        scheme = "https" if self._server_ssl is not None else "http"
+        return f"{scheme}://{url_host(self._host)}:{self._port}"
+
+    @property
+    def errors(self) -> list[str]:
+        """Unexpected errors seen while serving (for debugging failing tests)."""
+        with self._cond:
+            return list(self._errors)
+
+    def _append(self, name: str, value: object) -> None:
+        with self._cond:
+            getattr(self, name).append(value)
+            self._cond.notify_all()
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def _on_loop_error(self, _loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        self._append("_errors", str(context.get("exception") or context.get("message")))
+
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self._host, 0, ssl=self._server_ssl, ssl_handshake_timeout=_TIMEOUT
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._enter()
+        try:
+            await self._handle(reader, writer)
+        except (OSError, EOFError, ssl.SSLError, ValueError, asyncio.LimitOverrunError):
+            pass  # the peer went away or spoke nonsense
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self._tasks.discard(task)
+            self._leave()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
+    """Read one HTTP head; return (start line, lower-cased headers, raw head) or None on EOF."""
+    try:
+        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _TIMEOUT)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    if len(raw) > _MAX_HEAD:
+        raise ValueError(f"expected an HTTP head under {_MAX_HEAD} bytes; found {len(raw)}")
+    start, *lines = raw[:-4].decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return start, headers, raw
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, headers: Mapping[str, str], *, until_eof: bool
+) -> bytes:
+    """Read a message body exactly as framed (raw bytes, chunk framing kept)."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts = []
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            parts.append(line)
+            size = int(line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
+                    parts.append(trailer)
+                parts.append(trailer)
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size + 2))
+    if "content-length" in headers:
+        return await reader.readexactly(int(headers["content-length"]))
+    return await reader.read() if until_eof else b""
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy bytes until EOF, then half-close (or close) the destination."""
+    try:
+        while data := await asyncio.wait_for(reader.read(65536), _TIMEOUT * 3):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, TimeoutError, ssl.SSLError):
+        pass
+    finally:
+        if writer.can_write_eof() and not writer.is_closing():
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+        else:
+            writer.close()
+
+
+async def _tunnel(
+    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
+
+
+async def _reply(writer: asyncio.StreamWriter, status: str, text: str = "") -> None:
+    body = text.encode()
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+
+
+class ConnectProxy(_LoopService):
+    """HTTP proxy on loopback: CONNECT tunnels plus minimal absolute-form forwarding.
+
+    Records `connects` (every CONNECT target ``"host:port"``), `refused` (targets it would not
+    reach) and `forwarded` (request lines of absolute-form requests). ``https://`` absolute
+    URIs are recorded and answered 502: a client must tunnel HTTPS, never ask a proxy to
+    fetch it.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls_leaf: Leaf | None = None,
+        resolve: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """Configure the proxy; nothing listens until `start`.
+
+        Args:
+            tls_leaf: when given, clients speak TLS to the proxy (an "HTTPS proxy").
+            resolve: host name → loopback IP for CONNECT targets (``localhost`` is built in).
+            host: ``"127.0.0.1"`` or ``"::1"``.
+        """
+        ctx = server_context(tls_leaf) if tls_leaf is not None else None
+        super().__init__(host, ctx)
+        self._resolve = dict(resolve or {})
+        self._connects: list[str] = []
+        self._refused: list[str] = []
+        self._forwarded: list[str] = []
+
+    @property
+    def connects(self) -> list[str]:
+        """Every CONNECT target (``"host:port"``), refused ones included."""
+        with self._cond:
+            return list(self._connects)
+
+    @property
+    def refused(self) -> list[str]:
+        """Targets refused with 403 because they are not loopback."""
+        with self._cond:
+            return list(self._refused)
+
+    @property
+    def forwarded(self) -> list[str]:
+        """Request lines of absolute-form (non-CONNECT) requests."""
+        with self._cond:
+            return list(self._forwarded)
+
+    def reset(self) -> None:
+        """Clear the records."""
+        with self._cond:
+            for records in (self._connects, self._refused, self._forwarded, self._errors):
+                records.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await _read_head(reader)
+        if head is None:
+            return
+        start, headers, _ = head
+        method, target, _version = [*start.split(" "), "", ""][:3]
+        if method.upper() == "CONNECT":
+            self._append("_connects", target)
+            host, port = _split_target(target, 443)
+            address = resolve_loopback(host, self._resolve)
+            if address is None:
+                self._append("_refused", target)
+                await _reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
+                return
+            try:
+                upstream = await asyncio.wait_for(asyncio.open_connection(address, port), _TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                self._append("_errors", f"CONNECT {target}: {exc}")
+                await _reply(writer, "502 Bad Gateway", str(exc))
+                return
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            try:
+                await _tunnel((reader, writer), upstream)
+            finally:
+                upstream[1].close()
+            return
+        self._append("_forwarded", start)
+        url = urlsplit(target)
+        if url.scheme != "http" or not url.hostname:
+            await _reply(writer, "502 Bad Gateway", f"will not forward {url.scheme or target!r}")
+            return
+        address = resolve_loopback(url.hostname, self._resolve)
+        if address is None:
+            self._append("_refused", url.netloc)
+            await _reply(writer, "403 Forbidden", f"refusing non-loopback target {url.netloc}")
+            return
+        body = await _read_body(reader, headers, until_eof=False)
+        up_reader, up_writer = await asyncio.wait_for(
+            asyncio.open_connection(address, url.port or 80), _TIMEOUT
+        )
+        try:
+            path = url.path or "/"
+            lines = [f"{method} {path}{'?' + url.query if url.query else ''} HTTP/1.1"]
+            lines += [
+                f"{k}: {v}"
+                for k, v in headers.items()
+                if k not in ("connection", "proxy-connection", "proxy-authorization")
+            ]
+            lines.append("Connection: close")
+            up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await up_writer.drain()
+            while data := await asyncio.wait_for(up_reader.read(65536), _TIMEOUT):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            up_writer.close()
+
+
+class MitmProxy(_LoopService):
+    """Intercepting proxy: forges a leaf per host, signed by its own CA, like mitmproxy.
+
+    Forward mode (default) answers CONNECT, then terminates TLS toward the client with a leaf
+    forged for the SNI (or CONNECT host), records each request line, forwards the request to
+    the real upstream over verified TLS and relays the response. Reverse mode
+    (*reverse_to*) listens with TLS directly and forwards to one upstream.
+
+    Records: `intercepted` (``(host, request_line)``; request lines only, never headers or
+    bodies), `refused` (hosts whose client aborted the handshake *or* completed it and then
+    closed without sending a byte, which is what a pinned client does), `silent` (just the
+    latter), `connects` and `blocked` (non-loopback CONNECT targets refused with 403).
+    """
+
+    def __init__(
+        self,
+        *,
+        ca: CA | None = None,
+        upstream_ca: CA | Sequence[CA] | None = None,
+        upstream_cafile: str | os.PathLike[str] | None = None,
+        resolve: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        reverse_to: tuple[str, int] | None = None,
+        reverse_host: str | None = None,
+    ) -> None:
+        """Configure the proxy; nothing listens until `start`.
+
+        Args:
+            ca: CA that signs forged leaves (default: a fresh ``"tlspin MITM CA"``).
+            upstream_ca: CA(s) trusted when connecting to the real upstream.
+            upstream_cafile: PEM file trusted when connecting to the real upstream.
+            resolve: host name → loopback IP for upstream targets.
+            host: ``"127.0.0.1"`` or ``"::1"``.
+            reverse_to: ``(loopback_ip, port)`` of the upstream for reverse mode.
+            reverse_host: the name reverse mode impersonates (default ``"localhost"``).
+        """
+        super().__init__(host, None)
+        self.ca = ca if ca is not None else CA.root("tlspin MITM CA")
+        self._resolve = dict(resolve or {})
+        self._upstream_ctx: ssl.SSLContext | None = None
+        if upstream_ca is not None or upstream_cafile is not None:
+            cas = [upstream_ca] if isinstance(upstream_ca, CA) else list(upstream_ca or [])
+            self._upstream_ctx = client_trust_context(*cas, alpn=["http/1.1"])
+            if upstream_cafile is not None:
+                self._upstream_ctx.load_verify_locations(cafile=upstream_cafile)
+        if reverse_to is not None and resolve_loopback(reverse_to[0]) is None:
+            raise ValueError(f"expected a loopback reverse_to address; found {reverse_to[0]!r}")
+        self._reverse_to = reverse_to
+        self.reverse_host = reverse_host or "localhost"
+        self._leaves: dict[str, Leaf] = {}
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._sni_seen: dict[int, str] = {}
+        self._forge_lock = threading.Lock()
+        self._intercepted: list[tuple[str, str]] = []
+        self._refused: list[str] = []
+        self._silent: list[str] = []
+        self._connects: list[str] = []
+        self._blocked: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """Proxy URL ``http://127.0.0.1:PORT``; reverse mode: ``https://REVERSE_HOST:PORT/``."""
+        if self._reverse_to is not None:
+            return f"https://{url_host(self.reverse_host)}:{self._port}/"
+        return super().url
+
+    @property
+    def intercepted(self) -> list[tuple[str, str]]:
+        """``(host, request_line)`` of every request read from a client."""
+        with self._cond:
+            return list(self._intercepted)
+
+    @property
+    def refused(self) -> list[str]:
+        """Hosts whose client refused the forged certificate (see class docstring)."""
+        with self._cond:
+            return list(self._refused)
+
+    @property
+    def silent(self) -> list[str]:
+        """Hosts whose client completed the handshake and closed without sending anything."""
+        with self._cond:
+            return list(self._silent)
+
+    @property
+    def connects(self) -> list[str]:
+        """Every CONNECT target (``"host:port"``)."""
+        with self._cond:
+            return list(self._connects)
+
+    @property
+    def blocked(self) -> list[str]:
+        """CONNECT targets refused with 403 because they are not loopback."""
+        with self._cond:
+            return list(self._blocked)
+
+    def reset(self) -> None:
+        """Clear the records (forged leaves stay cached)."""
+        with self._cond:
+            for records in (
+                self._intercepted,
+                self._refused,
+                self._silent,
+                self._connects,
+                self._blocked,
+                self._errors,
+            ):
+                records.clear()
+
+    def leaf_for(self, host: str) -> Leaf:
+        """Return the leaf forged for *host* (forging and caching it on first use)."""
+        return self._forge(host)[0]
+
+    def _forge(self, host: str) -> tuple[Leaf, ssl.SSLContext]:
+        name = host.strip("[]").lower().rstrip(".")
+        with self._forge_lock:
+            if name not in self._leaves:
+                leaf = self.ca.issue(name)
+                ctx = server_context(leaf, alpn=["http/1.1"])
+                ctx.sni_callback = self._on_sni
+                self._leaves[name], self._contexts[name] = leaf, ctx
+            return self._leaves[name], self._contexts[name]
+
+    def _on_sni(self, sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if server_name:
+            self._sni_seen[id(sslobj)] = server_name
+            sslobj.context = self._forge(server_name)[1]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._reverse_to is not None:
+            await self._intercept(reader, writer, self.reverse_host, self._reverse_to)
+            return
+        head = await _read_head(reader)
+        if head is None:
+            return
+        start, _, _ = head
+        method, target, _version = [*start.split(" "), "", ""][:3]
+        if method.upper() != "CONNECT":
+            await _reply(writer, "405 Method Not Allowed", "this proxy only supports CONNECT")
+            return
+        self._append("_connects", target)
+        host, port = _split_target(target, 443)
+        address = resolve_loopback(host, self._resolve)
+        if address is None:
+            self._append("_blocked", target)
+            await _reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
+            return
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await self._intercept(reader, writer, host, (address, port))
+
+    async def _intercept(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        upstream_address: tuple[str, int],
+    ) -> None:
+        _, ctx = self._forge(host)  # P-256 keys take well under a millisecond to make
+        try:
+            await writer.start_tls(ctx, ssl_handshake_timeout=_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            self._append("_refused", host)
+            self._append("_errors", f"handshake for {host}: {type(exc).__name__}: {exc}")
+            return
+        sslobj = writer.get_extra_info("ssl_object")
+        host = self._sni_seen.pop(id(sslobj), host)
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        first = True
+        try:
+            while True:
+                head = await _read_head(reader)
+                if head is None:
+                    if first:
+                        self._append("_silent", host)
+                        self._append("_refused", host)
+                    return
+                first = False
+                start, headers, raw = head
+                self._append("_intercepted", (host, start))
+                body = await _read_body(reader, headers, until_eof=False)
+                if upstream is None:
+                    upstream = await self._open_upstream(host, upstream_address, writer)
+                    if upstream is None:
+                        return
+                upstream[1].write(raw + body)
+                await upstream[1].drain()
+                if not await self._relay_response(upstream[0], writer, start):
+                    return
+        finally:
+            if upstream is not None:
+                upstream[1].close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(upstream[1].wait_closed(), 1.0)
+
+    async def _open_upstream(
+        self, host: str, address: tuple[str, int], writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        if self._upstream_ctx is None:
+            await _reply(writer, "502 Bad Gateway", "no upstream CA configured for this proxy")
+            return None
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(
+                    *address, ssl=self._upstream_ctx, server_hostname=host.strip("[]")
+                ),
+                _TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            self._append("_errors", f"upstream {host}: {type(exc).__name__}: {exc}")
+            await _reply(writer, "502 Bad Gateway", f"upstream failed: {exc}")
+            return None
+
+    async def _relay_response(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request_line: str
+    ) -> bool:
+        """Relay one response; return whether the connection may carry another request."""
+        head = await _read_head(reader)
+        if head is None:
+            return False
+        start, headers, raw = head
+        status = int([*start.split(" "), "0"][1] or 0)
+        no_body = request_line.startswith("HEAD ") or status in (204, 304) or status < 200
+        framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "")
+        body = b"" if no_body else await _read_body(reader, headers, until_eof=True)
+        writer.write(raw + body)
+        await writer.drain()
+        return (no_body or framed) and headers.get("connection", "").lower() != "close"
