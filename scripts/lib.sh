@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO_ROOT"
+cd "$REPO_ROOT" || exit 1
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export PIP_NO_INPUT=1
@@ -55,7 +55,7 @@ find_python() {
         [[ -x "$cand" ]] && cands+=("$cand")
     done
     for cand in "${cands[@]}"; do
-        if "$cand" -c "import sys, venv; sys.exit(sys.version_info[:2] != tuple(map(int, '$want'.split('.'))))" \
+        if "$cand" -c "import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != tuple(map(int, '$want'.split('.'))))" \
                 >/dev/null 2>&1; then
             # Resolve pyenv shims to the real interpreter, so a venv never points at a shim.
             "$cand" -c 'import sys; print(sys.executable)'
@@ -288,7 +288,6 @@ EOF
         port=""
     done
     [[ -n "$port" ]] || die "PostgreSQL did not start; see $PG_DIR/server.log"
-    PG_PORT="$port"
     (cd "$PG_DIR" && _as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" tlspin_test) \
         || die "createdb tlspin_test failed"
     export TLSPIN_TEST_PG_URL="postgresql://$PG_USER@127.0.0.1:$port/tlspin_test"

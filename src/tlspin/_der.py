@@ -61,23 +61,51 @@ def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int
 _SEQUENCE = 0x30
 
 
+def _span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
+    """Return ``(value_start, value_end)`` of the TLV at *pos*, which must end by *limit*."""
+    # Hot path for uncached certificates: inline the length decoding of read_tlv().
+    if pos + 2 > limit:
+        raise DERError("truncated DER: expected a tag and a length")
+    if data[pos] & 0x1F == 0x1F:
+        raise DERError("unsupported DER: multi-byte tags")
+    first = data[pos + 1]
+    if first < 0x80:
+        vstart = pos + 2
+        vend = vstart + first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 4 or pos + 2 + n > limit:
+            raise DERError(f"unsupported or truncated DER length (0x{first:02x})")
+        length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
+        if length < 0x80 or data[pos + 2] == 0:
+            raise DERError("non-minimal DER length")
+        vstart = pos + 2 + n
+        vend = vstart + length
+    if vend > limit:
+        raise DERError("truncated DER: a value runs past its container")
+    return vstart, vend
+
+
 def spki_from_certificate(cert_der: bytes) -> bytes:
     """Return the SubjectPublicKeyInfo bytes of an X.509 certificate, exactly as encoded."""
-    tag, start, end = read_tlv(cert_der)
-    if tag != _SEQUENCE or end != len(cert_der):
+    size = len(cert_der)
+    if size < 2 or cert_der[0] != _SEQUENCE:
         raise DERError("not a DER certificate: expected one outer SEQUENCE")
-    tbs_tag, tbs_start, tbs_end = read_tlv(cert_der, start)
-    if tbs_tag != _SEQUENCE:
+    start, end = _span(cert_der, 0, size)
+    if end != size:
+        raise DERError("not a DER certificate: trailing bytes after the outer SEQUENCE")
+    if cert_der[start] != _SEQUENCE:
         raise DERError("not a DER certificate: expected a TBSCertificate SEQUENCE")
-    fields = children(cert_der, tbs_start, tbs_end)
-    # version [0] EXPLICIT is optional; skip it so the indexes below are fixed.
-    if fields and fields[0][0] == 0xA0:
-        fields = fields[1:]
-    # serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
-    if len(fields) < 6 or fields[5][0] != _SEQUENCE:
+    pos, tbs_end = _span(cert_der, start, end)
+    # version [0] EXPLICIT is optional; skip it so the count below is fixed.
+    if pos < tbs_end and cert_der[pos] == 0xA0:
+        pos = _span(cert_der, pos, tbs_end)[1]
+    # serialNumber, signature, issuer, validity, subject, then subjectPublicKeyInfo.
+    for _ in range(5):
+        pos = _span(cert_der, pos, tbs_end)[1]
+    if pos >= tbs_end or cert_der[pos] != _SEQUENCE:
         raise DERError("not a DER certificate: no SubjectPublicKeyInfo where expected")
-    _, tlv_start, _, tlv_end = fields[5]
-    return cert_der[tlv_start:tlv_end]
+    return cert_der[pos : _span(cert_der, pos, tbs_end)[1]]
 
 
 def spki_from_csr(csr_der: bytes) -> bytes:

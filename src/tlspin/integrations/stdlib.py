@@ -34,9 +34,6 @@ __all__ = [
     "start_tls",
 ]
 
-_MAX_CONNECT_RESPONSE = 64 * 1024
-
-
 def https_connection(
     host: str,
     port: int | None = None,
@@ -222,9 +219,8 @@ async def open_tunnel(
         status_line = await reader.readline()
     """
     ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
-    reader, writer = await asyncio.open_connection(
-        proxy_host, proxy_port, ssl=proxy_ssl, limit=_MAX_CONNECT_RESPONSE
-    )
+    # The stream's default 64 KiB limit also bounds the CONNECT response head.
+    reader, writer = await asyncio.open_connection(proxy_host, proxy_port, ssl=proxy_ssl)
     try:
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]

@@ -11,246 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import ssl
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+from tlspin.testing._aio import (
+    TIMEOUT,
+    LoopService,
+    read_body,
+    read_head,
+    reply,
+    split_target,
+    tunnel,
+)
+from tlspin.testing._loopback import resolve_loopback, url_host
 from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
-from tlspin.testing.servers import Recorder, check_bind_host, url_host
 
 __all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]
 
-_TIMEOUT = 10.0
-_MAX_HEAD = 64 * 1024
 
-
-def resolve_loopback(host: str, resolve: Mapping[str, str] | None = None) -> str | None:
-    """Map *host* to a loopback IP, or return None when it is not (or not known to be) loopback.
-
-    Never consults DNS: ``localhost``, loopback IP literals and entries of *resolve* only.
-    """
-    name = host.strip("[]").lower().rstrip(".")
-    mapping = {k.lower().rstrip("."): v for k, v in (resolve or {}).items()}
-    address = mapping.get(name, "127.0.0.1" if name == "localhost" else name)
-    try:
-        return address if ipaddress.ip_address(address).is_loopback else None
-    except ValueError:
-        return None
-
-
-def _split_target(target: str, default_port: int) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` / ``host`` into host and port."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = target.rpartition(":")
-    if not sep:
-        return target, default_port
-    return host, int(port)
-
-
-class _LoopService(Recorder):
-    """An asyncio server living in its own daemon thread."""
-
-    def __init__(self, host: str, server_ssl: ssl.SSLContext | None) -> None:
-        super().__init__()
-        check_bind_host(host)
-        self._host = host
-        self._server_ssl = server_ssl
-        self._port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._errors: list[str] = []
-
-    def start(self) -> Self:
-        """Bind an ephemeral loopback port and start serving."""
-        if self._loop is not None:
-            return self
-        loop = asyncio.new_event_loop()
-        loop.set_exception_handler(self._on_loop_error)
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-proxy")
-        self._thread.start()
-        self._call(self._open()).result(_TIMEOUT)
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, then end the loop thread."""
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(_TIMEOUT)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(_TIMEOUT)
-        loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        """The bound address, ``"127.0.0.1"`` or ``"::1"``."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (0 before `start`)."""
-        return self._port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)``."""
-        return (self._host, self._port)
-
-    @property
-    def url(self) -> str:
-        """Proxy URL such as ``http://127.0.0.1:PORT`` (``https://`` for a TLS listener)."""
-        scheme = "https" if self._server_ssl is not None else "http"
-        return f"{scheme}://{url_host(self._host)}:{self._port}"
-
-    @property
-    def errors(self) -> list[str]:
-        """Unexpected errors seen while serving (for debugging failing tests)."""
-        with self._cond:
-            return list(self._errors)
-
-    def _append(self, name: str, value: object) -> None:
-        with self._cond:
-            getattr(self, name).append(value)
-            self._cond.notify_all()
-
-    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
-
-    def _on_loop_error(self, _loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        self._append("_errors", str(context.get("exception") or context.get("message")))
-
-    async def _open(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, self._host, 0, ssl=self._server_ssl, ssl_handshake_timeout=_TIMEOUT
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._enter()
-        try:
-            await self._handle(reader, writer)
-        except (OSError, EOFError, ssl.SSLError, ValueError, asyncio.LimitOverrunError):
-            pass  # the peer went away or spoke nonsense
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            self._tasks.discard(task)
-            self._leave()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:
-    """Read one HTTP head; return (start line, lower-cased headers, raw head) or None on EOF."""
-    try:
-        raw = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _TIMEOUT)
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise
-        return None
-    if len(raw) > _MAX_HEAD:
-        raise ValueError(f"expected an HTTP head under {_MAX_HEAD} bytes; found {len(raw)}")
-    start, *lines = raw[:-4].decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return start, headers, raw
-
-
-async def _read_body(
-    reader: asyncio.StreamReader, headers: Mapping[str, str], *, until_eof: bool
-) -> bytes:
-    """Read a message body exactly as framed (raw bytes, chunk framing kept)."""
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            parts.append(line)
-            size = int(line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    parts.append(trailer)
-                parts.append(trailer)
-                return b"".join(parts)
-            parts.append(await reader.readexactly(size + 2))
-    if "content-length" in headers:
-        return await reader.readexactly(int(headers["content-length"]))
-    return await reader.read() if until_eof else b""
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then half-close (or close) the destination."""
-    try:
-        while data := await asyncio.wait_for(reader.read(65536), _TIMEOUT * 3):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, TimeoutError, ssl.SSLError):
-        pass
-    finally:
-        if writer.can_write_eof() and not writer.is_closing():
-            with contextlib.suppress(OSError):
-                writer.write_eof()
-        else:
-            writer.close()
-
-
-async def _tunnel(
-    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-) -> None:
-    await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
-
-
-async def _reply(writer: asyncio.StreamWriter, status: str, text: str = "") -> None:
-    body = text.encode()
-    writer.write(
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n".encode()
-        + body
-    )
-    await writer.drain()
-
-
-class ConnectProxy(_LoopService):
+class ConnectProxy(LoopService):
     """HTTP proxy on loopback: CONNECT tunnels plus minimal absolute-form forwarding.
 
     Records `connects` (every CONNECT target ``"host:port"``), `refused` (targets it would not
@@ -305,45 +88,45 @@ class ConnectProxy(_LoopService):
                 records.clear()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await _read_head(reader)
+        head = await read_head(reader)
         if head is None:
             return
         start, headers, _ = head
         method, target, _version = [*start.split(" "), "", ""][:3]
         if method.upper() == "CONNECT":
             self._append("_connects", target)
-            host, port = _split_target(target, 443)
+            host, port = split_target(target, 443)
             address = resolve_loopback(host, self._resolve)
             if address is None:
                 self._append("_refused", target)
-                await _reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
+                await reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
                 return
             try:
-                upstream = await asyncio.wait_for(asyncio.open_connection(address, port), _TIMEOUT)
+                upstream = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
             except (OSError, TimeoutError) as exc:
                 self._append("_errors", f"CONNECT {target}: {exc}")
-                await _reply(writer, "502 Bad Gateway", str(exc))
+                await reply(writer, "502 Bad Gateway", str(exc))
                 return
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             try:
-                await _tunnel((reader, writer), upstream)
+                await tunnel((reader, writer), upstream)
             finally:
                 upstream[1].close()
             return
         self._append("_forwarded", start)
         url = urlsplit(target)
         if url.scheme != "http" or not url.hostname:
-            await _reply(writer, "502 Bad Gateway", f"will not forward {url.scheme or target!r}")
+            await reply(writer, "502 Bad Gateway", f"will not forward {url.scheme or target!r}")
             return
         address = resolve_loopback(url.hostname, self._resolve)
         if address is None:
             self._append("_refused", url.netloc)
-            await _reply(writer, "403 Forbidden", f"refusing non-loopback target {url.netloc}")
+            await reply(writer, "403 Forbidden", f"refusing non-loopback target {url.netloc}")
             return
-        body = await _read_body(reader, headers, until_eof=False)
+        body = await read_body(reader, headers, until_eof=False)
         up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(address, url.port or 80), _TIMEOUT
+            asyncio.open_connection(address, url.port or 80), TIMEOUT
         )
         try:
             path = url.path or "/"
@@ -356,14 +139,14 @@ class ConnectProxy(_LoopService):
             lines.append("Connection: close")
             up_writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
             await up_writer.drain()
-            while data := await asyncio.wait_for(up_reader.read(65536), _TIMEOUT):
+            while data := await asyncio.wait_for(up_reader.read(65536), TIMEOUT):
                 writer.write(data)
                 await writer.drain()
         finally:
             up_writer.close()
 
 
-class MitmProxy(_LoopService):
+class MitmProxy(LoopService):
     """Intercepting proxy: forges a leaf per host, signed by its own CA, like mitmproxy.
 
     Forward mode (default) answers CONNECT, then terminates TLS toward the client with a leaf
@@ -495,20 +278,20 @@ class MitmProxy(_LoopService):
         if self._reverse_to is not None:
             await self._intercept(reader, writer, self.reverse_host, self._reverse_to)
             return
-        head = await _read_head(reader)
+        head = await read_head(reader)
         if head is None:
             return
         start, _, _ = head
         method, target, _version = [*start.split(" "), "", ""][:3]
         if method.upper() != "CONNECT":
-            await _reply(writer, "405 Method Not Allowed", "this proxy only supports CONNECT")
+            await reply(writer, "405 Method Not Allowed", "this proxy only supports CONNECT")
             return
         self._append("_connects", target)
-        host, port = _split_target(target, 443)
+        host, port = split_target(target, 443)
         address = resolve_loopback(host, self._resolve)
         if address is None:
             self._append("_blocked", target)
-            await _reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
+            await reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
             return
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
@@ -523,7 +306,7 @@ class MitmProxy(_LoopService):
     ) -> None:
         _, ctx = self._forge(host)  # P-256 keys take well under a millisecond to make
         try:
-            await writer.start_tls(ctx, ssl_handshake_timeout=_TIMEOUT)
+            await writer.start_tls(ctx, ssl_handshake_timeout=TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             self._append("_refused", host)
             self._append("_errors", f"handshake for {host}: {type(exc).__name__}: {exc}")
@@ -534,7 +317,7 @@ class MitmProxy(_LoopService):
         first = True
         try:
             while True:
-                head = await _read_head(reader)
+                head = await read_head(reader)
                 if head is None:
                     if first:
                         self._append("_silent", host)
@@ -543,7 +326,7 @@ class MitmProxy(_LoopService):
                 first = False
                 start, headers, raw = head
                 self._append("_intercepted", (host, start))
-                body = await _read_body(reader, headers, until_eof=False)
+                body = await read_body(reader, headers, until_eof=False)
                 if upstream is None:
                     upstream = await self._open_upstream(host, upstream_address, writer)
                     if upstream is None:
@@ -562,32 +345,32 @@ class MitmProxy(_LoopService):
         self, host: str, address: tuple[str, int], writer: asyncio.StreamWriter
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         if self._upstream_ctx is None:
-            await _reply(writer, "502 Bad Gateway", "no upstream CA configured for this proxy")
+            await reply(writer, "502 Bad Gateway", "no upstream CA configured for this proxy")
             return None
         try:
             return await asyncio.wait_for(
                 asyncio.open_connection(
                     *address, ssl=self._upstream_ctx, server_hostname=host.strip("[]")
                 ),
-                _TIMEOUT,
+                TIMEOUT,
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._append("_errors", f"upstream {host}: {type(exc).__name__}: {exc}")
-            await _reply(writer, "502 Bad Gateway", f"upstream failed: {exc}")
+            await reply(writer, "502 Bad Gateway", f"upstream failed: {exc}")
             return None
 
     async def _relay_response(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request_line: str
     ) -> bool:
         """Relay one response; return whether the connection may carry another request."""
-        head = await _read_head(reader)
+        head = await read_head(reader)
         if head is None:
             return False
         start, headers, raw = head
         status = int([*start.split(" "), "0"][1] or 0)
         no_body = request_line.startswith("HEAD ") or status in (204, 304) or status < 200
         framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "")
-        body = b"" if no_body else await _read_body(reader, headers, until_eof=True)
+        body = b"" if no_body else await read_body(reader, headers, until_eof=True)
         writer.write(raw + body)
         await writer.drain()
         return (no_body or framed) and headers.get("connection", "").lower() != "close"

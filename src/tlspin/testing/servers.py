@@ -16,63 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from tlspin.testing._loopback import LOOPBACK_HOSTS, Recorder, check_bind_host, url_host
 from tlspin.testing.pki import Leaf, server_context
 
 __all__ = ["LOOPBACK_HOSTS", "TLSServer"]
 
-#: The only addresses the test kit ever binds to.
-LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 _MAX_HEAD = 64 * 1024
-
-
-def check_bind_host(host: str) -> int:
-    """Return the address family for *host*, refusing anything but 127.0.0.1 and ::1."""
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"expected a loopback bind address (127.0.0.1 or ::1); found {host!r}")
-    return socket.AF_INET6 if host == "::1" else socket.AF_INET
-
-
-def url_host(hostname: str) -> str:
-    """Bracket IPv6 literals for use in a URL authority."""
-    return f"[{hostname}]" if ":" in hostname and not hostname.startswith("[") else hostname
-
-
-class Recorder:
-    """Thread-safe bookkeeping shared by the test servers: waiting and idle tracking."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.RLock())
-        self._active = 0
-
-    def wait_for(self, predicate: Callable[[Self], object], timeout: float = 5.0) -> bool:
-        """Block until ``predicate(self)`` is true or *timeout* seconds pass; return the result.
-
-        Use it instead of sleeping when a record is written by a server thread after the client
-        has already returned (for example a handshake failure seen from the server side).
-        """
-        with self._cond:
-            return bool(self._cond.wait_for(lambda: predicate(self), timeout))
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until no connection is being served; return False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._active == 0, timeout)
-
-    @property
-    def active(self) -> int:
-        """Number of connections currently being served."""
-        with self._cond:
-            return self._active
-
-    def _enter(self) -> None:
-        with self._cond:
-            self._active += 1
-            self._cond.notify_all()
-
-    def _leave(self) -> None:
-        with self._cond:
-            self._active -= 1
-            self._cond.notify_all()
 
 
 class TLSServer(Recorder):
