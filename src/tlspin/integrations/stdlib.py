@@ -68,7 +68,9 @@ def https_connection(
         conn.request("GET", "/")
         print(conn.getresponse().status)
     """
-    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
     kwargs: dict[str, Any] = {"context": ctx}
     if timeout is not None:
         kwargs["timeout"] = timeout
@@ -96,7 +98,9 @@ def https_handler(
         with opener.open("https://api.example.com/") as response:
             body = response.read()
     """
-    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
     return urllib.request.HTTPSHandler(context=ctx)
 
 
@@ -148,7 +152,9 @@ async def open_connection(
         writer.write(b"GET / HTTP/1.1\\r\\nHost: api.example.com\\r\\n\\r\\n")
         status_line = await reader.readline()
     """
-    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
     if server_hostname is not None:
         kwargs["server_hostname"] = server_hostname
     return await asyncio.open_connection(host, port, ssl=ctx, **kwargs)
@@ -173,7 +179,9 @@ async def start_tls(
         ...  # send CONNECT api.example.com:443, read the 200 response
         await start_tls(writer, policy, server_hostname="api.example.com")
     """
-    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
     await writer.start_tls(
         ctx, server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout
     )
@@ -218,30 +226,40 @@ async def open_tunnel(
         writer.write(b"GET / HTTP/1.1\\r\\nHost: api.example.com\\r\\n\\r\\n")
         status_line = await reader.readline()
     """
-    ctx = pinned_context(policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
     # The stream's default 64 KiB limit also bounds the CONNECT response head.
     reader, writer = await asyncio.open_connection(proxy_host, proxy_port, ssl=proxy_ssl)
     try:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
-        lines += [f"{name}: {value}" for name, value in (proxy_headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await writer.drain()
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            msg = f"proxy {proxy_host}:{proxy_port} closed or garbled the CONNECT response"
-            raise ConnectionError(msg) from exc
-        status = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = status.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].startswith("2"):
-            msg = (
-                f"proxy {proxy_host}:{proxy_port} refused CONNECT {authority}: expected a 2xx "
-                f"status, found {status!r}"
-            )
-            raise ConnectionError(msg)
+        target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        await _connect(reader, writer, f"{proxy_host}:{proxy_port}", target, proxy_headers)
         await writer.start_tls(ctx, server_hostname=host)
     except BaseException:
         writer.close()
         raise
     return reader, writer
+
+
+async def _connect(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    proxy: str,
+    authority: str,
+    headers: dict[str, str] | None,
+) -> None:
+    """Ask the proxy for a tunnel to *authority*; raise ConnectionError unless it agrees."""
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    await writer.drain()
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        msg = f"proxy {proxy} closed or garbled the CONNECT response"
+        raise ConnectionError(msg) from exc
+    status = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].startswith("2"):
+        msg = f"proxy {proxy} refused CONNECT {authority}: expected a 2xx status, found {status!r}"
+        raise ConnectionError(msg)

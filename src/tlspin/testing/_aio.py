@@ -51,7 +51,11 @@ class LoopService(Recorder):
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-proxy")
         self._thread.start()
-        self._call(self._open()).result(TIMEOUT)
+        try:
+            self._call(self._open()).result(TIMEOUT)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
@@ -117,8 +121,9 @@ class LoopService(Recorder):
         self._append("_errors", str(context.get("exception") or context.get("message")))
 
     async def _open(self) -> None:
+        timeout = TIMEOUT if self._server_ssl is not None else None
         self._server = await asyncio.start_server(
-            self._serve, self._host, 0, ssl=self._server_ssl, ssl_handshake_timeout=TIMEOUT
+            self._serve, self._host, 0, ssl=self._server_ssl, ssl_handshake_timeout=timeout
         )
         self._port = self._server.sockets[0].getsockname()[1]
 

@@ -123,8 +123,16 @@ def validity(
             return now + moment
         return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
-    start = resolve(not_before, now - _CLOCK_SKEW)
-    return start, resolve(not_after, max(start, now) + datetime.timedelta(days=default_days))
+    # Defaults follow the explicit bound, so `not_after=timedelta(days=-1)` alone makes a
+    # certificate that expired yesterday rather than an invalid interval.
+    end = resolve(not_after, now) if not_after is not None else None
+    default_start = now - _CLOCK_SKEW
+    if end is not None and end <= default_start:
+        default_start = end - datetime.timedelta(days=default_days)
+    start = resolve(not_before, default_start)
+    if end is None:
+        end = max(start, now) + datetime.timedelta(days=default_days)
+    return start, end
 
 
 def x509_name(common_name: str) -> x509.Name:

@@ -1,0 +1,312 @@
+"""``tlspin audit``: run any program through a forging proxy and see which hosts it pins.
+
+The program runs with ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` pointing at a loopback
+proxy, and with that proxy's CA made trusted through ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``,
+``CURL_CA_BUNDLE`` and ``NODE_EXTRA_CA_CERTS``. For each CONNECT the proxy presents a
+certificate forged for the host and signed by its CA, and watches what the program does:
+
+* it sends a request over the forged session → **not pinned** (anyone whose CA the program
+  trusts can read its traffic);
+* it completes the handshake, then hangs up without a byte → **pinned** (the key check that
+  curl's ``--pinnedpubkey``, tlspin and most pinning libraries run after the handshake);
+* it aborts the handshake → **refused** (a pin check inside the handshake, or the program does
+  not trust the audit CA at all: the TLS alert tells which).
+
+Only request lines are kept, with the query string blanked: never headers or bodies.
+
+Safety: the proxy connects upstream only to loopback addresses (``localhost``, loopback IP
+literals, and names mapped by *resolve* to loopback). It never resolves other names; a request
+for anywhere else is answered with 502 and reported, and that host is never contacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from tlspin._audit_proxy import AuditProxy, Connection
+
+__all__ = [
+    "AuditProxy",
+    "AuditReport",
+    "Connection",
+    "Expectation",
+    "HostReport",
+    "Verdict",
+    "audit_environment",
+    "loopback_address",
+    "run_audit",
+    "summarize",
+    "write_trust_bundle",
+]
+
+Verdict = Literal["not-pinned", "plaintext", "pinned", "refused"]
+
+#: Environment variables that point at the proxy, and those that make its CA trusted.
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+# Bypass lists would let the program skip the proxy (curl and requests honour them).
+_BYPASS_VARIABLES = ("NO_PROXY", "no_proxy")
+
+
+def loopback_address(value: str) -> str:
+    """Return *value* if it is a loopback IP literal (127.0.0.0/8 or ::1).
+
+    Raises:
+        ValueError: *value* is not a loopback IP address.
+    """
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        raise ValueError(
+            f"expected a loopback IP address (127.0.0.1, ::1), found {value!r}"
+        ) from None
+    if not address.is_loopback:
+        raise ValueError(
+            f"the audit only ever connects to loopback: expected a loopback address "
+            f"(127.0.0.0/8 or ::1), found {value!r}"
+        )
+    return str(address)
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What the program did with one host:port.
+
+    Attributes:
+        host: the host name (or address) the program asked the proxy for.
+        port: the port.
+        verdict: ``"not-pinned"``, ``"plaintext"``, ``"pinned"`` or ``"refused"``.
+        connections: how many connections the program made to it.
+        requests: request lines it sent (query strings blanked), first per connection.
+        details: what ended the connections that carried no request (TLS alerts, hang-ups).
+        upstream: what the proxy did upstream (forwarded, not contacted and why).
+    """
+
+    host: str
+    port: int
+    verdict: Verdict
+    connections: int
+    requests: tuple[str, ...] = ()
+    details: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = ()
+
+    @property
+    def pinned(self) -> bool:
+        """True when the program never sent a request through the forged certificate."""
+        return self.verdict in ("pinned", "refused")
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "verdict": self.verdict,
+            "pinned": self.pinned,
+            "connections": self.connections,
+            "requests": list(self.requests),
+            "details": list(self.details),
+            "upstream": list(self.upstream),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """The outcome of one ``--expect-pinned HOST``."""
+
+    host: str
+    met: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {"host": self.host, "met": self.met, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """The result of auditing one program run."""
+
+    command: tuple[str, ...]
+    exit_code: int | None
+    hosts: tuple[HostReport, ...]
+    expectations: tuple[Expectation, ...] = ()
+    timed_out: bool = False
+    elapsed: float = 0.0
+    blocked: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when every ``--expect-pinned`` host was pinned."""
+        return all(e.met for e in self.expectations)
+
+    def host(self, name: str) -> HostReport | None:
+        """The first report for host *name* (any port), or None if it was never contacted."""
+        wanted = _norm(name)
+        return next((h for h in self.hosts if _norm(h.host) == wanted), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the ``--json`` output)."""
+        return {
+            "command": list(self.command),
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "hosts": [h.to_json() for h in self.hosts],
+            "expectations": [e.to_json() for e in self.expectations],
+            "ok": self.ok,
+        }
+
+
+def _norm(host: str) -> str:
+    return host.strip("[]").lower().rstrip(".")
+
+
+_RANK: dict[str, int] = {"not-pinned": 3, "plaintext": 2, "pinned": 1, "refused": 0}
+
+
+def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
+    """Group connections by host:port; the worst outcome decides each host's verdict."""
+    groups: dict[tuple[str, int], list[Connection]] = {}
+    for conn in connections:
+        groups.setdefault((_norm(conn.host), conn.port), []).append(conn)
+    reports = []
+    for (host, port), conns in groups.items():
+        verdicts: list[Verdict] = [c.verdict for c in conns]
+        worst = max(verdicts, key=lambda v: _RANK[v])
+        reports.append(
+            HostReport(
+                host=host,
+                port=port,
+                verdict=worst,
+                connections=len(conns),
+                requests=tuple(c.request_line for c in conns if c.request_line is not None),
+                details=tuple(dict.fromkeys(c.detail for c in conns if c.detail)),
+                upstream=tuple(dict.fromkeys(c.upstream for c in conns if c.upstream)),
+            )
+        )
+    return tuple(sorted(reports, key=lambda r: (r.host, r.port)))
+
+
+def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple[Expectation, ...]:
+    out = []
+    for name in dict.fromkeys(expected):
+        matching = [h for h in hosts if _norm(h.host) == _norm(name)]
+        if not matching:
+            out.append(
+                Expectation(name, False, "the program never connected to it through the proxy")
+            )
+        elif all(h.pinned for h in matching):
+            verdicts = ", ".join(sorted({h.verdict for h in matching}))
+            out.append(Expectation(name, True, f"{verdicts}: no request went through the forgery"))
+        else:
+            sent = sum(len(h.requests) for h in matching if not h.pinned)
+            out.append(
+                Expectation(name, False, f"not pinned: {sent} request(s) sent through the forgery")
+            )
+    return tuple(out)
+
+
+def write_trust_bundle(
+    ca_pem: bytes, directory: str | os.PathLike[str], *, base_env: Mapping[str, str] | None = None
+) -> Path:
+    """Write the audit CA, plus the CAs the program trusted before, into a PEM bundle.
+
+    Keeping the usual CAs means connections that bypass the proxy still verify as before.
+    """
+    env = os.environ if base_env is None else base_env
+    parts = [ca_pem]
+    paths = ssl.get_default_verify_paths()
+    candidates = [env.get(name) for name in TRUST_VARIABLES] + [paths.cafile, paths.openssl_cafile]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        with contextlib.suppress(OSError):
+            data = Path(candidate).read_bytes()
+            if b"-----BEGIN CERTIFICATE-----" in data:
+                parts.append(data if data.endswith(b"\n") else data + b"\n")
+    bundle = Path(directory) / "tlspin-audit-ca-bundle.pem"
+    bundle.write_bytes(b"".join(parts))
+    return bundle
+
+
+def audit_environment(
+    proxy_url: str, bundle: str | os.PathLike[str], base_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The program's environment: proxy variables, trust variables, no bypass list."""
+    env = dict(os.environ if base_env is None else base_env)
+    for name in _BYPASS_VARIABLES:
+        env.pop(name, None)
+    for name in PROXY_VARIABLES:
+        env[name] = proxy_url
+    for name in TRUST_VARIABLES:
+        env[name] = str(bundle)
+    # Node 24+ honours the proxy variables only when asked to.
+    env["NODE_USE_ENV_PROXY"] = "1"
+    return env
+
+
+def run_audit(
+    command: Sequence[str],
+    *,
+    resolve: Mapping[str, str] | None = None,
+    upstream_cafile: str | os.PathLike[str] | None = None,
+    expect_pinned: Iterable[str] = (),
+    timeout: float | None = None,
+    stdout: IO[Any] | int | None = None,
+    stderr: IO[Any] | int | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> AuditReport:
+    """Run *command* through a forging proxy and report, per host, whether it is pinned.
+
+    Args:
+        command: the program and its arguments.
+        resolve: host name → loopback address, for forwarding requests upstream.
+        upstream_cafile: CA bundle trusted when forwarding to the real (loopback) server;
+            default: the system store.
+        expect_pinned: hosts that must turn out pinned (see `AuditReport.ok`).
+        timeout: seconds after which the program is killed.
+        stdout: where the program's standard output goes (default: inherited).
+        stderr: where the program's standard error goes (default: inherited).
+        base_env: environment to start from (default: ``os.environ``).
+
+    Raises:
+        OSError: the program could not be started.
+        ValueError: a *resolve* address is not loopback.
+    """
+    if not command:
+        raise ValueError("expected a command to audit, found none")
+    mapping = {_norm(k): loopback_address(v) for k, v in (resolve or {}).items()}
+    started = time.monotonic()
+    with AuditProxy(resolve=mapping, upstream_cafile=upstream_cafile) as proxy, \
+            tempfile.TemporaryDirectory(prefix="tlspin-audit-") as tmp:
+        bundle = write_trust_bundle(proxy.ca_pem, tmp, base_env=base_env)
+        env = audit_environment(proxy.url, bundle, base_env)
+        timed_out = False
+        with subprocess.Popen(list(command), env=env, stdout=stdout, stderr=stderr) as child:
+            try:
+                code: int | None = child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                child.kill()
+                child.wait()
+                code = None
+        # The program is gone, so its sockets are closed; let the proxy record how they ended.
+        proxy.wait_idle(5.0)
+        connections = proxy.connections
+    hosts = summarize(connections)
+    return AuditReport(
+        command=tuple(command),
+        exit_code=code,
+        hosts=hosts,
+        expectations=_expectations(hosts, expect_pinned),
+        timed_out=timed_out,
+        elapsed=time.monotonic() - started,
+    )

@@ -1,0 +1,106 @@
+"""Collector settings: one frozen value, built in code or from ``TLSPIN_COLLECTOR_*`` variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["Settings"]
+
+_ENV_SETTINGS = "TLSPIN_COLLECTOR_SETTINGS"
+_ENV_TOKEN = "TLSPIN_COLLECTOR_TOKEN"  # noqa: S105 - the variable's name, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How a collector app behaves.
+
+    Args:
+        db_url: SQLAlchemy URL; ``sqlite:///path`` (default) or ``postgresql://…`` (psycopg 3).
+        token: the secret that unlocks the dashboard and the query API (bearer token or login
+            form). None leaves them open, which only makes sense on a loopback-only bind.
+        drop_client_ip: do not store the sender's IP address with reports.
+        webhooks: URLs that receive alert JSON (new incident, host rate over threshold).
+        max_report_bytes: size cap of a report body; larger bodies get 413.
+        ip_rate_limit: ``(count, seconds)`` reports accepted per client IP; more get 429.
+        trust_forwarded_for: take the client IP from ``X-Forwarded-For`` (behind a proxy).
+        alert_rate_threshold: ``(count, seconds)``: alert when a host sends more reports than
+            *count* within *seconds*; None disables it.
+        alert_dedup_seconds: the same alert (same key) is sent at most once per this window.
+        session_hours: lifetime of a dashboard login.
+        refresh_seconds: dashboard auto-refresh interval.
+        migrate: run the database migrations when the app starts.
+        benchmark_noop: add ``POST /reports/noop`` (reads the body, stores nothing) for the
+            ingest benchmark.
+    """
+
+    db_url: str = "sqlite:///tlspin.db"
+    token: str | None = field(default=None, repr=False)
+    drop_client_ip: bool = False
+    webhooks: tuple[str, ...] = ()
+    max_report_bytes: int = 64 * 1024
+    ip_rate_limit: tuple[int, float] = (300, 60.0)
+    trust_forwarded_for: bool = False
+    alert_rate_threshold: tuple[int, float] | None = None
+    alert_dedup_seconds: float = 3600.0
+    session_hours: float = 12.0
+    refresh_seconds: int = 30
+    migrate: bool = True
+    benchmark_noop: bool = False
+
+    def __post_init__(self) -> None:
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError(
+                f"the collector token must be at least 16 characters, found {len(self.token)}"
+            )
+        if self.max_report_bytes < 1024:
+            raise ValueError(f"max_report_bytes must be at least 1024, found {self.max_report_bytes}")
+        count, per = self.ip_rate_limit
+        if count < 1 or per <= 0:
+            raise ValueError(f"ip_rate_limit must be (count ≥ 1, seconds > 0), found {self.ip_rate_limit}")
+        if self.alert_rate_threshold is not None:
+            count, per = self.alert_rate_threshold
+            if count < 1 or per <= 0:
+                raise ValueError(
+                    "alert_rate_threshold must be (count ≥ 1, seconds > 0), "
+                    f"found {self.alert_rate_threshold}"
+                )
+        object.__setattr__(self, "webhooks", tuple(self.webhooks))
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that let :meth:`from_env` rebuild these settings in a worker.
+
+        The token travels in its own variable so that it never appears in the JSON.
+        """
+        data = asdict(self)
+        token = data.pop("token")
+        env = {_ENV_SETTINGS: json.dumps(data)}
+        if token is not None:
+            env[_ENV_TOKEN] = token
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``TLSPIN_COLLECTOR_SETTINGS`` (JSON) and ``TLSPIN_COLLECTOR_TOKEN``.
+
+        Raises:
+            ValueError: the JSON is malformed or names an unknown setting.
+        """
+        env = os.environ if environ is None else environ
+        raw = env.get(_ENV_SETTINGS, "{}")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{_ENV_SETTINGS} must hold a JSON object: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{_ENV_SETTINGS} must hold a JSON object, found {type(data).__name__}")
+        for key in ("webhooks", "ip_rate_limit", "alert_rate_threshold"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        data["token"] = env.get(_ENV_TOKEN) or None
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"{_ENV_SETTINGS}: {exc}") from None

@@ -1,0 +1,155 @@
+"""Pinning for aiohttp: a ``TCPConnector`` with a pinned context, and a session using it.
+
+aiohttp opens TLS through asyncio's ``loop.create_connection(ssl=ctx)`` and, behind proxies,
+``loop.start_tls(ctx)``; both wrap a memory BIO with the pinned context, which checks pins
+before the first request byte. Do not use ``ssl=aiohttp.Fingerprint(...)``: aiohttp switches CA
+verification off for it and compares only the whole leaf certificate::
+
+    async with tlspin.integrations.aiohttp.session(policy, cafile="ca.pem") as s:
+        async with s.get("https://api.example.com/") as response:
+            print(response.status)
+
+aiohttp has no separate context for an ``https://`` proxy's own TLS: the connector's context
+(the pinned one) verifies the proxy too, so its CA must be trusted by that context (pins apply
+to the proxy only if the policy pins the proxy's host).
+
+A pin failure surfaces as ``aiohttp.ClientConnectorCertificateError`` wrapping the
+:class:`tlspin.PinMismatchError` (on Python 3.11/3.12 behind an HTTPS proxy, a CPython bug
+turns it into ``ClientConnectionError`` ← ``TypeError`` ← the pin error; see
+:func:`tlspin.integrations.find_pin_error`).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from tlspin.context import PolicySource, policy_of
+from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
+from tlspin.integrations._common import is_pinned_host, pinned_context
+from tlspin.policy import PinPolicy
+
+if TYPE_CHECKING:
+    from aiohttp import ClientTimeout
+    from aiohttp.client_reqrep import ClientRequest
+    from aiohttp.connector import Connection
+    from aiohttp.tracing import Trace
+
+__all__ = ["PinnedTCPConnector", "connector", "session"]
+
+_REFUSED = ("ssl", "ssl_context", "verify_ssl", "fingerprint")
+
+
+class PinnedTCPConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that refuses per-request TLS overrides for pinned hosts.
+
+    ``session.get(url, ssl=False)`` (or another unpinned context, or a ``Fingerprint``) would
+    otherwise skip the pinned context for that request. Build it with :func:`connector`.
+    """
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
+    ) -> Connection:
+        """Refuse an unpinned per-request ``ssl=`` for a pinned host, then connect."""
+        ctx = self._ssl
+        override = req.ssl
+        if (
+            req.is_ssl()
+            and isinstance(ctx, ssl.SSLContext)
+            and override is not True
+            and not (isinstance(override, ssl.SSLContext) and policy_of(override) is not None)
+        ):
+            host = req.server_hostname or req.url.raw_host
+            if is_pinned_host(ctx, host):
+                msg = (
+                    f"refused a request to {host} with ssl={override!r}: the host is pinned, and "
+                    "a per-request ssl= would bypass the pinned context (drop ssl=, or pass a "
+                    "context made with tlspin.create_context)"
+                )
+                error = PinningUnavailableError(msg, hostname=host, reason="verification-off")
+                raise aiohttp.ClientConnectorCertificateError(req.connection_key, error)
+        return await super().connect(req, traces, timeout)
+
+
+def connector(
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    **kwargs: Any,
+) -> PinnedTCPConnector:
+    """Return a connector whose TLS connections check pins (call it inside a running loop).
+
+    Args:
+        policy: the pins; or pass a pinned *ssl_context* instead.
+        ssl_context: a context already pinned with :func:`tlspin.pin_context`.
+        cafile: CA bundle to trust instead of the system store (with *policy* only).
+        capath: CA directory to trust instead of the system store (with *policy* only).
+        cadata: PEM CAs to trust instead of the system store (with *policy* only).
+        kwargs: other ``TCPConnector`` arguments (``limit``, ``force_close``…).
+
+    Raises:
+        PinConfigurationError: an ``ssl``-related argument would replace the pinned context.
+
+    Example::
+
+        conn = connector(policy, cafile="ca.pem", limit=20)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            await s.get("https://api.example.com/")
+    """
+    for key in _REFUSED:
+        if key in kwargs:
+            msg = (
+                f"{key}= is not accepted with tlspin's connector: the pinned context is the TLS "
+                "configuration; pass cafile=/capath=/cadata= or a pinned ssl_context="
+            )
+            raise PinConfigurationError(msg)
+    ctx = pinned_context(
+        policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
+    )
+    return PinnedTCPConnector(ssl=ctx, **kwargs)
+
+
+def session(
+    policy: PinPolicy | PolicySource | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    cafile: str | None = None,
+    capath: str | None = None,
+    cadata: str | bytes | None = None,
+    connector_kwargs: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> aiohttp.ClientSession:
+    """Return an ``aiohttp.ClientSession`` on a pinned :func:`connector` (inside a running loop).
+
+    Args:
+        policy: the pins; or pass a pinned *ssl_context* instead.
+        ssl_context: a context already pinned with :func:`tlspin.pin_context`.
+        cafile: CA bundle to trust instead of the system store (with *policy* only).
+        capath: CA directory to trust instead of the system store (with *policy* only).
+        cadata: PEM CAs to trust instead of the system store (with *policy* only).
+        connector_kwargs: arguments for the connector (see :func:`connector`).
+        kwargs: other ``ClientSession`` arguments (``timeout``, ``headers``…).
+
+    Example::
+
+        async with session(policy, cafile="ca.pem") as s:
+            async with s.get("https://api.example.com/") as response:
+                print(response.status)
+    """
+    if "connector" in kwargs:
+        msg = "connector= is not accepted: tlspin builds the pinned connector (connector_kwargs=)"
+        raise PinConfigurationError(msg)
+    conn = connector(
+        policy,
+        ssl_context=ssl_context,
+        cafile=cafile,
+        capath=capath,
+        cadata=cadata,
+        **(connector_kwargs or {}),
+    )
+    return aiohttp.ClientSession(connector=conn, **kwargs)

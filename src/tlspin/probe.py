@@ -1,0 +1,173 @@
+"""Live probes: connect to a TLS server and return the chain it is verified with.
+
+Used by ``tlspin pin HOST``, ``check``, ``init``, ``lint --live`` and ``preflight --live`` (and the
+monitor). A probe makes one ordinary verified TLS connection (CA and hostname checks on, SNI set),
+sends nothing, and returns both the *verified* chain (what pins are checked against) and the
+*served* chain (what the server sent). Failures come back as a value, not an exception, so callers
+can report them next to other results.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+__all__ = ["ProbeResult", "Target", "parse_target", "probe"]
+
+ErrorKind = Literal["dns", "connect", "timeout", "tls", "verify"]
+
+# The stdlib's DER encoding constant for ssl Certificate objects (3.11/3.12 have no public name).
+_DER: int = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]  # noqa: SLF001
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A host and port to probe.
+
+    Attributes:
+        host: the host name (or IP address) used for SNI and hostname verification.
+        port: the TCP port.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_target(text: str, *, default_port: int = 443) -> Target:
+    """Parse ``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or an ``https://`` URL.
+
+    Raises:
+        ValueError: the text is not one of those forms.
+    """
+    raw = text.strip()
+    if not raw:
+        raise ValueError("expected HOST[:PORT] or an https:// URL, found an empty string")
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if parts.scheme.lower() != "https":
+            raise ValueError(f"expected an https:// URL, found scheme {parts.scheme!r} in {text!r}")
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            raise ValueError(f"the URL {text!r} has an invalid port") from None
+        if not parts.hostname:
+            raise ValueError(f"the URL {text!r} has no host")
+        return Target(parts.hostname, port)
+    host, port_text = raw, ""
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise ValueError(f"expected [IPv6]:PORT, found {text!r}")
+        host, rest = raw[1:end], raw[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected [IPv6]:PORT, found {text!r}")
+            port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, port_text = raw.split(":")
+    if not host or "/" in host or " " in host:
+        raise ValueError(f"expected HOST[:PORT] or an https:// URL, found {text!r}")
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"expected a port between 1 and 65535, found {port_text!r} in {text!r}")
+        port = int(port_text)
+    return Target(host, port)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of one probe.
+
+    Attributes:
+        target: what was probed.
+        verified_chain: DER certificates of the verified chain, leaf first (empty on error).
+        served_chain: DER certificates as the server sent them (empty on error).
+        error: a one-line description of the failure, or None.
+        error_kind: ``dns``, ``connect``, ``timeout``, ``tls`` or ``verify``; None on success.
+        tls_version: the negotiated protocol version.
+    """
+
+    target: Target
+    verified_chain: tuple[bytes, ...] = ()
+    served_chain: tuple[bytes, ...] = ()
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    tls_version: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the connection was made and verified."""
+        return self.error is None
+
+
+def _context(cafile: str | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _chains(sock: ssl.SSLSocket) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    # Python 3.13 made these public on SSLSocket; 3.11/3.12 only have them on the C object.
+    obj: Any = sock if hasattr(sock, "get_verified_chain") else sock._sslobj  # type: ignore[attr-defined]  # noqa: SLF001
+    verified = tuple(c.public_bytes(_DER) for c in (obj.get_verified_chain() or ()))
+    served = tuple(c.public_bytes(_DER) for c in (obj.get_unverified_chain() or ()))
+    return verified, served
+
+
+def probe(
+    target: Target | str,
+    *,
+    cafile: str | None = None,
+    timeout: float = 10.0,
+    context: ssl.SSLContext | None = None,
+) -> ProbeResult:
+    """Connect to *target* over TLS, verify it, and return its chains.
+
+    Args:
+        target: a :class:`Target` or text accepted by :func:`parse_target`.
+        cafile: PEM file of trusted CA certificates (default: the system store).
+        timeout: seconds for the TCP connection and the handshake together.
+        context: use this client context instead of building one (must verify).
+
+    Raises:
+        ValueError: *target* is text that cannot be parsed.
+        OSError: *cafile* cannot be read.
+    """
+    if isinstance(target, str):
+        target = parse_target(target)
+    ctx = context if context is not None else _context(cafile)
+    try:
+        raw = socket.create_connection((target.host, target.port), timeout=timeout)
+    except socket.gaierror as exc:
+        return ProbeResult(target, error=f"cannot resolve {target.host}: {exc.strerror}", error_kind="dns")
+    except TimeoutError:
+        return ProbeResult(target, error=f"connection to {target} timed out", error_kind="timeout")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        return ProbeResult(target, error=f"cannot connect to {target}: {reason}", error_kind="connect")
+    try:
+        with ctx.wrap_socket(raw, server_hostname=target.host) as sock:
+            verified, served = _chains(sock)
+            version = sock.version()
+    except ssl.SSLCertVerificationError as exc:
+        reason = exc.verify_message or exc.reason or str(exc)
+        return ProbeResult(
+            target, error=f"certificate verification failed for {target}: {reason}",
+            error_kind="verify",
+        )
+    except TimeoutError:
+        return ProbeResult(target, error=f"TLS handshake with {target} timed out", error_kind="timeout")
+    except (ssl.SSLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or str(exc) or type(exc).__name__
+        return ProbeResult(target, error=f"TLS handshake with {target} failed: {reason}", error_kind="tls")
+    finally:
+        raw.close()
+    return ProbeResult(target, verified, served, tls_version=version)

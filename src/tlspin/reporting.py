@@ -1,0 +1,527 @@
+"""Violation reports: pin failures become JSON reports, sent by a background thread.
+
+A :class:`Reporter` is a policy observer (``reporter.attach(policy)``). The observer call made in
+the handshake path only puts the frozen :class:`tlspin.Violation` on a bounded in-memory queue;
+building the JSON and the HTTP POST happen in a daemon thread, so a slow or dead collector can
+never delay a pinned connection. Async clients use the same thread: the observer call neither
+blocks nor awaits anything.
+
+Reports carry the RFC 7469 §3 fields plus tlspin's own (``mode``, ``reason``, ``rule``,
+``app-id``, ``app-version``, ``tlspin-version``). Like TrustKit, identical reports (everything
+but the timestamps) are sent once per ``dedup_window``.
+
+Reporting is opt-in: tlspin has no default endpoint and never sends anything unless a
+:class:`Reporter` with a URI (or a rule with ``report_uri``) is attached.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime as dt
+import http.client
+import ipaddress
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tlspin.policy import PinPolicy, PinRule
+    from tlspin.verify import Violation
+
+__all__ = ["Reporter", "ReporterStats", "build_report", "post_json"]
+
+log = logging.getLogger("tlspin.reporting")
+
+#: Version of the tlspin report format (the ``tlspin-report-format`` field).
+REPORT_FORMAT = 1
+_USER_AGENT = "tlspin-reporter"
+_SEEN_PRUNE_AT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterStats:
+    """Counters of a :class:`Reporter`, taken at one instant.
+
+    Attributes:
+        queued: reports accepted onto the queue.
+        sent: reports the endpoint acknowledged with a 2xx status.
+        failed: reports given up on (a permanent error or too many attempts).
+        retried: delivery attempts scheduled again after a transient failure.
+        dropped: reports evicted from a full queue (oldest first) or left unsent at close.
+        deduplicated: reports skipped because an identical one was sent within the window.
+        rate_limited: reports skipped by the overall rate limit.
+        refused: reports not sent because the endpoint is on the failing host (loop rule).
+        pending: reports waiting in the queue or being sent right now.
+    """
+
+    queued: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    dropped: int = 0
+    deduplicated: int = 0
+    rate_limited: int = 0
+    refused: int = 0
+    pending: int = 0
+
+
+def _pem(der: bytes) -> str:
+    b64 = base64.b64encode(der).decode("ascii")
+    lines = [b64[i : i + 64] for i in range(0, len(b64), 64)]
+    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+
+
+def _known_pin(pin: object) -> str:
+    hpkp = getattr(pin, "hpkp", None)
+    # Certificate pins have no HPKP notation; their own ``cert-sha256/<hex>`` form is kept.
+    return hpkp if isinstance(hpkp, str) else str(pin)
+
+
+def _tlspin_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tlspin")
+    except PackageNotFoundError:  # Defensive: running from a source tree without metadata.
+        return "0+unknown"
+
+
+def _utc(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_report(
+    violation: Violation,
+    *,
+    app_id: str | None = None,
+    app_version: str | None = None,
+    rules: Sequence[PinRule] | None = None,
+) -> dict[str, object]:
+    """Build the JSON report (a dict) for *violation*.
+
+    Args:
+        violation: the pin failure.
+        app_id: identifier of the reporting application (``app-id``).
+        app_version: version of the reporting application (``app-version``).
+        rules: the failing rules to describe; defaults to all of ``violation.rules``.
+
+    Returns:
+        A JSON-serialisable dict with the RFC 7469 fields and tlspin's own.
+    """
+    rules = tuple(violation.rules if rules is None else rules)
+    expires = [r.expires for r in rules if r.expires is not None]
+    return {
+        "date-time": _utc(violation.time),
+        "hostname": violation.hostname,
+        "port": violation.port,
+        "effective-expiration-date": (
+            f"{min(expires).isoformat()}T00:00:00Z" if expires else None
+        ),
+        "include-subdomains": violation.include_subdomains,
+        "noted-hostname": violation.noted_hostname,
+        "served-certificate-chain": [_pem(der) for der in violation.served_chain],
+        "validated-certificate-chain": [_pem(der) for der in violation.verified_chain],
+        "known-pins": [_known_pin(p) for p in violation.expected],
+        "tlspin-report-format": REPORT_FORMAT,
+        "tlspin-version": _tlspin_version(),
+        "mode": violation.mode,
+        "reason": violation.reason,
+        "rule": [str(pattern) for rule in rules for pattern in rule.hosts],
+        "app-id": app_id,
+        "app-version": app_version,
+    }
+
+
+def _check_uri(uri: str) -> urllib.parse.SplitResult:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"a report URI must be an http(s) URL with a host, found {uri!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        # Plain HTTP only for a collector on this machine: anywhere else the report channel
+        # would be as interceptable as the connection whose interception it reports.
+        raise ValueError(
+            f"a report URI must use https:// unless its host is loopback, found {uri!r}"
+        )
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def post_json(
+    uri: str,
+    body: bytes,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+) -> int:
+    """POST a JSON *body* to *uri* with the stdlib HTTP client and return the status code.
+
+    TLS is verified with *ssl_context*, or the system trust store when it is None.
+
+    Raises:
+        OSError: the connection, TLS handshake or exchange failed (including timeouts).
+        http.client.HTTPException: the response was not valid HTTP.
+    """
+    parts = _check_uri(uri)
+    host = parts.hostname
+    assert host is not None  # _check_uri guarantees it
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl_context if ssl_context is not None else ssl.create_default_context()
+        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    sent_headers = {
+        "Content-Type": "application/json",
+        "User-Agent": _USER_AGENT,
+        "Connection": "close",
+        **(headers or {}),
+    }
+    try:
+        conn.request("POST", path, body=body, headers=sent_headers)
+        response = conn.getresponse()
+        response.read(64 * 1024)
+        return response.status
+    finally:
+        conn.close()
+
+
+class _Item:
+    """One report on its way to one endpoint."""
+
+    __slots__ = ("attempts", "destination", "due", "key", "violation")
+
+    def __init__(self, destination: str, violation: Violation, key: tuple[object, ...]) -> None:
+        self.destination = destination
+        self.violation = violation
+        self.key = key
+        self.attempts = 0
+        self.due = 0.0
+
+
+class Reporter:
+    """Send a JSON report for every pin violation, in the background.
+
+    A Reporter is an observer: attach it with :meth:`attach` (or pass it in
+    ``PinPolicy(observers=…)``). Calling it never blocks and never raises.
+
+    Args:
+        uri: the default report endpoint. A rule's own ``report_uri`` takes precedence for
+            that rule's violations; with ``uri=None`` only rules naming a ``report_uri`` report.
+        app_id: application identifier put in each report.
+        app_version: application version put in each report.
+        ssl_context: TLS context for the report endpoint (e.g. one made by
+            :func:`tlspin.create_context` to pin the collector). Defaults to normal
+            verification against the system trust store.
+        queue_size: most reports held waiting; when full, the oldest is dropped and counted.
+        rate_limit: ``(count, seconds)``: at most *count* reports accepted per *seconds*.
+        dedup_window: seconds during which an identical report is not sent again.
+        timeout: seconds allowed to connect, and for each read, per attempt.
+        max_attempts: delivery attempts per report before it counts as failed.
+        backoff: delay before the first retry, in seconds; doubles at every retry.
+        backoff_max: upper bound on the retry delay.
+        jitter: randomise each retry delay between half and all of it, so that many clients
+            that failed together do not retry together.
+        headers: extra HTTP headers for each report request (e.g. an API key).
+
+    Raises:
+        ValueError: an option is invalid (for instance an ``http://`` URI that is not loopback).
+    """
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        *,
+        app_id: str | None = None,
+        app_version: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        queue_size: int = 100,
+        rate_limit: tuple[int, float] = (60, 60.0),
+        dedup_window: float = 24 * 3600.0,
+        timeout: float = 10.0,
+        max_attempts: int = 6,
+        backoff: float = 2.0,
+        backoff_max: float = 600.0,
+        jitter: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if uri is not None:
+            _check_uri(uri)
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be at least 1, found {queue_size}")
+        count, per = rate_limit
+        if count < 1 or per <= 0:
+            raise ValueError(f"rate_limit must be (count ≥ 1, seconds > 0), found {rate_limit}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, found {max_attempts}")
+        if timeout <= 0 or backoff < 0 or backoff_max < 0 or dedup_window < 0:
+            raise ValueError("timeout must be positive; backoff and windows must not be negative")
+        self.uri = uri
+        self.app_id = app_id
+        self.app_version = app_version
+        self._ssl_context = ssl_context
+        self._queue_size = queue_size
+        self._rate = (float(count), float(per))
+        self._tokens = float(count)
+        self._refilled = time.monotonic()
+        self._dedup_window = dedup_window
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._jitter = jitter
+        self._headers = dict(headers or {})
+        self._cond = threading.Condition()
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._inflight = 0
+        self._seen: dict[tuple[object, ...], float] = {}
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # -- observer side (runs in the handshake path) ---------------------------------------
+    def attach(self, policy: PinPolicy) -> PinPolicy:
+        """Return a copy of *policy* that reports its violations through this reporter."""
+        return policy.with_observers(self)
+
+    def __call__(self, violation: Violation) -> None:
+        """Queue *violation* for reporting; never blocks on I/O and never raises."""
+        try:
+            self._offer(violation)
+        except Exception:  # noqa: BLE001 - reporting must never affect the connection
+            log.exception("tlspin reporter could not queue a violation report; ignored")
+
+    def _offer(self, violation: Violation) -> None:
+        start_thread = False
+        with self._cond:
+            if self._closed:
+                self._counts["dropped"] += 1
+                return
+            now = time.monotonic()
+            for destination in self._destinations(violation):
+                if self._loops(destination, violation):
+                    self._counts["refused"] += 1
+                    log.warning(
+                        "not sending a pin report for %s to %s: the report endpoint is on the "
+                        "host whose connection failed",
+                        violation.hostname,
+                        destination,
+                    )
+                    continue
+                key = (
+                    destination, violation.hostname, violation.port, violation.mode,
+                    violation.reason, violation.verified_chain, violation.served_chain,
+                    violation.expected,
+                )
+                seen = self._seen.get(key)
+                if seen is not None and now - seen < self._dedup_window:
+                    self._counts["deduplicated"] += 1
+                    continue
+                if not self._take_token(now):
+                    self._counts["rate_limited"] += 1
+                    continue
+                self._remember(key, now)
+                self._pending.append(_Item(destination, violation, key))
+                self._counts["queued"] += 1
+                self._evict()
+                start_thread = True
+            if start_thread:
+                self._cond.notify_all()
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="tlspin-reporter", daemon=True
+                    )
+                    self._thread.start()
+
+    def _destinations(self, violation: Violation) -> list[str]:
+        out: dict[str, None] = {}
+        for rule in violation.rules:
+            target = rule.report_uri or self.uri
+            if target:
+                out[target] = None
+        return list(out)
+
+    @staticmethod
+    def _loops(destination: str, violation: Violation) -> bool:
+        """Chromium's loop rule: never report over a connection to the host that failed.
+
+        A report endpoint covered by a failing rule goes through the same interception (and
+        would fail the same check), so it is refused too.
+        """
+        from tlspin.hosts import canonical_host
+
+        host = urllib.parse.urlsplit(destination).hostname or ""
+        try:
+            host = canonical_host(host)
+        except ValueError:
+            return False
+        return host == violation.hostname or any(rule.matches(host) for rule in violation.rules)
+
+    def _take_token(self, now: float) -> bool:
+        count, per = self._rate
+        self._tokens = min(count, self._tokens + (now - self._refilled) * count / per)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _remember(self, key: tuple[object, ...], now: float) -> None:
+        if len(self._seen) >= _SEEN_PRUNE_AT:
+            horizon = now - self._dedup_window
+            self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
+            if len(self._seen) >= _SEEN_PRUNE_AT:  # Defensive: a flood of distinct reports.
+                self._seen.clear()
+        self._seen[key] = now
+
+    def _evict(self) -> None:
+        while len(self._pending) > self._queue_size:
+            oldest = self._pending.popleft()
+            # It was never delivered: an identical violation later may be reported again.
+            self._seen.pop(oldest.key, None)
+            self._counts["dropped"] += 1
+
+    # -- sender side (background thread) -------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                item = self._next_item()
+                if item is None:
+                    return
+                self._inflight += 1
+            try:
+                outcome = self._deliver(item)
+            except Exception:  # noqa: BLE001 - a bug in delivery must not kill the thread
+                log.exception("tlspin reporter failed to deliver a report")
+                outcome = "failed"
+            with self._cond:
+                self._inflight -= 1
+                self._settle(item, outcome)
+                self._cond.notify_all()
+
+    def _next_item(self) -> _Item | None:
+        """Wait for the earliest report whose time has come; None once closed."""
+        while True:
+            if self._closed:
+                return None
+            now = time.monotonic()
+            soonest: float | None = None
+            for item in self._pending:
+                if item.due <= now:
+                    self._pending.remove(item)
+                    return item
+                soonest = item.due if soonest is None else min(soonest, item.due)
+            self._cond.wait(None if soonest is None else soonest - now)
+
+    def _deliver(self, item: _Item) -> str:
+        """Send one report; return ``"sent"``, ``"retry"`` or ``"failed"``."""
+        item.attempts += 1
+        rules = [r for r in item.violation.rules if (r.report_uri or self.uri) == item.destination]
+        report = build_report(
+            item.violation, app_id=self.app_id, app_version=self.app_version, rules=rules
+        )
+        body = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        try:
+            status = post_json(
+                item.destination, body, ssl_context=self._ssl_context, timeout=self._timeout,
+                headers=self._headers,
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            log.info("pin report to %s failed (attempt %d): %s", item.destination,
+                     item.attempts, exc)
+            return "retry"
+        if 200 <= status < 300:
+            return "sent"
+        if status in (408, 425, 429) or status >= 500:
+            log.info("pin report to %s got HTTP %d (attempt %d); will retry",
+                     item.destination, status, item.attempts)
+            return "retry"
+        log.warning("pin report to %s refused with HTTP %d; not retried", item.destination,
+                    status)
+        return "failed"
+
+    def _settle(self, item: _Item, outcome: str) -> None:
+        if outcome == "sent":
+            self._counts["sent"] += 1
+            return
+        if outcome == "retry" and item.attempts < self._max_attempts and not self._closed:
+            delay = min(self._backoff_max, self._backoff * 2 ** (item.attempts - 1))
+            if self._jitter:
+                delay *= 0.5 + random.random() / 2  # noqa: S311 - spreading retries, not crypto
+            item.due = time.monotonic() + delay
+            self._pending.appendleft(item)  # it is older than anything queued after it
+            self._counts["retried"] += 1
+            self._evict()
+            return
+        self._counts["failed"] += 1
+        self._seen.pop(item.key, None)
+
+    # -- control ------------------------------------------------------------------------
+    @property
+    def stats(self) -> ReporterStats:
+        """The counters now."""
+        with self._cond:
+            return ReporterStats(
+                **{name: self._counts[name] for name in (
+                    "queued", "sent", "failed", "retried", "dropped", "deduplicated",
+                    "rate_limited", "refused",
+                )},
+                pending=len(self._pending) + self._inflight,
+            )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued report is sent or given up; return False on timeout.
+
+        Reports waiting for a retry are waited for too.
+        """
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._pending and self._inflight == 0, timeout
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush for up to *timeout* seconds, then stop the sender thread.
+
+        Reports still queued after that are dropped (and counted). Later violations are ignored.
+        A request in flight to an unresponsive endpoint is abandoned to its own timeout: the
+        thread is a daemon and never holds up interpreter exit.
+        """
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._counts["dropped"] += len(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(0.1)
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Reporter(uri={self.uri!r}, app_id={self.app_id!r})"
