@@ -77,24 +77,27 @@ def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
         InvalidPinError: the text is not PEM, a block is malformed, or binary data is mixed in.
     """
     if b"\x00" in data or not data.isascii():
-        raise InvalidPinError(
-            "expected PEM text or DER, found PEM blocks mixed with binary data"
-        )
+        msg = "expected PEM text or DER, found PEM blocks mixed with binary data"
+        raise InvalidPinError(msg)
     blocks = []
     for match in _PEM_BLOCK.finditer(data):
         label, end_label = match.group(1).decode(), match.group(3).decode()
         if label != end_label:
-            raise InvalidPinError(f"malformed PEM: BEGIN {label} is closed by END {end_label}")
+            msg = f"malformed PEM: BEGIN {label} is closed by END {end_label}"
+            raise InvalidPinError(msg)
         body = b"".join(line for line in match.group(2).split() if b":" not in line)
         try:
             der = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
-            raise InvalidPinError(f"malformed PEM: the {label} block is not base64") from None
+            msg = f"malformed PEM: the {label} block is not base64"
+            raise InvalidPinError(msg) from None
         blocks.append((label, der))
-    if not blocks:
-        raise InvalidPinError("expected PEM blocks (-----BEGIN …-----), found none")
     if data.count(b"-----BEGIN ") != len(blocks):
-        raise InvalidPinError("malformed PEM: a BEGIN line has no matching END line")
+        msg = "malformed PEM: a BEGIN line has no matching END line"
+        raise InvalidPinError(msg)
+    if not blocks:
+        msg = "expected PEM blocks (-----BEGIN …-----), found none"
+        raise InvalidPinError(msg)
     return blocks
 
 
@@ -107,18 +110,19 @@ def _der_sequence(data: bytes) -> list[bytes]:
     out = []
     pos = 0
     while pos < len(data):
+        if data[pos] != 0x30:
+            msg = f"expected PEM or DER, found neither (byte 0x{data[pos]:02x} at offset {pos})"
+            raise InvalidPinError(msg)
         try:
-            tag, _start, end = _der.read_tlv(data, pos)
+            _tag, _start, end = _der.read_tlv(data, pos)
         except _der.DERError as exc:
-            raise InvalidPinError(f"expected PEM or DER, found malformed DER: {exc}") from None
-        if tag != 0x30:
-            raise InvalidPinError(
-                f"expected PEM or DER, found neither (byte 0x{data[pos]:02x} at offset {pos})"
-            )
+            msg = f"expected PEM or DER, found malformed DER: {exc}"
+            raise InvalidPinError(msg) from None
         out.append(data[pos:end])
         pos = end
     if not out:
-        raise InvalidPinError("expected PEM or DER, found an empty file")
+        msg = "expected PEM or DER, found an empty file"
+        raise InvalidPinError(msg)
     return out
 
 
@@ -129,12 +133,14 @@ def load_chain(data: bytes) -> list[bytes]:
         InvalidPinError: the file holds something other than certificates, or nothing.
     """
     if not data.strip():
-        raise InvalidPinError("expected certificates, found an empty file")
+        msg = "expected certificates, found an empty file"
+        raise InvalidPinError(msg)
     if _is_pem(data):
         ders = []
         for label, der in pem_blocks(data):
             if label not in _CERT_LABELS:
-                raise InvalidPinError(f"expected only CERTIFICATE blocks, found {label}")
+                msg = f"expected only CERTIFICATE blocks, found {label}"
+                raise InvalidPinError(msg)
             ders.append(der)
     else:
         ders = _der_sequence(data)
@@ -157,7 +163,8 @@ def cert_info(der: bytes, *, index: int = 0) -> CertInfo:
         issuer = cert.issuer.rfc4514_string()
         not_after = cert.not_valid_after_utc
     except ValueError as exc:
-        raise InvalidPinError(f"certificate #{index + 1} cannot be read: {exc}") from None
+        msg = f"certificate #{index + 1} cannot be read: {exc}"
+        raise InvalidPinError(msg) from None
     try:
         basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         is_ca = basic.ca
@@ -170,15 +177,22 @@ def _describe_der(der: bytes, index: int, password: bytes | None) -> Item:
     from cryptography import x509
 
     if der[:1] != b"\x30":
-        raise InvalidPinError("expected PEM or DER, found neither")
+        msg = "expected PEM or DER, found neither"
+        raise InvalidPinError(msg)
     try:
-        cert = x509.load_der_x509_certificate(der)
+        x509.load_der_x509_certificate(der)
     except ValueError:
         pass
     else:
         info = cert_info(der, index=index)
-        return Item(index, "certificate", Pin.from_certificate(der), info.subject, info.issuer,
-                    info.not_after)
+        return Item(
+            index,
+            "certificate",
+            Pin.from_certificate(der),
+            info.subject,
+            info.issuer,
+            info.not_after,
+        )
     try:
         csr = x509.load_der_x509_csr(der)
     except ValueError:
@@ -193,12 +207,10 @@ def _describe_der(der: bytes, index: int, password: bytes | None) -> Item:
         return Item(index, "private key", Pin.from_private_key(der, password=password))
     except InvalidPinError as exc:
         if "password" in str(exc).lower() and password is None:
-            raise InvalidPinError(
-                "the private key is encrypted; give its passphrase (--passphrase-file)"
-            ) from None
-    raise InvalidPinError(
-        "expected a certificate, public key, private key or CSR (PEM or DER), found none of them"
-    )
+            msg = "the private key is encrypted; give its passphrase (--passphrase-file)"
+            raise InvalidPinError(msg) from None
+    msg = "expected a certificate, public key, private key or CSR (PEM or DER), found none of them"
+    raise InvalidPinError(msg)
 
 
 def describe(data: bytes, *, password: bytes | None = None) -> list[Item]:
@@ -208,21 +220,31 @@ def describe(data: bytes, *, password: bytes | None = None) -> list[Item]:
         InvalidPinError: the file holds nothing pinnable or is malformed.
     """
     if not data.strip():
-        raise InvalidPinError("expected a certificate, key or CSR, found an empty file")
+        msg = "expected a certificate, key or CSR, found an empty file"
+        raise InvalidPinError(msg)
     if not _is_pem(data):
         return [_describe_der(der, i, password) for i, der in enumerate(_der_sequence(data))]
     items = []
     for index, (label, der) in enumerate(pem_blocks(data)):
         kind = _KINDS.get(label)
         if kind is None:
-            raise InvalidPinError(
+            msg = (
                 f"PEM block #{index + 1} is a {label}; expected a certificate, public key, "
                 "private key or certificate request"
             )
+            raise InvalidPinError(msg)
         if kind == "certificate":
             info = cert_info(der, index=index)
-            items.append(Item(index, kind, Pin.from_certificate(der), info.subject, info.issuer,
-                              info.not_after))
+            items.append(
+                Item(
+                    index,
+                    kind,
+                    Pin.from_certificate(der),
+                    info.subject,
+                    info.issuer,
+                    info.not_after,
+                )
+            )
         elif kind == "certificate request":
             items.append(Item(index, kind, Pin.from_csr(der), _csr_subject(der)))
         elif kind == "public key":
@@ -232,9 +254,8 @@ def describe(data: bytes, *, password: bytes | None = None) -> list[Item]:
                 pin = Pin.from_private_key(_pem(label, der), password=password)
             except InvalidPinError as exc:
                 if label == "ENCRYPTED PRIVATE KEY" and password is None:
-                    raise InvalidPinError(
-                        "the private key is encrypted; give its passphrase (--passphrase-file)"
-                    ) from None
+                    msg = "the private key is encrypted; give its passphrase (--passphrase-file)"
+                    raise InvalidPinError(msg) from None
                 if "Password was given but private key is not encrypted" in str(exc):
                     pin = Pin.from_private_key(_pem(label, der))
                 else:
@@ -247,10 +268,13 @@ def _csr_subject(der: bytes, csr: object = None) -> str:
     from cryptography import x509
 
     try:
-        request = csr if isinstance(csr, x509.CertificateSigningRequest) else x509.load_der_x509_csr(der)
+        request = (
+            csr if isinstance(csr, x509.CertificateSigningRequest) else x509.load_der_x509_csr(der)
+        )
         return request.subject.rfc4514_string()
     except ValueError as exc:
-        raise InvalidPinError(f"the certificate request cannot be read: {exc}") from None
+        msg = f"the certificate request cannot be read: {exc}"
+        raise InvalidPinError(msg) from None
 
 
 def _pem(label: str, der: bytes) -> bytes:

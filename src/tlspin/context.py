@@ -257,12 +257,21 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
         msg = f"expected a PinPolicy or a policy source, found {type(policy).__name__}"
         raise PinConfigurationError(msg)
     inner = _inner_context(ctx)
+    classes: dict[str, type] = {}
     for attr, base, ours in (
         ("sslsocket_class", ssl.SSLSocket, PinnedSSLSocket),
         ("sslobject_class", ssl.SSLObject, PinnedSSLObject),
     ):
         current = getattr(inner, attr)
-        if current is not base and not issubclass(current, ours):
+        if current is base:
+            classes[attr] = ours
+        elif issubclass(current, ours):
+            classes[attr] = current  # already pinned (re-pinning keeps what was composed)
+        elif current.__module__.startswith("truststore") and issubclass(current, base):
+            # truststore (0.10+) installs its own classes that verify after the handshake;
+            # put ours in front so the pins are checked after truststore's verification.
+            classes[attr] = type(f"Pinned{current.__name__}", (ours, current), {})
+        else:
             msg = (
                 f"the context already uses a custom {attr} ({current.__qualname__}); "
                 "tlspin will not replace it and cannot check pins through it"
@@ -277,8 +286,8 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
         )
         raise PinConfigurationError(msg)
     inner._tlspin = _PinState(policy)  # type: ignore[attr-defined]  # noqa: SLF001
-    inner.sslsocket_class = PinnedSSLSocket
-    inner.sslobject_class = PinnedSSLObject
+    inner.sslsocket_class = classes["sslsocket_class"]
+    inner.sslobject_class = classes["sslobject_class"]
     if inner is not ctx:
         ctx._tlspin = inner._tlspin  # type: ignore[attr-defined]  # noqa: SLF001
     return ctx

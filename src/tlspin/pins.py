@@ -60,25 +60,31 @@ def spki_sha256(cert_der: bytes) -> bytes:
     return digest
 
 
+def _hex_hint(original: str) -> str:
+    compact = original.strip().replace(":", "")
+    if _HEX.match(original.strip()) and len(compact) == 64:
+        return (
+            " It looks like a hex certificate fingerprint; "
+            "use CertificatePin.parse() for whole-certificate pins."
+        )
+    return ""
+
+
 def _b64decode(text: str, original: str) -> bytes:
     text = text.strip()
     if not text or not _B64.match(text):
-        raise InvalidPinError(f"pin {original!r} is not base64; {_ACCEPTED}")
+        hint = _hex_hint(original)
+        raise InvalidPinError(f"pin {original!r} is not base64.{hint} {_ACCEPTED}")
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidPinError(f"pin {original!r} is not valid base64; {_ACCEPTED}") from None
     if len(raw) != 32:
-        hint = ""
-        if _HEX.match(original.strip()) and len(original.strip().replace(":", "")) == 64:
-            hint = (
-                " It looks like a hex certificate fingerprint; "
-                "use CertificatePin.parse() for whole-certificate pins."
-            )
+        hint = _hex_hint(original)
         raise InvalidPinError(
-            f"pin {original!r} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest).{hint} "
-            f"{_ACCEPTED}"
+            f"pin {original!r} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest)."
+            f"{hint} {_ACCEPTED}"
         )
     return raw
 
@@ -157,7 +163,12 @@ class Pin:
         prefixed = _PREFIXED.match(s)
         if prefixed is not None and not _b64_is_digest(s):
             cls._require_sha256(prefixed.group(1).lower(), text)
-            return cls(_b64decode(prefixed.group(2), text))
+            value = prefixed.group(2)
+            # "sha256//X" is curl's form, and also OkHttp's form of a digest whose base64
+            # starts with "/" (1 pin in 64): take whichever reading is a SHA-256 digest.
+            if s[len(prefixed.group(1)) :].startswith("//") and not _b64_is_digest(value.strip()):
+                value = "/" + value
+            return cls(_b64decode(value, text))
         return cls(_b64decode(s, text))
 
     @staticmethod

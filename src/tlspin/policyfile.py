@@ -41,6 +41,16 @@ MAX_POLICY_BYTES = 16 * 1024 * 1024
 _RULE_KEYS = ("hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri")
 _TOP_KEYS = ("on_expiry", "rule")
 _PIN_KEYS = ("pin", "role", "note", "not_after")
+# Which key a PinRule error is about, by a phrase of its message (first match wins).
+_ERROR_KEYS = (
+    ("rule mode", "mode"),
+    ("report_uri", "report_uri"),
+    ("include_subdomains", "include_subdomains"),
+    ("pin_info", "pins"),
+    ("no pins", "pins"),
+    ("host", "hosts"),
+    ("pattern", "hosts"),
+)
 
 
 class _Where:
@@ -189,19 +199,22 @@ def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
                 raise PolicyError(
                     f"{where(index, key)}: '{key}' must be a {kind.__name__}, found {raw[key]!r}"
                 )
+        # Read the date first: its error already names the line and key.
+        expires = _date(raw.get("expires"), where(index, "expires"), "expires")
         try:
             rule = PinRule(
                 hosts,
                 pins,
                 include_subdomains=raw.get("include_subdomains", False),
-                expires=_date(raw.get("expires"), where(index, "expires"), "expires"),
+                expires=expires,
                 mode=raw.get("mode", "enforce"),
                 deny=deny,
                 report_uri=raw.get("report_uri"),
                 pin_info=info,
             )
         except PinConfigurationError as exc:
-            key = "hosts" if "pattern" in str(exc) or "host" in str(exc) else None
+            text = str(exc)
+            key = next((k for marker, k in _ERROR_KEYS if marker in text), None)
             raise PolicyError(f"{where(index, key)}: {exc}") from None
         rules.append(rule)
     return PinPolicy(rules, on_expiry=on_expiry)

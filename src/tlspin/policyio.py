@@ -25,7 +25,15 @@ __all__ = ["atomic_write", "dump", "dumps", "toml_string"]
 Format = Literal["toml", "json"]
 
 # TOML basic strings must escape these; everything else (including non-ASCII) is written as is.
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
 
 
 def toml_string(value: str) -> str:
@@ -42,10 +50,11 @@ def toml_string(value: str) -> str:
         elif code < 0x20 or code == 0x7F:
             out.append(f"\\u{code:04X}")
         elif 0xD800 <= code <= 0xDFFF:
-            raise PolicyError(
+            msg = (
                 f"cannot write {value!r} to a policy file: expected text, found a lone surrogate "
                 f"U+{code:04X}"
             )
+            raise PolicyError(msg)
         else:
             out.append(ch)
     out.append('"')
@@ -58,7 +67,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, dt.datetime):
-        raise PolicyError(f"expected a date in a policy, found a datetime {value!r}")
+        msg = f"expected a date in a policy, found a datetime {value!r}"
+        raise PolicyError(msg)
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, Mapping):
@@ -70,7 +80,8 @@ def _toml_value(value: Any) -> str:
         if all(isinstance(item, str) for item in value) and len(value) <= 1:
             return "[" + _toml_value(value[0]) + "]"
         return "[\n" + "".join(f"  {_toml_value(item)},\n" for item in value) + "]"
-    raise PolicyError(f"cannot write {type(value).__name__} value {value!r} as TOML")
+    msg = f"cannot write {type(value).__name__} value {value!r} as TOML"
+    raise PolicyError(msg)
 
 
 def _comment(text: str) -> str:
@@ -80,7 +91,7 @@ def _comment(text: str) -> str:
 def dumps(
     policy: PinPolicy,
     *,
-    format: Format = "toml",  # noqa: A002 - mirrors policyfile.loads(format=…)
+    format: Format = "toml",
     header: str | None = None,
     rule_comments: Mapping[int, str] | None = None,
 ) -> str:
@@ -102,9 +113,11 @@ def dumps(
         try:
             return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
         except UnicodeEncodeError as exc:  # pragma: no cover - json escapes surrogates itself
-            raise PolicyError(f"cannot write the policy as JSON: {exc}") from None
+            msg = f"cannot write the policy as JSON: {exc}"
+            raise PolicyError(msg) from None
     if format != "toml":
-        raise PolicyError(f"expected format 'toml' or 'json', found {format!r}")
+        msg = f"expected format 'toml' or 'json', found {format!r}"
+        raise PolicyError(msg)
     data = to_data(policy)
     parts: list[str] = []
     if header:
@@ -157,7 +170,7 @@ def dump(
     policy: PinPolicy,
     path: str | os.PathLike[str],
     *,
-    format: Format | None = None,  # noqa: A002 - mirrors policyfile.loads(format=…)
+    format: Format | None = None,
     header: str | None = None,
     rule_comments: Mapping[int, str] | None = None,
 ) -> Path:

@@ -20,7 +20,7 @@ __all__ = ["ProbeResult", "Target", "parse_target", "probe"]
 ErrorKind = Literal["dns", "connect", "timeout", "tls", "verify"]
 
 # The stdlib's DER encoding constant for ssl Certificate objects (3.11/3.12 have no public name).
-_DER: int = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]  # noqa: SLF001
+_DER: int = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,36 +48,44 @@ def parse_target(text: str, *, default_port: int = 443) -> Target:
     """
     raw = text.strip()
     if not raw:
-        raise ValueError("expected HOST[:PORT] or an https:// URL, found an empty string")
+        msg = "expected HOST[:PORT] or an https:// URL, found an empty string"
+        raise ValueError(msg)
     if "://" in raw:
         parts = urlsplit(raw)
         if parts.scheme.lower() != "https":
-            raise ValueError(f"expected an https:// URL, found scheme {parts.scheme!r} in {text!r}")
+            msg = f"expected an https:// URL, found scheme {parts.scheme!r} in {text!r}"
+            raise ValueError(msg)
         try:
             port = parts.port or default_port
         except ValueError:
-            raise ValueError(f"the URL {text!r} has an invalid port") from None
+            msg = f"the URL {text!r} has an invalid port"
+            raise ValueError(msg) from None
         if not parts.hostname:
-            raise ValueError(f"the URL {text!r} has no host")
+            msg = f"the URL {text!r} has no host"
+            raise ValueError(msg)
         return Target(parts.hostname, port)
     host, port_text = raw, ""
     if raw.startswith("["):
         end = raw.find("]")
         if end < 0:
-            raise ValueError(f"expected [IPv6]:PORT, found {text!r}")
+            msg = f"expected [IPv6]:PORT, found {text!r}"
+            raise ValueError(msg)
         host, rest = raw[1:end], raw[end + 1 :]
         if rest:
             if not rest.startswith(":"):
-                raise ValueError(f"expected [IPv6]:PORT, found {text!r}")
+                msg = f"expected [IPv6]:PORT, found {text!r}"
+                raise ValueError(msg)
             port_text = rest[1:]
     elif raw.count(":") == 1:
         host, port_text = raw.split(":")
     if not host or "/" in host or " " in host:
-        raise ValueError(f"expected HOST[:PORT] or an https:// URL, found {text!r}")
+        msg = f"expected HOST[:PORT] or an https:// URL, found {text!r}"
+        raise ValueError(msg)
     port = default_port
     if port_text:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"expected a port between 1 and 65535, found {port_text!r} in {text!r}")
+            msg = f"expected a port between 1 and 65535, found {port_text!r} in {text!r}"
+            raise ValueError(msg)
         port = int(port_text)
     return Target(host, port)
 
@@ -116,7 +124,7 @@ def _context(cafile: str | None) -> ssl.SSLContext:
 
 def _chains(sock: ssl.SSLSocket) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     # Python 3.13 made these public on SSLSocket; 3.11/3.12 only have them on the C object.
-    obj: Any = sock if hasattr(sock, "get_verified_chain") else sock._sslobj  # type: ignore[attr-defined]  # noqa: SLF001
+    obj: Any = sock if hasattr(sock, "get_verified_chain") else sock._sslobj  # type: ignore[attr-defined]
     verified = tuple(c.public_bytes(_DER) for c in (obj.get_verified_chain() or ()))
     served = tuple(c.public_bytes(_DER) for c in (obj.get_unverified_chain() or ()))
     return verified, served
@@ -147,12 +155,16 @@ def probe(
     try:
         raw = socket.create_connection((target.host, target.port), timeout=timeout)
     except socket.gaierror as exc:
-        return ProbeResult(target, error=f"cannot resolve {target.host}: {exc.strerror}", error_kind="dns")
+        return ProbeResult(
+            target, error=f"cannot resolve {target.host}: {exc.strerror}", error_kind="dns"
+        )
     except TimeoutError:
         return ProbeResult(target, error=f"connection to {target} timed out", error_kind="timeout")
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        return ProbeResult(target, error=f"cannot connect to {target}: {reason}", error_kind="connect")
+        return ProbeResult(
+            target, error=f"cannot connect to {target}: {reason}", error_kind="connect"
+        )
     try:
         with ctx.wrap_socket(raw, server_hostname=target.host) as sock:
             verified, served = _chains(sock)
@@ -160,14 +172,19 @@ def probe(
     except ssl.SSLCertVerificationError as exc:
         reason = exc.verify_message or exc.reason or str(exc)
         return ProbeResult(
-            target, error=f"certificate verification failed for {target}: {reason}",
+            target,
+            error=f"certificate verification failed for {target}: {reason}",
             error_kind="verify",
         )
     except TimeoutError:
-        return ProbeResult(target, error=f"TLS handshake with {target} timed out", error_kind="timeout")
+        return ProbeResult(
+            target, error=f"TLS handshake with {target} timed out", error_kind="timeout"
+        )
     except (ssl.SSLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.strerror or str(exc) or type(exc).__name__
-        return ProbeResult(target, error=f"TLS handshake with {target} failed: {reason}", error_kind="tls")
+        return ProbeResult(
+            target, error=f"TLS handshake with {target} failed: {reason}", error_kind="tls"
+        )
     finally:
         raw.close()
     return ProbeResult(target, verified, served, tls_version=version)

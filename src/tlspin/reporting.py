@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from tlspin.policy import PinPolicy, PinRule
     from tlspin.verify import Violation
 
-__all__ = ["Reporter", "ReporterStats", "build_report", "post_json"]
+__all__ = ["Reporter", "ReporterStats", "build_report", "check_endpoint_url", "post_json"]
 
 log = logging.getLogger("tlspin.reporting")
 
@@ -142,7 +142,12 @@ def build_report(
     }
 
 
-def _check_uri(uri: str) -> urllib.parse.SplitResult:
+def check_endpoint_url(uri: str) -> urllib.parse.SplitResult:
+    """Validate a report or webhook URL: http(s) with a host; plain http only to loopback.
+
+    Raises:
+        ValueError: the URL is not acceptable; the message says why.
+    """
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"a report URI must be an http(s) URL with a host, found {uri!r}")
@@ -180,7 +185,7 @@ def post_json(
         OSError: the connection, TLS handshake or exchange failed (including timeouts).
         http.client.HTTPException: the response was not valid HTTP.
     """
-    parts = _check_uri(uri)
+    parts = check_endpoint_url(uri)
     host = parts.hostname
     assert host is not None  # _check_uri guarantees it
     conn: http.client.HTTPConnection
@@ -267,7 +272,7 @@ class Reporter:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         if uri is not None:
-            _check_uri(uri)
+            check_endpoint_url(uri)
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, found {queue_size}")
         count, per = rate_limit
@@ -276,7 +281,8 @@ class Reporter:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, found {max_attempts}")
         if timeout <= 0 or backoff < 0 or backoff_max < 0 or dedup_window < 0:
-            raise ValueError("timeout must be positive; backoff and windows must not be negative")
+            msg = "timeout must be positive; backoff and windows must not be negative"
+            raise ValueError(msg)
         self.uri = uri
         self.app_id = app_id
         self.app_version = app_version
@@ -309,7 +315,7 @@ class Reporter:
         """Queue *violation* for reporting; never blocks on I/O and never raises."""
         try:
             self._offer(violation)
-        except Exception:  # noqa: BLE001 - reporting must never affect the connection
+        except Exception:  # reporting must never affect the connection
             log.exception("tlspin reporter could not queue a violation report; ignored")
 
     def _offer(self, violation: Violation) -> None:
@@ -412,7 +418,7 @@ class Reporter:
                 self._inflight += 1
             try:
                 outcome = self._deliver(item)
-            except Exception:  # noqa: BLE001 - a bug in delivery must not kill the thread
+            except Exception:  # a bug in delivery must not kill the thread
                 log.exception("tlspin reporter failed to deliver a report")
                 outcome = "failed"
             with self._cond:

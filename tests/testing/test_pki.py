@@ -195,7 +195,9 @@ def test_cross_signed_root_bridges_trust(tmp_path: Path, root: CA) -> None:
     chain_path, _ = leaf.write(tmp_path)
     bridge = tmp_path / "bridge.pem"
     bridge.write_bytes(cross.public_bytes(serialization.Encoding.PEM))
-    with_bridge = _openssl("verify", "-CAfile", str(anchor), "-untrusted", str(bridge), str(chain_path))
+    with_bridge = _openssl(
+        "verify", "-CAfile", str(anchor), "-untrusted", str(bridge), str(chain_path)
+    )
     assert with_bridge.returncode == 0
     assert _openssl("verify", "-CAfile", str(anchor), str(chain_path)).returncode != 0
 

@@ -65,9 +65,7 @@ def test_connect_tunnel_reaches_origin(root: CA, server: TLSServer, proxy: Conne
 
 
 @pytest.mark.parametrize("target", ["example.com", "192.0.2.7", "mapped-away.test"])
-def test_connect_to_non_loopback_is_refused(
-    root: CA, server: TLSServer, target: str
-) -> None:
+def test_connect_to_non_loopback_is_refused(root: CA, server: TLSServer, target: str) -> None:
     """Targets that are not loopback get 403, are recorded, and nothing reaches the origin."""
     with ConnectProxy(resolve={"mapped-away.test": "10.1.2.3"}) as proxy:
         with pytest.raises(OSError, match="403"):
@@ -109,9 +107,7 @@ def test_https_proxy_untrusted_by_client(
     assert server.connections == 0
 
 
-def test_absolute_https_uri_is_recorded_and_refused(
-    server: TLSServer, proxy: ConnectProxy
-) -> None:
+def test_absolute_https_uri_is_recorded_and_refused(server: TLSServer, proxy: ConnectProxy) -> None:
     """A request to forward an https:// URI gets 502, is recorded, and reaches nothing."""
     line = f"GET https://api.example.test:{server.port}/secret HTTP/1.1"
     reply = _raw_request(proxy.port, f"{line}\r\nHost: api.example.test\r\n\r\n".encode())
@@ -277,9 +273,7 @@ def test_mitm_reverse_mode(root: CA, server: TLSServer) -> None:
         with httpx.Client(verify=client_trust_context(mitm.ca)) as client:
             client_url = f"https://localhost:{mitm.port}/rev"
             # The forged leaf names api.example.test, so connect by address and send that SNI.
-            response = client.get(
-                client_url, extensions={"sni_hostname": "api.example.test"}
-            )
+            response = client.get(client_url, extensions={"sni_hostname": "api.example.test"})
         assert response.content == b"hello from origin"
         assert mitm.intercepted == [("api.example.test", "GET /rev HTTP/1.1")]
         with (

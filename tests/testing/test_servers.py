@@ -192,7 +192,9 @@ def test_session_resumption(root: CA, origin_leaf: Leaf, version: ssl.TLSVersion
     ctx = client_trust_context(root)
     with TLSServer(origin_leaf, tls_max_version=version) as server:
         with _handshake(server, ctx) as first:
-            assert first.version() == ("TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3")
+            assert first.version() == (
+                "TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3"
+            )
             first.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             first.recv(1024)  # TLS 1.3 tickets arrive after the handshake
             session = first.session
@@ -231,6 +233,7 @@ def test_handshake_delay_holds_back_the_server_hello(root: CA, origin_leaf: Leaf
 
 def test_stop_cuts_idle_connections_and_joins_threads(root: CA, origin_leaf: Leaf) -> None:
     """stop() closes a kept-alive connection and leaves no server thread running."""
+
     def server_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "tlspin-server" and t.is_alive()]
 

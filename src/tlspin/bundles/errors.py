@@ -29,6 +29,7 @@ REASONS: dict[str, str] = {
     "unpinned-update-host": "the policy would leave the update host unpinned",
     "chain": "the key-rotation chain is malformed",
     "key": "a key cannot be read or is not Ed25519",
+    "store": "a store file cannot be read, or is missing while an older one exists",
 }
 
 

@@ -162,11 +162,12 @@ def _emit(value: Any, out: list[str]) -> None:
         out.append("]")
     elif isinstance(value, Mapping):
         out.append("{")
-        for index, (key, item) in enumerate(sorted(value.items(), key=_utf16_key)):
+        for key in value:
             if not isinstance(key, str):
                 raise BundleError(
                     f"object keys must be strings, found {key!r:.40}", reason="schema"
                 )
+        for index, (key, item) in enumerate(sorted(value.items(), key=_utf16_key)):
             if index:
                 out.append(",")
             out.append('"' + _ESCAPE.sub(_escape, key) + '":')

@@ -8,6 +8,7 @@ written with :func:`write_output`, which never leaves a partial file behind.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,6 +31,9 @@ EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_CONNECT = 3
 
+# The engine logs each violation; the CLI reports them itself, so keep the log quiet here.
+logging.getLogger("tlspin").addHandler(logging.NullHandler())
+
 #: Largest input file the commands read (certificates, policies, configurations).
 MAX_INPUT_BYTES = 16 * 1024 * 1024
 
@@ -45,7 +49,7 @@ class CLIError(click.ClickException):
 
     def __init__(self, message: str, *, code: int = EXIT_USAGE) -> None:
         super().__init__(one_line(message))
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click reads it per instance
 
     def show(self, file: Any = None) -> None:
         """Print the one-line error to stderr."""
@@ -90,9 +94,11 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
                 raise CLIError(str(exc) or type(exc).__name__) from None
             except OSError as exc:
                 where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-                raise CLIError(f"{where}{exc.strerror or exc}") from None
+                msg = f"{where}{exc.strerror or exc}"
+                raise CLIError(msg) from None
             except Exception as exc:  # noqa: BLE001 - the CLI must never show a traceback
-                raise CLIError(f"unexpected {type(exc).__name__}: {exc}") from None
+                msg = f"unexpected {type(exc).__name__}: {exc}"
+                raise CLIError(msg) from None
             finally:
                 seen: set[str] = set()
                 for item in caught:

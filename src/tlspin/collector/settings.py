@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 __all__ = ["Settings"]
 
 _ENV_SETTINGS = "TLSPIN_COLLECTOR_SETTINGS"
-_ENV_TOKEN = "TLSPIN_COLLECTOR_TOKEN"  # noqa: S105 - the variable's name, not a secret
+_ENV_TOKEN = "TLSPIN_COLLECTOR_TOKEN"  # noqa: S105 - the variable name, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +56,14 @@ class Settings:
                 f"the collector token must be at least 16 characters, found {len(self.token)}"
             )
         if self.max_report_bytes < 1024:
-            raise ValueError(f"max_report_bytes must be at least 1024, found {self.max_report_bytes}")
+            raise ValueError(
+                f"max_report_bytes must be at least 1024, found {self.max_report_bytes}"
+            )
         count, per = self.ip_rate_limit
         if count < 1 or per <= 0:
-            raise ValueError(f"ip_rate_limit must be (count ≥ 1, seconds > 0), found {self.ip_rate_limit}")
+            raise ValueError(
+                f"ip_rate_limit must be (count ≥ 1, seconds > 0), found {self.ip_rate_limit}"
+            )
         if self.alert_rate_threshold is not None:
             count, per = self.alert_rate_threshold
             if count < 1 or per <= 0:
@@ -95,7 +99,9 @@ class Settings:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{_ENV_SETTINGS} must hold a JSON object: {exc}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{_ENV_SETTINGS} must hold a JSON object, found {type(data).__name__}")
+            raise ValueError(  # noqa: TRY004 - a configuration error, as the module promises
+                f"{_ENV_SETTINGS} must hold a JSON object, found {type(data).__name__}"
+            )
         for key in ("webhooks", "ip_rate_limit", "alert_rate_threshold"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])

@@ -86,10 +86,11 @@ class Frontier:
             ValueError: the data is not a valid frontier.
         """
         if not isinstance(data, dict) or not isinstance(data.get("size"), int):
-            raise ValueError(f"expected a Merkle frontier object, found {data!r:.80}")
+            raise ValueError(f"expected a Merkle frontier object, found {data!r:.80}")  # noqa: TRY004
         raw = data.get("nodes")
         if not isinstance(raw, list):
-            raise ValueError("expected a list of Merkle frontier nodes")
+            msg = "expected a list of Merkle frontier nodes"
+            raise ValueError(msg)  # noqa: TRY004 - damaged state is bad input, not a type bug
         nodes: list[tuple[int, bytes]] = []
         for item in raw:
             if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)

@@ -204,12 +204,19 @@ def proxy_manager(
             msg = "pass either proxy_ssl_context or proxy_cafile, not both"
             raise PinConfigurationError(msg)
         proxy_ssl_context = trust_context(cafile=proxy_cafile)
+    if use_forwarding_for_https:
+        # No origin TLS exists in forwarding mode; urllib3 wants the context for the proxy leg.
+        return urllib3.ProxyManager(
+            proxy_url,
+            proxy_ssl_context=proxy_ssl_context if proxy_ssl_context is not None else ctx,
+            use_forwarding_for_https=True,
+            retries=PinAwareRetry(3) if retries is None else retries,
+            **kwargs,
+        )
     return urllib3.ProxyManager(
         proxy_url,
         ssl_context=ctx,
         proxy_ssl_context=proxy_ssl_context,
-        use_forwarding_for_https=use_forwarding_for_https,
         retries=PinAwareRetry(3) if retries is None else retries,
         **kwargs,
     )
-

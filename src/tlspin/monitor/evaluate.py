@@ -132,7 +132,7 @@ class EndpointResult:
     min_intermediate_days_left: int | None
     rule_days_left: int | None
     redundant: bool | None
-    changes: tuple[dict[str, Any], ...]
+    changes: tuple[str, ...]
     error: str | None
     probed_at: dt.datetime
     served_chain: tuple[bytes, ...] = field(default=(), repr=False)
@@ -152,7 +152,7 @@ class EndpointResult:
             "min_intermediate_days_left": self.min_intermediate_days_left,
             "rule_days_left": self.rule_days_left,
             "redundant": self.redundant,
-            "changes": [dict(c) for c in self.changes],
+            "changes": list(self.changes),
             "error": self.error,
             "probed_at": self.probed_at.isoformat(),
         }
@@ -224,7 +224,8 @@ def _matched(
     host: str, chain: Sequence[bytes], rules: Sequence[PinRule]
 ) -> tuple[list[tuple[str, int]], tuple[bytes, ...]]:
     digests = tuple(spki_sha256(der) for der in chain)
-    found = [(str(pin), depth) for depth, pin in Verdict(host, True, digests, (), tuple(rules)).matched()]
+    verdict = Verdict(host, True, digests, (), tuple(rules))
+    found = [(str(pin), depth) for depth, pin in verdict.matched()]
     cert_pins = {p.digest: p for r in rules for p in r.pins if isinstance(p, CertificatePin)}
     if cert_pins:
         for depth, der in enumerate(chain):
@@ -235,9 +236,9 @@ def _matched(
 
 
 def _pin_reasons(
-    policy: PinPolicy, host: str, port: int, chain: Sequence[bytes], matched: bool,
-    now: dt.datetime,
+    policy: PinPolicy, target: Target, chain: Sequence[bytes], *, matched: bool, now: dt.datetime
 ) -> list[str]:
+    host, port = target.host, target.port
     try:
         with warnings.catch_warnings():
             # Expiry warnings are reported as reasons; the monitor's own run must not warn.
@@ -277,28 +278,31 @@ def _backups(
     return out
 
 
-def _changes(previous: Mapping[str, Any] | None, chain: Sequence[CertInfo]) -> list[dict[str, Any]]:
+def _changes(previous: Mapping[str, Any] | None, chain: Sequence[CertInfo]) -> list[str]:
+    """``"<kind>: <what>"`` for a new leaf key, a new issuer and a new chain length."""
     if not previous or previous.get("error") or not chain:
         return []
     before = previous.get("chain")
-    if not isinstance(before, list) or not before or not all(isinstance(c, Mapping) for c in before):
+    if not isinstance(before, list) or not before:
         return []
-    out: list[dict[str, Any]] = []
+    if not all(isinstance(c, Mapping) for c in before):
+        return []
+    out = []
     if before[0].get("pin") != chain[0].pin:
-        out.append({
-            "kind": "new-key", "depth": 0, "subject": chain[0].subject,
-            "before": before[0].get("pin"), "after": chain[0].pin,
-        })
-    old_issuer = (before[0].get("issuer"), before[1].get("pin") if len(before) > 1 else None)
-    new_issuer = (chain[0].issuer, chain[1].pin if len(chain) > 1 else None)
-    if old_issuer != new_issuer:
-        out.append({
-            "kind": "new-issuer",
-            "before": f"{old_issuer[0]} ({old_issuer[1] or 'key not served'})",
-            "after": f"{new_issuer[0]} ({new_issuer[1] or 'key not served'})",
-        })
+        out.append(
+            f"new-key: the leaf key changed from {before[0].get('pin')} to {chain[0].pin} "
+            f"({chain[0].subject})"
+        )
+    old_key = before[1].get("pin") if len(before) > 1 else None
+    new_key = chain[1].pin if len(chain) > 1 else None
+    if before[0].get("issuer") != chain[0].issuer or old_key != new_key:
+        out.append(
+            f"new-issuer: the leaf is now issued by {chain[0].issuer} "
+            f"(key {new_key or 'not served'}), was {before[0].get('issuer')} "
+            f"(key {old_key or 'not served'})"
+        )
     if len(before) != len(chain):
-        out.append({"kind": "chain-length", "before": len(before), "after": len(chain)})
+        out.append(f"chain-length: the chain has {len(chain)} certificates, was {len(before)}")
     return out
 
 
@@ -334,10 +338,9 @@ def evaluate(
         reasons.append(f"unpinned: no rule of the policy covers {target.host}")
     else:
         matched, digests = _matched(target.host, ders, rules)
-        reasons += _pin_reasons(policy, target.host, target.port, ders, bool(matched), now)
-        previous_matched = frozenset(
-            str(m.get("pin")) for m in (previous or {}).get("matched") or () if isinstance(m, Mapping)
-        )
+        reasons += _pin_reasons(policy, target, ders, matched=bool(matched), now=now)
+        before = (previous or {}).get("matched") or ()
+        previous_matched = frozenset(str(m.get("pin")) for m in before if isinstance(m, Mapping))
         backups = _backups(rules, digests, previous_matched)
         depths = {depth for _, depth in matched}
         redundant = len(depths) >= 2 or (bool(depths) and bool(backups))

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from tlspin.monitor.targets import Target
 
-__all__ = ["ProbeResult", "probe", "probe_many", "unverified_context", "verified_context"]
+__all__ = ["ProbeResult", "probe", "unverified_context", "verified_context"]
 
-_DER = _ssl.ENCODING_DER  # type: ignore[attr-defined]
+_DER: int = _ssl.ENCODING_DER
 
 ErrorKind = Literal["connect", "timeout", "verify", "tls"]
 
@@ -74,12 +74,15 @@ def unverified_context() -> ssl.SSLContext:
     return ctx
 
 
-def _chains(writer: asyncio.StreamWriter) -> tuple[tuple[bytes, ...], tuple[bytes, ...], str | None]:
+_Chains = tuple[tuple[bytes, ...], tuple[bytes, ...], str | None]
+
+
+def _chains(writer: asyncio.StreamWriter) -> _Chains:
     sslobj: Any = writer.get_extra_info("ssl_object")
     if sslobj is None:
         return (), (), None
     # SSLObject has no public chain API before 3.13; the C object has had both since 3.10.
-    inner: Any = sslobj._sslobj  # noqa: SLF001
+    inner: Any = sslobj._sslobj
     verified = tuple(c.public_bytes(_DER) for c in (inner.get_verified_chain() or ()))
     served = tuple(c.public_bytes(_DER) for c in (inner.get_unverified_chain() or ()))
     return verified, served, sslobj.version()
@@ -176,16 +179,3 @@ async def probe(
     return ProbeResult(
         target, (), served, failure.error, failure.error_kind, tls_version=version
     )
-
-
-async def probe_many(
-    targets: list[Target], *, context: ssl.SSLContext, timeout: float, concurrency: int
-) -> list[ProbeResult]:
-    """Probe *targets* with at most *concurrency* at a time; results in input order."""
-    limit = asyncio.Semaphore(max(1, concurrency))
-
-    async def one(target: Target) -> ProbeResult:
-        async with limit:
-            return await probe(target, context=context, timeout=timeout)
-
-    return list(await asyncio.gather(*(one(t) for t in targets)))

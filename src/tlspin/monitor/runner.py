@@ -31,7 +31,7 @@ class MonitorRun:
     finished_at: dt.datetime
     results: tuple[EndpointResult, ...]
     policy_name: str | None = None
-    counts: Mapping[str, int] = field(default_factory=dict)
+    counts: Mapping[Status, int] = field(default_factory=dict)
 
     @property
     def status(self) -> Status:
@@ -48,7 +48,7 @@ class MonitorRun:
             "run_id": self.run_id,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat(),
-            "policy": self.policy_name,
+            "policy_name": self.policy_name,
             "status": self.status,
             "endpoints": len(self.results),
             "green": self.counts.get("green", 0),
@@ -112,7 +112,7 @@ async def run_once(
         return result
 
     results = tuple(await asyncio.gather(*(one(t) for t in targets)))
-    counts = {s: sum(1 for r in results if r.status == s) for s in EXIT_CODES}
+    counts: dict[Status, int] = {s: sum(1 for r in results if r.status == s) for s in EXIT_CODES}
     return MonitorRun(
         run_id=uuid.uuid4().hex,
         started_at=started,

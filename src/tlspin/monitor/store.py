@@ -133,42 +133,46 @@ class StateFile:
 
 
 class DatabaseStore:
-    """Store runs in the collector's database (SQLite or PostgreSQL URL, SQLAlchemy form)."""
+    """Store runs in the collector's database (SQLite or PostgreSQL URL, SQLAlchemy form).
+
+    The schema is brought to the current revision first (Alembic; idempotent, and safe while a
+    collector uses the same database).
+    """
 
     def __init__(self, url: str) -> None:
         try:
-            from sqlalchemy import create_engine
+            from tlspin.collector.storage import Database
         except ImportError as exc:
-            raise StoreError(
-                "--db needs the collector extra: pip install 'tlspin[collector]'"
-            ) from exc
+            msg = "--db needs the collector extra: pip install 'tlspin[collector]'"
+            raise StoreError(msg) from exc
         try:
-            self.engine = create_engine(url)
-        except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for bad URLs
+            self.db = Database(url)
+            self.db.migrate()
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy/Alembic raise many types
             raise StoreError(f"cannot open database {_redact(url)}: {exc}") from None
 
     def previous(self) -> dict[str, dict[str, Any]]:
         """Return the latest stored result per endpoint."""
-        from tlspin.collector import storage
+        from tlspin.collector.storage import latest_monitor_results
 
         try:
-            rows = storage.latest_monitor_results(self.engine)
+            rows = latest_monitor_results(self.db)
         except Exception as exc:  # noqa: BLE001 - database errors vary by driver
             raise StoreError(f"cannot read monitor results from the database: {exc}") from None
         return {str(r["endpoint"]): dict(r) for r in rows}
 
     def save(self, run: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> None:
         """Store the run and its results."""
-        from tlspin.collector import storage
+        from tlspin.collector.storage import save_monitor_run
 
         try:
-            storage.save_monitor_run(self.engine, dict(run), [dict(r) for r in results])
+            save_monitor_run(self.db, dict(run), [dict(r) for r in results])
         except Exception as exc:  # noqa: BLE001 - database errors vary by driver
             raise StoreError(f"cannot store the monitor run in the database: {exc}") from None
 
     def close(self) -> None:
         """Release the database connections."""
-        self.engine.dispose()
+        self.db.dispose()
 
 
 class CollectorStore:

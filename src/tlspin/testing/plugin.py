@@ -46,11 +46,36 @@ T = TypeVar("T")
 _MADE_SERVERS = "_tlspin_made_servers"
 
 
+# Variables that would silently replace the test's trust bundle (requests prefers
+# REQUESTS_CA_BUNDLE over a session's own setting) or send loopback requests to a real proxy.
+_ISOLATED_ENV = (
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "https_proxy",
+    "http_proxy",
+    "all_proxy",
+    "no_proxy",
+)
+
+
 @pytest.fixture
-def pki(tmp_path: Path) -> ServerPKI:
-    """The certificates of this test: CA chain, server leaf, backup key and an attacker CA."""
+def pki(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ServerPKI:
+    """The certificates of this test: CA chain, server leaf, backup key and an attacker CA.
+
+    For the test's duration it also removes the machine's trust-store and proxy variables
+    (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``, ``HTTPS_PROXY``…), which would otherwise
+    replace ``pki.cafile`` or route loopback requests elsewhere.
+    """
     from tlspin.testing.scenarios import ServerPKI
 
+    for name in _ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
     return ServerPKI(tmp_path)
 
 

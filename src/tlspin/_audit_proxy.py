@@ -1,0 +1,385 @@
+"""The forging proxy behind ``tlspin audit`` (asyncio, in one daemon thread).
+
+It listens on 127.0.0.1 only, forges a leaf per CONNECT host with its own in-memory CA (the key
+never touches the disk), records how each connection ended, and forwards upstream only to
+loopback addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Self
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from tlspin.testing.pki import CA
+
+__all__ = ["AuditProxy", "Connection", "redact_request_line"]
+
+_TIMEOUT = 10.0
+# How long a program may sit on a forged session before sending its first request.
+_FIRST_BYTE_TIMEOUT = 60.0
+_MAX_LINE = 8192
+
+Outcome = Literal["not-pinned", "plaintext", "pinned", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One connection the program made through the audit proxy.
+
+    Attributes:
+        host: the CONNECT (or absolute-URL) host.
+        port: its port.
+        verdict: ``"not-pinned"`` (a request went through the forged session), ``"plaintext"``
+            (an ``http://`` request), ``"pinned"`` (handshake completed, then no request) or
+            ``"refused"`` (the program aborted the handshake).
+        request_line: the first request line, query string blanked; None if none was sent.
+        detail: how a connection without a request ended.
+        upstream: what happened upstream.
+    """
+
+    host: str
+    port: int
+    verdict: Outcome
+    request_line: str | None = None
+    detail: str = ""
+    upstream: str = ""
+
+
+class _QuietEOF(logging.Filter):
+    """Drop asyncio's warning about ``eof_received`` over TLS (each pinned hang-up logs one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+_QUIET_EOF = _QuietEOF()
+
+
+def redact_request_line(line: bytes) -> str:
+    """Keep the method, path and version of a request line; blank queries and credentials."""
+    text = line.rstrip(b"\r\n").decode("latin-1")
+    parts = text.split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        printable = "".join(ch if ch.isprintable() else "." for ch in text[:40])
+        return f"<not an HTTP/1 request line: {printable!r}>"
+    method, target, version = parts
+    if "://" in target:
+        url = urlsplit(target)
+        host = url.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if url.port:
+            netloc += f":{url.port}"
+        target = f"{url.scheme}://{netloc}{url.path or '/'}" + ("?…" if url.query else "")
+    elif "?" in target:
+        target = target.split("?", 1)[0] + "?…"
+    if len(target) > 200:
+        target = target[:200] + "…"
+    method = "".join(ch for ch in method if ch.isalnum() or ch in "-_")[:20]
+    return f"{method} {target} {version[:10]}"
+
+
+def _split_target(target: str) -> tuple[str, int]:
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else 443
+    host, sep, port = target.rpartition(":")
+    return (host, int(port)) if sep else (target, 443)
+
+
+def _tls_detail(exc: BaseException, *, during_handshake: bool) -> str:
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        text = reason.lower().replace("_", " ")
+        hint = ""
+        if "unknown ca" in text:
+            hint = " (the program does not trust the audit CA: it may pin, or use its own trust store)"
+        elif "eof" in text:
+            text = "the program hung up"
+        return f"{'handshake aborted' if during_handshake else 'after the handshake'}: {text}{hint}"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
+        return f"{'handshake aborted' if during_handshake else 'after the handshake'}: the program hung up"
+    if isinstance(exc, TimeoutError):
+        return "no request before the timeout"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class AuditProxy:
+    """A loopback HTTP proxy that forges certificates and records what each program sends.
+
+    Args:
+        resolve: host name (lower case) → loopback IP, for forwarding upstream.
+        upstream_cafile: CA bundle to verify upstream servers (default: system store).
+        ca: the forging CA (default: a fresh one).
+    """
+
+    def __init__(
+        self,
+        *,
+        resolve: Mapping[str, str] | None = None,
+        upstream_cafile: str | os.PathLike[str] | None = None,
+        ca: CA | None = None,
+    ) -> None:
+        from tlspin.testing.pki import CA
+
+        self.ca = ca if ca is not None else CA.root("tlspin audit CA (temporary)")
+        self._resolve = {k.lower().rstrip("."): v for k, v in (resolve or {}).items()}
+        for name, address in self._resolve.items():
+            if not ipaddress.ip_address(address).is_loopback:
+                raise ValueError(f"expected a loopback address for {name}, found {address!r}")
+        self._upstream_cafile = None if upstream_cafile is None else os.fspath(upstream_cafile)
+        self._upstream_ctx: ssl.SSLContext | None = None
+        self._contexts: dict[str, ssl.SSLContext] = {}
+        self._lock = threading.Condition()
+        self._connections: list[Connection] = []
+        self._active = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._port = 0
+        self._errors: list[str] = []
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Self:
+        """Listen on an ephemeral port of 127.0.0.1."""
+        logging.getLogger("asyncio").addFilter(_QUIET_EOF)  # idempotent: same filter object
+        loop = asyncio.new_event_loop()
+        # asyncio would log every handshake a pinned program aborts; those are findings, and
+        # they are recorded as such, so keep the loop's own reports for debugging only.
+        loop.set_exception_handler(lambda _loop, context: self._errors.append(str(context)))
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-audit")
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), loop).result(_TIMEOUT)
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection, and end the thread."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(_TIMEOUT)
+        loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- records ----------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The forging CA's certificate (PEM), to be trusted by the audited program."""
+        return self.ca.cert_pem
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every finished connection, in the order they ended."""
+        with self._lock:
+            return list(self._connections)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection is open; return False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._active == 0, timeout)
+
+    def _record(self, conn: Connection) -> None:
+        with self._lock:
+            self._connections.append(conn)
+            self._lock.notify_all()
+
+    # --- serving ----------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)  # type: ignore[arg-type]
+        with self._lock:
+            self._active += 1
+        try:
+            await self._handle(reader, writer)
+        except (OSError, EOFError, ssl.SSLError, ValueError, TimeoutError):
+            pass  # the program went away mid-way; what mattered is already recorded
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            with self._lock:
+                self._active -= 1
+                self._lock.notify_all()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _TIMEOUT)
+        line = head.split(b"\r\n", 1)[0]
+        method, _, rest = line.decode("latin-1").strip().partition(" ")
+        target = rest.rpartition(" ")[0]
+        if method.upper() == "CONNECT":
+            host, port = _split_target(target)
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await self._intercept(reader, writer, host, port)
+            return
+        url = urlsplit(target)
+        if url.scheme != "http" or not url.hostname:
+            await _reply(writer, "405 Method Not Allowed", "tlspin audit: expected CONNECT or http://")
+            return
+        port = url.port or 80
+        address = self._loopback(url.hostname)
+        if address is None:
+            self._record(Connection(url.hostname, port, "plaintext", redact_request_line(line),
+                                    upstream=self._not_contacted(url.hostname)))
+            await _reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
+            return
+        self._record(Connection(url.hostname, port, "plaintext", redact_request_line(line),
+                                upstream=f"forwarded to {address}:{port}"))
+        up_reader, up_writer = await asyncio.wait_for(
+            asyncio.open_connection(address, port), _TIMEOUT
+        )
+        up_writer.write(head)
+        await _relay((reader, writer), (up_reader, up_writer))
+
+    def _loopback(self, host: str) -> str | None:
+        # Never consults DNS: only localhost, loopback literals and the --resolve map.
+        name = host.strip("[]").lower().rstrip(".")
+        address = self._resolve.get(name, "127.0.0.1" if name == "localhost" else name)
+        try:
+            return address if ipaddress.ip_address(address).is_loopback else None
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _not_contacted(host: str) -> str:
+        return (
+            f"not contacted: {host} is not loopback (map it with --resolve {host}=127.0.0.1 "
+            "to forward to a local server)"
+        )
+
+    def _forged_context(self, host: str) -> ssl.SSLContext:
+        from tlspin.testing.pki import server_context
+
+        name = host.strip("[]").lower().rstrip(".")
+        with self._lock:
+            ctx = self._contexts.get(name)
+            if ctx is None:
+                ctx = server_context(self.ca.issue(name), alpn=["http/1.1"])
+                self._contexts[name] = ctx
+            return ctx
+
+    async def _intercept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int
+    ) -> None:
+        try:
+            await writer.start_tls(self._forged_context(host), ssl_handshake_timeout=_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            self._record(Connection(host, port, "refused", detail=_tls_detail(exc, during_handshake=True)))
+            return
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), _FIRST_BYTE_TIMEOUT)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self._record(Connection(host, port, "not-pinned", f"<{len(exc.partial)} bytes, no full line>"))
+            else:
+                self._record(Connection(host, port, "pinned", detail="closed after the handshake without a request"))
+            return
+        except asyncio.LimitOverrunError:
+            self._record(Connection(host, port, "not-pinned", "<a line longer than 64 KiB>"))
+            return
+        except asyncio.CancelledError:
+            self._record(Connection(host, port, "pinned", detail="no request before the program exited"))
+            raise
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            self._record(Connection(host, port, "pinned", detail=_tls_detail(exc, during_handshake=False)))
+            return
+        address = self._loopback(host)
+        upstream = f"forwarded to {address}:{port}" if address else self._not_contacted(host)
+        self._record(Connection(host, port, "not-pinned", redact_request_line(line), upstream=upstream))
+        if address is None:
+            await _reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
+            return
+        try:
+            up = await asyncio.wait_for(
+                asyncio.open_connection(
+                    address, port, ssl=self._upstream_context(), server_hostname=host.strip("[]")
+                ),
+                _TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            await _reply(writer, "502 Bad Gateway", f"tlspin audit: upstream failed: {exc}")
+            return
+        up[1].write(line)
+        await _relay((reader, writer), up)
+
+    def _upstream_context(self) -> ssl.SSLContext:
+        if self._upstream_ctx is None:
+            ctx = ssl.create_default_context(cafile=self._upstream_cafile)
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._upstream_ctx = ctx
+        return self._upstream_ctx
+
+
+async def _reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
+    body = text.encode()
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n".encode() + body
+    )
+    await writer.drain()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof():
+                writer.write_eof()
+            else:
+                writer.close()
+
+
+async def _relay(
+    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+) -> None:
+    try:
+        await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
+    finally:
+        b[1].close()

@@ -1,0 +1,231 @@
+"""The on-disk bundle store: atomic writes, the last good bundle kept, re-verified on every load.
+
+Layout of the store directory (one writer at a time; a lock file serialises processes)::
+
+    bundle.json            the bundle in force, with its full key-rotation chain
+    bundle.previous.json   the bundle in force before it (the last good one)
+    .lock                  advisory lock held while writing
+
+Each file is ``{"format": "tlspin-store/1", "etag": …, "document": <served document>}`` and is
+replaced atomically: written to a temporary file in the same directory, fsynced, renamed over the
+old file, then the directory is fsynced. A crash at any moment leaves each file either old or new,
+never torn. Nothing in a file is trusted: every load re-verifies the signatures from the
+application's own keys through the stored rotation chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tlspin.bundles.errors import BundleError
+from tlspin.bundles.format import DEFAULT_MAX_BYTES, MAX_CHAIN, Document, parse_document, parse_json
+from tlspin.bundles.verify import TrustState, Verified, accept
+
+__all__ = ["CURRENT", "PREVIOUS", "STORE_FORMAT", "BundleStore", "LoadReport", "Loaded"]
+
+STORE_FORMAT = "tlspin-store/1"
+CURRENT = "bundle.json"
+PREVIOUS = "bundle.previous.json"
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Loaded:
+    """A stored bundle that verified.
+
+    Attributes:
+        verified: the bundle, its policy and the trust state its chain leads to.
+        source: the file it came from (``"current"``, or ``"previous"`` after a fallback).
+        etag: the HTTP entity tag it was served with, if any.
+    """
+
+    verified: Verified
+    source: Literal["current", "previous"]
+    etag: str | None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class LoadReport:
+    """What :meth:`BundleStore.load` found.
+
+    Attributes:
+        loaded: the bundle to use, or None (nothing usable: use the embedded fallback policy).
+        problems: ``(file name, error)`` for each file that exists but was refused, and for a
+            missing current file while a previous one exists.
+    """
+
+    loaded: Loaded | None
+    problems: tuple[tuple[str, BundleError], ...] = ()
+
+
+class BundleStore:
+    """A directory that keeps the accepted bundle and the one before it.
+
+    Args:
+        directory: created (mode 0700) on the first write if missing.
+        max_bytes: the size cap of one served bundle document; a store file may hold up to
+            ``MAX_CHAIN + 2`` times as much (the rotation chain travels with it).
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES):
+        self._dir = Path(directory)
+        self._max_bytes = max_bytes
+        self._file_cap = max_bytes * (MAX_CHAIN + 2)
+
+    def __repr__(self) -> str:
+        return f"BundleStore({str(self._dir)!r})"
+
+    @property
+    def directory(self) -> Path:
+        """The store directory."""
+        return self._dir
+
+    # -- reading --------------------------------------------------------------------------
+    def read(self, name: str) -> tuple[Document, str | None]:
+        """Parse one store file (schema only, no signature check).
+
+        Raises:
+            FileNotFoundError: the file does not exist.
+            BundleError: it is unreadable, too large, or malformed.
+        """
+        path = self._dir / name
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(self._file_cap + 1)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise BundleError(f"cannot read {path}: {exc.strerror}", reason="store") from None
+        value = parse_json(data, max_bytes=self._file_cap)
+        if not isinstance(value, dict) or set(value) != {"format", "etag", "document"}:
+            msg = f"{path} is not a tlspin store file (expected format, etag and document)"
+            raise BundleError(msg, reason="schema")
+        if value["format"] != STORE_FORMAT:
+            raise BundleError(
+                f"{path} has store format {value['format']!r:.40}; expected {STORE_FORMAT!r}",
+                reason="format",
+            )
+        etag = value["etag"]
+        if etag is not None and not isinstance(etag, str):
+            raise BundleError(f"{path}: etag must be a string or null", reason="schema")
+        return parse_document(value["document"], max_bytes=self._max_bytes), etag
+
+    def load(
+        self, trust: TrustState, *, min_version: int = 0, pinned_host: str | None = None
+    ) -> LoadReport:
+        """Load the newest stored bundle that still verifies from *trust* (the app's keys).
+
+        Expiry is not checked here: the caller decides what an expired bundle means (its
+        version still counts against rollback).
+        """
+        problems: list[tuple[str, BundleError]] = []
+        names: tuple[tuple[str, Literal["current", "previous"]], ...] = (
+            (CURRENT, "current"),
+            (PREVIOUS, "previous"),
+        )
+        for name, source in names:
+            try:
+                document, etag = self.read(name)
+                verified = accept(
+                    document,
+                    trust=trust,
+                    min_version=min_version,
+                    check_times=False,
+                    pinned_host=pinned_host,
+                )
+            except FileNotFoundError:
+                if source == "current" and (self._dir / PREVIOUS).exists():
+                    problems.append((name, BundleError(f"{name} is missing", reason="store")))
+                continue
+            except BundleError as exc:
+                problems.append((name, exc))
+                continue
+            return LoadReport(Loaded(verified, source, etag), tuple(problems))
+        return LoadReport(None, tuple(problems))
+
+    # -- writing --------------------------------------------------------------------------
+    def save(
+        self, document: Document, *, previous: Document | None = None, etag: str | None = None
+    ) -> None:
+        """Store *document* as current, and *previous* (the bundle it replaces) as the last good.
+
+        *previous* should be the verified bundle that was in force; with None the previous
+        file is left as it is. Each file is replaced atomically, previous first, so a crash
+        leaves a loadable store (old or new).
+
+        Raises:
+            OSError: the directory or a file cannot be written.
+        """
+        self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self._locked():
+            self._remove_stale_temporaries()
+            if previous is not None:
+                self._write(PREVIOUS, self._encode(previous, None))
+            self._write(CURRENT, self._encode(document, etag))
+
+    @staticmethod
+    def _encode(document: Document, etag: str | None) -> bytes:
+        data: dict[str, Any] = {
+            "format": STORE_FORMAT,
+            "etag": etag,
+            "document": document.to_data(),
+        }
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _write(self, name: str, data: bytes) -> None:
+        tmp = self._dir / f".{name}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._dir / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self._fsync_directory()
+
+    def _fsync_directory(self) -> None:
+        # The rename is durable only once the directory entry is on disk too.
+        if os.name != "posix":
+            return
+        fd = os.open(self._dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _remove_stale_temporaries(self) -> None:
+        # Left behind by a writer that crashed mid-write; safe to drop while we hold the lock.
+        for path in self._dir.glob(".bundle*.tmp"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        key = str(self._dir.resolve())
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            try:
+                import fcntl
+            except ImportError:  # Not POSIX: only the in-process lock applies.
+                yield
+                return
+            fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)

@@ -1,0 +1,361 @@
+"""The token-protected JSON query API, CSV export and monitor-run submission."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from tlspin.collector import queries, storage
+from tlspin.collector.app import state_of
+from tlspin.collector.formats import is_storable
+
+__all__ = ["register"]
+
+_bearer = HTTPBearer(auto_error=False, description="The collector token.")
+_MAX_ID = 2**62
+
+
+def require_auth(request: Request, _: Annotated[Any, Depends(_bearer)] = None) -> None:
+    """Let the request through with the bearer token or a dashboard session; else 401."""
+    if not state_of(request).auth.authorized(request):
+        raise HTTPException(
+            status_code=401,
+            detail="a bearer token (Authorization: Bearer …) or a dashboard login is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _utc(value: dt.datetime | None, name: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    except (OverflowError, ValueError):
+        raise HTTPException(400, f"{name} is out of range") from None
+
+
+def _text(value: str | None, name: str) -> str | None:
+    # PostgreSQL refuses NUL in text; say so instead of failing in the driver.
+    if value is not None and not is_storable(value):
+        raise HTTPException(400, f"{name} must be printable text")
+    return value
+
+
+def filters(
+    host: Annotated[str | None, Query(max_length=253, description="Exact host name.")] = None,
+    since: Annotated[dt.datetime | None, Query(description="Received at or after.")] = None,
+    until: Annotated[dt.datetime | None, Query(description="Received before.")] = None,
+    app: Annotated[str | None, Query(max_length=256, description="Application id.")] = None,
+) -> queries.Filters:
+    """Common filters of the query API."""
+    return queries.Filters(
+        host=_text(host, "host"), since=_utc(since, "since"), until=_utc(until, "until"),
+        app=_text(app, "app"),
+    )
+
+
+def _check_storable(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what a database cannot store: NUL, lone surrogates, NaN, deep nesting."""
+    if depth > 8:
+        raise HTTPException(400, f"{where} is nested too deeply")
+    if isinstance(value, str):
+        if not is_storable(value):
+            raise HTTPException(400, f"{where} contains NUL or an unpaired surrogate")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise HTTPException(400, f"{where} is not a finite number")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(str(key), f"{where} key", depth + 1)
+            _check_storable(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{where}[{index}]", depth + 1)
+
+
+Filt = Annotated[queries.Filters, Depends(filters)]
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
+Cursor = Annotated[
+    int | None, Query(ge=1, le=_MAX_ID, description="next_cursor of the previous page.")
+]
+
+
+class ReportOut(BaseModel):
+    """A stored report (normalised fields)."""
+
+    id: int
+    received_at: str
+    client_time: str | None
+    kind: str
+    hostname: str
+    port: int | None
+    noted_hostname: str | None
+    include_subdomains: bool | None
+    mode: str | None
+    reason: str | None
+    app_id: str | None
+    app_version: str | None
+    client_ip: str | None
+    issuer: str | None
+    observed_pins: list[str]
+    known_pins: list[str]
+    incident_id: int
+
+
+class ReportDetailOut(ReportOut):
+    """A stored report with its chain and the raw JSON as received."""
+
+    chain: list[dict[str, Any]]
+    raw: str
+
+
+class ReportPage(BaseModel):
+    """One page of reports."""
+
+    items: list[ReportOut]
+    next_cursor: int | None
+
+
+class IncidentOut(BaseModel):
+    """Reports grouped by host, observed pins and expected pins."""
+
+    id: int
+    hostname: str
+    observed_pins: list[str]
+    expected_pins: list[str]
+    first_seen: str
+    last_seen: str
+    count: int
+    status: str
+    opened_at: str | None
+    resolved_at: str | None
+
+
+class ChainEntry(BaseModel):
+    """One certificate of an incident's chain."""
+
+    subject: str | None
+    issuer: str | None
+    pin: str | None
+    not_after: str | None
+    matched: bool
+
+
+class AppCount(BaseModel):
+    """Reports per application."""
+
+    app_id: str | None
+    count: int
+
+
+class IncidentDetailOut(IncidentOut):
+    """An incident with its chain and recent reports."""
+
+    chain: list[ChainEntry]
+    reports: list[ReportOut]
+    apps: list[AppCount]
+
+
+class IncidentPage(BaseModel):
+    """One page of incidents."""
+
+    items: list[IncidentOut]
+    next_cursor: int | None
+
+
+class MonitorRunIn(BaseModel):
+    """A monitor run as ``tlspin monitor --collector`` submits it."""
+
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    policy_name: str | None = Field(default=None, max_length=256)
+
+
+class MonitorResultIn(BaseModel):
+    """One endpoint's result in a submitted monitor run."""
+
+    endpoint: str = Field(min_length=1, max_length=400)
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(ge=0, le=65535)
+    ip: str | None = Field(default=None, max_length=64)
+    status: Literal["green", "amber", "red"]
+    reasons: list[Annotated[str, Field(max_length=1000)]] = Field(default=[], max_length=100)
+    chain: list[dict[str, Any]] = Field(default=[], max_length=16)
+    matched: list[dict[str, Any]] = Field(default=[], max_length=64)
+    leaf_days_left: int | None = Field(default=None, ge=-100_000, le=100_000)
+    min_intermediate_days_left: int | None = Field(default=None, ge=-100_000, le=100_000)
+    rule_days_left: int | None = Field(default=None, ge=-100_000, le=100_000)
+    redundant: bool | None = None
+    changes: list[Annotated[str, Field(max_length=1000)]] = Field(default=[], max_length=100)
+    error: str | None = Field(default=None, max_length=4000)
+    probed_at: dt.datetime | None = None
+
+
+class MonitorSubmission(BaseModel):
+    """Body of ``POST /api/monitor-runs``."""
+
+    run: MonitorRunIn
+    results: list[MonitorResultIn] = Field(max_length=10_000)
+
+
+class MonitorRunCreated(BaseModel):
+    """The stored run."""
+
+    run_id: int
+    results: int
+
+
+_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else (" ".join(value) if isinstance(value, list) else str(value))
+    # A cell starting with = + - @ is a formula in spreadsheets: neutralise it (CSV injection).
+    return "'" + text if text.startswith(_CSV_FORMULA) else text
+
+
+def _csv(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    return Response(
+        out.getvalue(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+async def _db(call: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await run_in_threadpool(call, *args, **kwargs)
+    except SQLAlchemyError:
+        raise HTTPException(503, "storage unavailable; retry later") from None
+
+
+def register(app: FastAPI) -> None:
+    """Add the query API routes to *app*."""
+    auth = [Depends(require_auth)]
+
+    @app.get("/api/reports", tags=["query"], dependencies=auth, response_model=ReportPage)
+    async def get_reports(
+        request: Request, f: Filt, limit: Limit = 50, cursor: Cursor = None,
+        incident: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
+    ) -> dict[str, Any]:
+        """Reports, newest first, filtered by host, time range, app and incident."""
+        f = queries.Filters(host=f.host, since=f.since, until=f.until, app=f.app,
+                            incident=incident)
+        items, nxt = await _db(queries.list_reports, state_of(request).db, f, limit=limit,
+                               cursor=cursor)
+        return {"items": items, "next_cursor": nxt}
+
+    @app.get("/api/reports/{report_id}", tags=["query"], dependencies=auth,
+             response_model=ReportDetailOut, responses={404: {"description": "No such report."}})
+    async def get_report(
+        request: Request, report_id: Annotated[int, Path(ge=1, le=_MAX_ID)]
+    ) -> dict[str, Any]:
+        """One report with its chain and raw JSON."""
+        found = await _db(queries.report_detail, state_of(request).db, report_id)
+        if found is None:
+            raise HTTPException(404, f"no report with id {report_id}")
+        return dict(found)
+
+    @app.get("/api/incidents", tags=["query"], dependencies=auth, response_model=IncidentPage)
+    async def get_incidents(
+        request: Request, f: Filt, limit: Limit = 50, cursor: Cursor = None,
+        status: Literal["open", "resolved"] | None = None,
+    ) -> dict[str, Any]:
+        """Incidents, newest first, filtered by host, time range, app and status."""
+        f = queries.Filters(host=f.host, since=f.since, until=f.until, app=f.app, status=status)
+        items, nxt = await _db(queries.list_incidents, state_of(request).db, f, limit=limit,
+                               cursor=cursor)
+        return {"items": items, "next_cursor": nxt}
+
+    @app.get("/api/incidents/{incident_id}", tags=["query"], dependencies=auth,
+             response_model=IncidentDetailOut,
+             responses={404: {"description": "No such incident."}})
+    async def get_incident(
+        request: Request, incident_id: Annotated[int, Path(ge=1, le=_MAX_ID)]
+    ) -> dict[str, Any]:
+        """One incident with its chain (matched or not per certificate) and recent reports."""
+        found = await _db(queries.incident_detail, state_of(request).db, incident_id)
+        if found is None:
+            raise HTTPException(404, f"no incident with id {incident_id}")
+        return dict(found)
+
+    @app.post("/api/incidents/{incident_id}/resolve", tags=["query"], dependencies=auth,
+              responses={404: {"description": "No such incident."}})
+    async def resolve(
+        request: Request, incident_id: Annotated[int, Path(ge=1, le=_MAX_ID)]
+    ) -> dict[str, Any]:
+        """Mark an incident resolved; a new matching report opens it again."""
+        if not await _db(state_of(request).db.resolve_incident, incident_id):
+            raise HTTPException(404, f"no incident with id {incident_id}")
+        return {"id": incident_id, "status": "resolved"}
+
+    @app.get("/api/reports.csv", tags=["export"], dependencies=auth, response_class=Response)
+    async def reports_csv(
+        request: Request, f: Filt,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> Response:
+        """Reports as CSV (newest first)."""
+        items, _ = await _db(queries.list_reports, state_of(request).db, f, limit=limit)
+        columns = ["id", "received_at", "client_time", "kind", "hostname", "port", "mode",
+                   "reason", "app_id", "app_version", "client_ip", "issuer", "observed_pins",
+                   "known_pins", "incident_id"]
+        return _csv(items, columns, "tlspin-reports.csv")
+
+    @app.get("/api/incidents.csv", tags=["export"], dependencies=auth, response_class=Response)
+    async def incidents_csv(
+        request: Request, f: Filt,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> Response:
+        """Incidents as CSV (newest first)."""
+        items, _ = await _db(queries.list_incidents, state_of(request).db, f, limit=limit)
+        columns = ["id", "hostname", "status", "count", "first_seen", "last_seen",
+                   "observed_pins", "expected_pins"]
+        return _csv(items, columns, "tlspin-incidents.csv")
+
+    @app.post("/api/monitor-runs", tags=["monitor"], dependencies=auth, status_code=201,
+              response_model=MonitorRunCreated)
+    async def submit_monitor_run(request: Request, body: MonitorSubmission) -> dict[str, Any]:
+        """Store a run of ``tlspin monitor`` (as ``--collector URL`` sends it).
+
+        Alerts for runs are the monitor's job (it knows the previous run either way).
+        """
+        state = state_of(request)
+        results = [r.model_dump() for r in body.results]
+        _check_storable(results, "results")
+        _check_storable(body.run.policy_name, "run.policy_name")
+        try:
+            run_id = await _db(storage.save_monitor_run, state.db, body.run.model_dump(),
+                               results)
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return {"run_id": run_id, "results": len(results)}
+
+    @app.get("/api/monitor/latest", tags=["monitor"], dependencies=auth)
+    async def monitor_latest(request: Request) -> list[dict[str, Any]]:
+        """The latest result of every monitored endpoint."""
+        return list(await _db(storage.latest_monitor_results, state_of(request).db))
+
+    @app.get("/api/monitor/history", tags=["monitor"], dependencies=auth)
+    async def monitor_endpoint_history(
+        request: Request, endpoint: Annotated[str, Query(min_length=1, max_length=400)],
+        limit: Limit = 100,
+    ) -> list[dict[str, Any]]:
+        """Results of one endpoint (``host:port[@ip]``), newest first."""
+        _text(endpoint, "endpoint")
+        return list(await _db(storage.monitor_history, state_of(request).db, endpoint,
+                              limit=limit))

@@ -1,0 +1,365 @@
+"""The collector's ASGI app: report intake, query API, metrics and dashboard.
+
+Intake (``POST /reports``) is public, like any ``report-uri``; the dashboard and the query API
+need the token. Bad input gets a 4xx with a reason, never a 500: every report field is
+attacker-controlled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from tlspin.collector.alerts import AlertSender
+from tlspin.collector.auth import Auth
+from tlspin.collector.formats import ParsedReport, ReportError, parse_report
+from tlspin.collector.metrics import Metrics
+from tlspin.collector.settings import Settings
+from tlspin.collector.storage import Database, Stored
+
+__all__ = ["CSP", "CollectorState", "create_app"]
+
+log = logging.getLogger("tlspin.collector")
+
+#: Nothing runs but our own markup: no scripts at all, styles and images from this origin only.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+_REPORT_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": (
+                    "A tlspin, RFC 7469 (HPKP) or TrustKit (iOS/Android) pin failure report."
+                ),
+                "properties": {
+                    "date-time": {"type": "string"},
+                    "hostname": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "effective-expiration-date": {"type": ["string", "null"]},
+                    "include-subdomains": {"type": "boolean"},
+                    "noted-hostname": {"type": "string"},
+                    "served-certificate-chain": {"type": "array", "items": {"type": "string"}},
+                    "validated-certificate-chain": {
+                        "type": "array", "items": {"type": "string"},
+                    },
+                    "known-pins": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["hostname"],
+            }
+        }
+    },
+}
+
+
+class IPRateLimiter:
+    """Token bucket per client IP (per process; the event loop is its only user)."""
+
+    def __init__(self, count: int, per: float, *, max_clients: int = 100_000) -> None:
+        self._rate = count / per
+        self._burst = float(count)
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max = max_clients
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        """Take one token for *key*; False when its bucket is empty."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)  # the least recently seen client
+        return allowed
+
+
+@dataclass(slots=True)
+class CollectorState:
+    """Everything a request handler needs, kept on ``app.state.tlspin``."""
+
+    settings: Settings
+    db: Database
+    auth: Auth
+    metrics: Metrics
+    limiter: IPRateLimiter
+    login_limiter: IPRateLimiter
+    alerts: AlertSender | None
+    rate_checked: dict[str, float]
+
+
+def state_of(request: Request) -> CollectorState:
+    """The collector state of the app serving *request*."""
+    state: CollectorState = request.app.state.tlspin
+    return state
+
+
+def client_ip(request: Request, settings: Settings) -> str:
+    """The sender's address (the first ``X-Forwarded-For`` hop only if configured)."""
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first[:64]
+    return request.client.host if request.client else "unknown"
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware adding the security headers (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: Callable[..., Any],
+        send: Callable[..., Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build a collector app.
+
+    Args:
+        settings: how to behave; defaults to ``Settings()`` (SQLite file ``tlspin.db``).
+
+    The database is migrated to the newest schema when the app starts (``settings.migrate``).
+    """
+    settings = settings or Settings()
+    db = Database(settings.db_url)
+    state = CollectorState(
+        settings=settings,
+        db=db,
+        auth=Auth(settings.token, session_seconds=settings.session_hours * 3600),
+        metrics=Metrics(db),
+        limiter=IPRateLimiter(*settings.ip_rate_limit),
+        login_limiter=IPRateLimiter(10, 60.0),
+        alerts=(
+            AlertSender(settings.webhooks, dedup_window=settings.alert_dedup_seconds)
+            if settings.webhooks else None
+        ),
+        rate_checked={},
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if state.alerts is not None:
+            await run_in_threadpool(state.alerts.close, 2.0)
+        db.dispose()
+
+    app = FastAPI(
+        title="tlspin collector",
+        version=_version(),
+        description="Pin-failure report intake, query API and dashboard.",
+        docs_url=None,  # the Swagger UI loads scripts from a CDN: not here
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.tlspin = state
+    if settings.migrate:
+        # At creation rather than in the lifespan: a bad database URL fails at once, and
+        # apps driven without a lifespan (some test clients) still get their schema.
+        db.migrate()
+    app.add_middleware(_SecurityHeaders)
+    _intake_routes(app, state)
+    from tlspin.collector import api, dashboard
+
+    api.register(app)
+    dashboard.register(app)
+    return app
+
+
+def _version() -> str:
+    import tlspin
+
+    return str(tlspin.__version__)
+
+
+def _reject(state: CollectorState, status: int, reason: str, detail: str,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    state.metrics.rejected.labels(reason=reason).inc()
+    return JSONResponse({"status": "rejected", "reason": detail}, status_code=status,
+                        headers=headers)
+
+
+async def _read_capped(request: Request, cap: int) -> bytes | None:
+    """The body, or None as soon as it exceeds *cap* bytes."""
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _intake_routes(app: FastAPI, state: CollectorState) -> None:
+    settings = state.settings
+    metrics = state.metrics
+
+    @app.post(
+        "/reports",
+        status_code=201,
+        tags=["intake"],
+        summary="Receive a pin failure report",
+        openapi_extra={"requestBody": _REPORT_BODY_SCHEMA},
+        responses={
+            201: {"description": "Stored."},
+            400: {"description": "Malformed report; the body gives the reason."},
+            413: {"description": "Body over the size cap."},
+            429: {"description": "Too many reports from this client IP."},
+            503: {"description": "Storage unavailable; retry later."},
+        },
+    )
+    async def receive_report(request: Request, background: BackgroundTasks) -> Response:
+        start = time.perf_counter()
+        metrics.received.inc()
+        ip = client_ip(request, settings)
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or len(declared) > 18):
+            return _reject(state, 400, "bad-length", "Content-Length is not a number")
+        if declared is not None and int(declared) > settings.max_report_bytes:
+            return _reject(state, 413, "too-large",
+                           f"the body exceeds {settings.max_report_bytes} bytes")
+        if not state.limiter.allow(ip):
+            return _reject(state, 429, "rate-limited", "too many reports from this address",
+                           {"Retry-After": "60"})
+        try:
+            body = await _read_capped(request, settings.max_report_bytes)
+        except ClientDisconnect:
+            return _reject(state, 400, "disconnected", "the client went away")
+        if body is None:
+            return _reject(state, 413, "too-large",
+                           f"the body exceeds {settings.max_report_bytes} bytes")
+        try:
+            parsed = parse_report(body)
+        except ReportError as exc:
+            return _reject(state, 400, "malformed", str(exc))
+        received_at = dt.datetime.now(dt.UTC)
+        try:
+            stored = await run_in_threadpool(
+                state.db.store_report, parsed, received_at=received_at,
+                client_ip=None if settings.drop_client_ip else ip,
+            )
+        except SQLAlchemyError:
+            log.exception("could not store a report")
+            return _reject(state, 503, "storage", "storage unavailable; retry later",
+                           {"Retry-After": "5"})
+        metrics.accepted.labels(format=parsed.kind).inc()
+        metrics.latency.observe(time.perf_counter() - start)
+        if state.alerts is not None:
+            background.add_task(_alerts_after_intake, state, parsed, stored, received_at)
+        return JSONResponse(
+            {"status": "accepted", "id": stored.report_id, "incident": stored.incident_id},
+            status_code=201,
+        )
+
+    if settings.benchmark_noop:
+
+        @app.post("/reports/noop", include_in_schema=False)
+        async def noop(request: Request) -> Response:
+            # Same framework path and body read as /reports, none of the work: the benchmark's
+            # baseline.
+            body = await _read_capped(request, settings.max_report_bytes)
+            return JSONResponse({"status": "ignored", "bytes": len(body or b"")},
+                                status_code=201)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=Response)
+    def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
+    def healthz() -> JSONResponse:
+        try:
+            revision = state.db.revision()
+        except SQLAlchemyError:
+            return JSONResponse({"status": "database unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "schema": revision})
+
+
+def _alerts_after_intake(
+    state: CollectorState, report: ParsedReport, stored: Stored, received_at: dt.datetime
+) -> None:
+    """Runs after the response: new-incident and host-rate alerts (never raises)."""
+    alerts = state.alerts
+    if alerts is None:  # Defensive: only scheduled when alerts are configured.
+        return
+    try:
+        if stored.opened:
+            payload = {
+                "incident_id": stored.incident_id,
+                "hostname": report.hostname,
+                "observed_pins": report.observed_pins,
+                "expected_pins": sorted(set(report.known_pins)),
+                "issuer": report.issuer,
+                "app_id": report.app_id,
+            }
+            if alerts.send(
+                "incident.opened",
+                f"incident:{stored.incident_id}:{received_at.isoformat()}",
+                payload,
+                text=f"tlspin: new pin failure incident for {report.hostname} "
+                f"(served by {report.issuer or 'unknown issuer'})",
+            ):
+                state.metrics.alerts.labels(kind="incident.opened").inc()
+        threshold = state.settings.alert_rate_threshold
+        if threshold is None:
+            return
+        count, per = threshold
+        now = time.monotonic()
+        # Count at most every few seconds per host: the alert is about a rate, not each report.
+        if now - state.rate_checked.get(report.hostname, -1e9) < min(10.0, per / 4):
+            return
+        state.rate_checked[report.hostname] = now
+        if len(state.rate_checked) > 10_000:
+            state.rate_checked.clear()
+        seen = state.db.host_reports_since(report.hostname,
+                                           received_at - dt.timedelta(seconds=per))
+        if seen >= count and alerts.send(
+            "host.rate",
+            f"rate:{report.hostname}",
+            {"hostname": report.hostname, "reports": seen, "window_seconds": per,
+             "threshold": count},
+            text=f"tlspin: {seen} pin failure reports for {report.hostname} in the last "
+            f"{per:g} s (threshold {count})",
+        ):
+            state.metrics.alerts.labels(kind="host.rate").inc()
+    except Exception:  # alerting must never break intake
+        log.exception("alerting after a report failed")

@@ -1,0 +1,84 @@
+"""Dashboard and query-API authentication: a bearer token, or a login form and a session cookie.
+
+Sessions are stateless, so any collector process sharing the token accepts them: the cookie is
+``<expiry>.<HMAC-SHA256(key, expiry)>`` with a key derived from the token. Changing the token
+logs everybody out. Form posts carry a CSRF token derived from the session, and the cookie is
+``SameSite=Strict`` and ``HttpOnly``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+
+from starlette.requests import Request
+
+__all__ = ["COOKIE", "Auth"]
+
+COOKIE = "tlspin_session"
+
+
+class Auth:
+    """Checks credentials against the collector token (None: everything is open).
+
+    Args:
+        token: the shared secret, or None for an unauthenticated (loopback-only) collector.
+        session_seconds: lifetime of a login.
+    """
+
+    def __init__(self, token: str | None, *, session_seconds: float) -> None:
+        self.enabled = token is not None
+        secret = (token or "").encode()
+        self._token_digest = hashlib.sha256(secret).digest()
+        self._key = hashlib.sha256(b"tlspin-session-key\0" + secret).digest()
+        self._session_seconds = session_seconds
+
+    def check_token(self, candidate: str) -> bool:
+        """Constant-time comparison of *candidate* with the token."""
+        digest = hashlib.sha256(candidate.encode("utf-8", "replace")).digest()
+        return self.enabled and hmac.compare_digest(digest, self._token_digest)
+
+    def new_session(self) -> str:
+        """A fresh session cookie value."""
+        expiry = str(int(time.time() + self._session_seconds))
+        return f"{expiry}.{self._sign('session', expiry)}"
+
+    def _sign(self, purpose: str, value: str) -> str:
+        return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def session_valid(self, cookie: str | None) -> bool:
+        """True if *cookie* is a session this token issued and it has not expired."""
+        if not cookie or "." not in cookie or len(cookie) > 200:
+            return False
+        expiry, _, mac = cookie.partition(".")
+        if not expiry.isdigit() or int(expiry) < time.time():
+            return False
+        return hmac.compare_digest(mac, self._sign("session", expiry))
+
+    def csrf_token(self, cookie: str | None) -> str:
+        """The CSRF token that goes with a session cookie."""
+        return self._sign("csrf", cookie or "")
+
+    def csrf_valid(self, cookie: str | None, candidate: str) -> bool:
+        """True if *candidate* is the CSRF token of *cookie*."""
+        return hmac.compare_digest(candidate, self.csrf_token(cookie))
+
+    def authorized(self, request: Request) -> bool:
+        """True if the request carries the bearer token or a valid session cookie."""
+        if not self.enabled:
+            return True
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value and self.check_token(value.strip()):
+            return True
+        return self.session_valid(request.cookies.get(COOKIE))
+
+
+def safe_next(target: str | None) -> str:
+    """A same-site path to go to after login; anything else becomes the dashboard."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/dashboard"
+    if any(ch in target for ch in "\r\n\\") or len(target) > 512:
+        return "/dashboard"
+    return target

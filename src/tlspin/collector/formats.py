@@ -1,0 +1,364 @@
+"""Parse and validate incoming reports: tlspin, RFC 7469 (HPKP) and TrustKit (iOS, Android).
+
+Every report is attacker-controlled. :func:`parse_report` either returns a normalised
+:class:`ParsedReport` or raises :class:`ReportError` with a reason meant for the sender; it never
+raises anything else on any input.
+
+Field names come from the formats' sources: RFC 7469 §3.1; TrustKit's ``TSKPinFailureReport.m``
+(iOS: ``app-bundle-id``, ``app-version``, ``app-platform``, ``app-platform-version``,
+``app-vendor-id``, ``trustkit-version``, ``enforce-pinning``, ``validation-result``,
+``known-pins-expiration-date``) and TrustKit-Android's ``PinningFailureReport.java`` (the same,
+plus ``served-certificate-chain``; ``port`` is always 0 there).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CertInfo", "ParsedReport", "ReportError", "clean_text", "is_storable", "parse_report"]
+
+_MAX_CHAIN = 16
+_MAX_PINS = 64
+_MAX_TEXT = 256
+_MAX_NAME = 512
+_PEM_RE = re.compile(
+    r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----"
+)
+# TSKTrustEvaluationResult (iOS) and PinningValidationResult (Android) share these ordinals.
+TRUSTKIT_RESULTS = {
+    0: "success",
+    1: "mismatch",
+    2: "untrusted-chain",
+    3: "invalid-parameters",
+    4: "user-trust-anchor",
+    5: "spki-hash-error",
+}
+
+
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def is_storable(text: str) -> bool:
+    """False if *text* holds NUL or a lone surrogate, which databases cannot store."""
+    return _UNSTORABLE.search(text) is None
+
+
+def clean_text(text: str) -> str:
+    """*text* with NUL and lone surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+class ReportError(ValueError):
+    """A report was rejected; ``str(error)`` is the reason returned to the sender."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    """What the dashboard shows about one certificate of a reported chain."""
+
+    subject: str
+    issuer: str
+    pin: str
+    not_after: str | None
+    served: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form stored with the report."""
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "pin": self.pin,
+            "not_after": self.not_after,
+            "served": self.served,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReport:
+    """A validated report, normalised across formats."""
+
+    kind: str
+    hostname: str
+    port: int | None
+    client_time: dt.datetime | None
+    noted_hostname: str | None
+    include_subdomains: bool | None
+    mode: str | None
+    reason: str | None
+    app_id: str | None
+    app_version: str | None
+    served_chain: tuple[CertInfo, ...]
+    validated_chain: tuple[CertInfo, ...]
+    known_pins: tuple[str, ...]
+    raw: str = field(repr=False)
+
+    @property
+    def observed_pins(self) -> list[str]:
+        """Pins of the chain the client saw: the served chain, else the validated one."""
+        chain = self.served_chain or self.validated_chain
+        return [c.pin for c in chain]
+
+    @property
+    def chain(self) -> list[dict[str, Any]]:
+        """The chain stored for display: served certificates, else the validated ones."""
+        return [c.as_dict() for c in (self.served_chain or self.validated_chain)]
+
+    @property
+    def issuer(self) -> str | None:
+        """Issuer of the leaf the client was served (a MITM proxy's CA shows up here)."""
+        chain = self.served_chain or self.validated_chain
+        return chain[0].issuer if chain else None
+
+    def incident_key(self) -> str:
+        """Grouping key: host, the observed chain's pins, and the expected pins."""
+        material = json.dumps(
+            [self.hostname, self.observed_pins, sorted(set(self.known_pins))],
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(material.encode()).hexdigest()
+
+
+def parse_report(body: bytes) -> ParsedReport:
+    """Validate and normalise one report body.
+
+    Raises:
+        ReportError: the body is not a valid report; the message says why.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = "the body is not UTF-8 text"
+        raise ReportError(msg) from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        msg = "the body is not valid JSON"
+        raise ReportError(msg) from None
+    except ValueError as exc:  # e.g. an integer literal too long to convert
+        raise ReportError(f"the body is not acceptable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"expected a JSON object, found a JSON {type(data).__name__}")
+    try:
+        return _parse(data, text)
+    except ReportError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:  # Defensive
+        raise ReportError(f"the report could not be read: {exc}") from None
+
+
+def _parse(data: dict[str, Any], raw: str) -> ParsedReport:
+    if "tlspin-version" in data or "tlspin-report-format" in data:
+        kind = "tlspin"
+    elif any(k in data for k in ("app-bundle-id", "trustkit-version", "validation-result")):
+        platform = _text(data, "app-platform")
+        kind = "trustkit-android" if (platform or "").upper() == "ANDROID" else "trustkit-ios"
+    else:
+        kind = "hpkp"
+
+    hostname = _hostname(data, "hostname", required=True)
+    assert hostname is not None
+    port = _port(data)
+    noted = _hostname(data, "noted-hostname", required=False)
+    include = _bool(data, "include-subdomains")
+    served = _chain(data, "served-certificate-chain", served=True)
+    validated = _chain(data, "validated-certificate-chain", served=False)
+    pins = _pins(data)
+    client_time = _time(data, "date-time")
+
+    mode: str | None = None
+    reason: str | None = None
+    app_id: str | None = None
+    app_version: str | None = None
+    if kind == "tlspin":
+        mode = _text(data, "mode")
+        if mode is not None and mode not in ("enforce", "report"):
+            raise ReportError(f"mode must be 'enforce' or 'report', found {mode[:40]!r}")
+        reason = _text(data, "reason", limit=64)
+        app_id = _text(data, "app-id")
+        app_version = _text(data, "app-version", limit=128)
+        rule = data.get("rule")
+        if rule is not None and not (
+            isinstance(rule, list) and all(isinstance(r, str) for r in rule)
+        ):
+            msg = "rule must be a list of host patterns (strings)"
+            raise ReportError(msg)
+    elif kind.startswith("trustkit"):
+        enforce = _bool(data, "enforce-pinning")
+        mode = None if enforce is None else ("enforce" if enforce else "report")
+        result = data.get("validation-result")
+        if result is not None:
+            if isinstance(result, bool) or not isinstance(result, int):
+                msg = "validation-result must be an integer"
+                raise ReportError(msg)
+            reason = TRUSTKIT_RESULTS.get(result, f"trustkit-{result}"[:64])
+        app_id = _text(data, "app-bundle-id")
+        app_version = _text(data, "app-version", limit=128)
+    return ParsedReport(
+        kind=kind,
+        hostname=hostname,
+        port=port,
+        client_time=client_time,
+        noted_hostname=noted,
+        include_subdomains=include,
+        mode=mode,
+        reason=reason,
+        app_id=app_id,
+        app_version=app_version,
+        served_chain=served,
+        validated_chain=validated,
+        known_pins=pins,
+        raw=raw,
+    )
+
+
+def _text(data: dict[str, Any], key: str, *, limit: int = _MAX_TEXT) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ReportError(f"{key} must be a string, found {type(value).__name__}")
+    if len(value) > limit:
+        raise ReportError(f"{key} is longer than {limit} characters")
+    if not is_storable(value):
+        raise ReportError(f"{key} contains NUL or an unpaired surrogate")
+    return value
+
+
+def _bool(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ReportError(f"{key} must be true or false, found {type(value).__name__}")
+    return value
+
+
+def _hostname(data: dict[str, Any], key: str, *, required: bool) -> str | None:
+    from tlspin.hosts import canonical_host
+
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ReportError(f"{key} is required")
+        return None
+    if not isinstance(value, str):
+        raise ReportError(f"{key} must be a string, found {type(value).__name__}")
+    if not value or len(value) > 253:
+        raise ReportError(f"{key} must be a host name of 1 to 253 characters")
+    try:
+        return canonical_host(value)
+    except (ValueError, UnicodeError):
+        raise ReportError(f"{key} is not a valid host name") from None
+
+
+def _port(data: dict[str, Any]) -> int | None:
+    value = data.get("port")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        msg = "port must be an integer from 0 to 65535"
+        raise ReportError(msg)
+    # TrustKit-Android always sends 0: it does not know the port.
+    return value or None
+
+
+def _time(data: dict[str, Any], key: str) -> dt.datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise ReportError(f"{key} must be an RFC 3339 date-time string")
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ReportError(f"{key} is not an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ReportError(f"{key} is out of range") from None
+
+
+def _pins(data: dict[str, Any]) -> tuple[str, ...]:
+    from tlspin.pins import Pin
+
+    value = data.get("known-pins")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_PINS:
+        raise ReportError(f"known-pins must be a list of at most {_MAX_PINS} strings")
+    out: dict[str, None] = {}
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or len(item) > 128:
+            raise ReportError(f"known-pins[{index}] must be a pin string")
+        text = item.strip()
+        if text.lower().startswith("cert-sha256/"):
+            out[text[:128]] = None  # tlspin's certificate pins are kept as they are
+            continue
+        try:
+            out[str(Pin.parse(text))] = None
+        except ValueError:
+            raise ReportError(
+                f'known-pins[{index}] is not a SHA-256 pin (expected pin-sha256="<base64>")'
+            ) from None
+    return tuple(out)
+
+
+def _chain(data: dict[str, Any], key: str, *, served: bool) -> tuple[CertInfo, ...]:
+    value = data.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_CHAIN:
+        raise ReportError(f"{key} must be a list of at most {_MAX_CHAIN} PEM certificates")
+    out = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ReportError(f"{key}[{index}] must be a PEM string")
+        out.append(_cert_info(item, f"{key}[{index}]", served=served))
+    return tuple(out)
+
+
+def _cert_info(pem: str, where: str, *, served: bool) -> CertInfo:
+    from cryptography import x509
+
+    from tlspin.pins import Pin, spki_sha256
+
+    match = _PEM_RE.search(pem)
+    if match is None:
+        raise ReportError(f"{where} is not a PEM certificate")
+    try:
+        der = base64.b64decode("".join(match.group(1).split()), validate=True)
+        cert = x509.load_der_x509_certificate(der)
+        pin = str(Pin(spki_sha256(der)))
+    except (ValueError, TypeError):
+        raise ReportError(f"{where} is not a parsable X.509 certificate") from None
+    return CertInfo(
+        subject=_name(cert, "subject"),
+        issuer=_name(cert, "issuer"),
+        pin=pin,
+        not_after=_not_after(cert),
+        served=served,
+    )
+
+
+def _name(cert: Any, attr: str) -> str:
+    try:
+        text = str(getattr(cert, attr).rfc4514_string())
+    except (ValueError, TypeError):
+        return "<unparsable name>"
+    return clean_text(text[:_MAX_NAME])
+
+
+def _not_after(cert: Any) -> str | None:
+    try:
+        moment: dt.datetime = cert.not_valid_after_utc
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,67 @@
+"""Prometheus metrics of one collector app (its own registry, so many apps can coexist)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from tlspin.collector.storage import Database
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger("tlspin.collector")
+
+
+class _OpenIncidents(Collector):
+    """Reads the open-incident count from the database at scrape time.
+
+    The database is the only shared state, so every collector process reports the same value.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Without this the registry would call collect() (a query) when registering.
+        yield GaugeMetricFamily("tlspin_open_incidents", "Incidents currently open.")
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily("tlspin_open_incidents", "Incidents currently open.")
+        try:
+            gauge.add_metric([], float(self._db.open_incidents()))
+        except Exception:  # a scrape must not fail because the DB blipped
+            log.exception("could not count open incidents for /metrics")
+            return
+        yield gauge
+
+
+class Metrics:
+    """The collector's metrics."""
+
+    def __init__(self, db: Database) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "tlspin_reports_received", "Report requests received.", registry=self.registry
+        )
+        self.accepted = Counter(
+            "tlspin_reports_accepted", "Reports stored, by format.", ["format"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "tlspin_reports_rejected", "Reports refused, by reason.", ["reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tlspin_intake_seconds", "Time to validate and store one report.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.alerts = Counter(
+            "tlspin_alerts", "Alerts queued for webhooks, by kind.", ["kind"],
+            registry=self.registry,
+        )
+        self.registry.register(_OpenIncidents(db))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the collector database, run by tlspin.collector.storage.migrate()."""

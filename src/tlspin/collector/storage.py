@@ -1,0 +1,377 @@
+"""Storage: engines, migrations, report intake and monitor results (SQLite or PostgreSQL).
+
+Nothing is kept in process memory that another collector process would need: incidents are
+grouped with one atomic upsert, so several processes can share one PostgreSQL database. A
+report is acknowledged only after its transaction commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, case, create_engine, event, func, insert, select, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from tlspin.collector.formats import ParsedReport
+from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
+
+__all__ = [
+    "Database",
+    "Stored",
+    "latest_monitor_results",
+    "monitor_history",
+    "normalise_url",
+    "save_monitor_run",
+]
+
+_MIGRATION_LOCK = 74_690_005  # pg_advisory_xact_lock key: one migrator at a time
+
+
+def normalise_url(url: str) -> str:
+    """Map ``postgresql://`` and ``postgres://`` to the psycopg 3 driver; leave others alone."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What :meth:`Database.store_report` did."""
+
+    report_id: int
+    incident_id: int
+    incident_count: int
+    opened: bool
+
+
+class Database:
+    """An engine plus the collector's write discipline.
+
+    SQLite takes one writer at a time, so writes use ``BEGIN IMMEDIATE`` (no lock upgrades
+    that fail under contention) behind an in-process lock; WAL mode lets dashboard reads run
+    alongside. PostgreSQL needs neither.
+
+    Args:
+        url: SQLAlchemy URL; ``postgresql://`` URLs use psycopg 3.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = normalise_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            memory = self.url in ("sqlite://", "sqlite:///:memory:")
+            self.engine = create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                poolclass=StaticPool if memory else None,
+            )
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(
+                self.url, pool_size=10, max_overflow=20, pool_pre_ping=True
+            )
+        self._writer = self.engine.execution_options(tlspin_write=True)
+        self._lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection inside a write transaction, committed on normal exit."""
+        with self._lock, self._writer.begin() as conn:
+            yield conn
+
+    def read(self) -> Connection:
+        """A connection for reading (use it as a context manager)."""
+        return self.engine.connect()
+
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to *revision* (Alembic), keeping all data.
+
+        Safe to call from several processes at once: PostgreSQL serialises migrators with an
+        advisory lock, SQLite with its write lock.
+        """
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        with self.write() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at, or None before the first migration."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    # -- intake ------------------------------------------------------------------------
+    def store_report(
+        self, report: ParsedReport, *, received_at: dt.datetime, client_ip: str | None
+    ) -> Stored:
+        """Store *report* and fold it into its incident, in one transaction."""
+        key = report.incident_key()
+        values = {
+            "key": key,
+            "hostname": report.hostname,
+            "observed_pins": report.observed_pins,
+            "expected_pins": sorted(set(report.known_pins)),
+            "first_seen": received_at,
+            "last_seen": received_at,
+            "count": 1,
+            "status": "open",
+            "opened_at": received_at,
+            "resolved_at": None,
+        }
+        dialect_insert: Any
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        upsert = dialect_insert(Incident).values(**values)
+        excluded = upsert.excluded
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[Incident.key],
+            set_={
+                "count": Incident.count + 1,
+                "last_seen": case(
+                    (Incident.last_seen > excluded.last_seen, Incident.last_seen),
+                    else_=excluded.last_seen,
+                ),
+                "status": "open",
+                # A resolved incident that happens again opens anew (and alerts again).
+                "opened_at": case(
+                    (Incident.status == "resolved", excluded.opened_at),
+                    else_=Incident.opened_at,
+                ),
+                "resolved_at": None,
+            },
+        ).returning(Incident.id, Incident.count, Incident.opened_at)
+        with self.write() as conn:
+            incident_id, count, opened_at = conn.execute(upsert).one()
+            report_id = conn.execute(
+                insert(Report)
+                .values(
+                    received_at=received_at,
+                    client_time=report.client_time,
+                    kind=report.kind,
+                    hostname=report.hostname,
+                    port=report.port,
+                    noted_hostname=report.noted_hostname,
+                    include_subdomains=report.include_subdomains,
+                    mode=report.mode,
+                    reason=report.reason,
+                    app_id=report.app_id,
+                    app_version=report.app_version,
+                    client_ip=client_ip,
+                    observed_pins=report.observed_pins,
+                    known_pins=list(report.known_pins),
+                    chain=report.chain,
+                    issuer=report.issuer,
+                    incident_id=incident_id,
+                    raw=report.raw,
+                )
+                .returning(Report.id)
+            ).scalar_one()
+        return Stored(report_id, incident_id, count, opened_at == received_at)
+
+    def resolve_incident(self, incident_id: int, *, now: dt.datetime | None = None) -> bool:
+        """Mark an incident resolved; False if there is no such incident."""
+        from sqlalchemy import update
+
+        with self.write() as conn:
+            result = conn.execute(
+                update(Incident)
+                .where(Incident.id == incident_id)
+                .values(status="resolved", resolved_at=now or dt.datetime.now(dt.UTC))
+            )
+            return bool(result.rowcount)
+
+    def open_incidents(self) -> int:
+        """How many incidents are open."""
+        with self.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(Incident).where(Incident.status == "open")
+                ).scalar_one()
+            )
+
+    def host_reports_since(self, hostname: str, since: dt.datetime) -> int:
+        """How many reports *hostname* received since *since*."""
+        with self.read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(Report)
+                    .where(Report.hostname == hostname, Report.received_at >= since)
+                ).scalar_one()
+            )
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control away from the driver so that "begin" below decides.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get("tlspin_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# -- monitor results ---------------------------------------------------------------------
+
+Target = Database | Engine | Connection | Session
+
+
+@contextlib.contextmanager
+def _connection(target: Target, *, write: bool) -> Iterator[Connection]:
+    if isinstance(target, Database):
+        if write:
+            with target.write() as conn:
+                yield conn
+        else:
+            with target.read() as conn:
+                yield conn
+    elif isinstance(target, Engine):
+        with target.begin() if write else target.connect() as conn:
+            yield conn
+    elif isinstance(target, Session):
+        yield target.connection()  # the caller's transaction; the caller commits
+    else:
+        yield target
+
+
+def _when(value: object, what: str) -> dt.datetime:
+    moment: dt.datetime | None = None
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if moment is None:
+        raise ValueError(f"{what} must be a datetime or an ISO 8601 string, found {value!r:.80}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{what} is out of range: {value!r:.80}") from None
+
+
+_RESULT_FIELDS = (
+    "endpoint", "host", "port", "ip", "status", "reasons", "chain", "matched", "leaf_days_left",
+    "min_intermediate_days_left", "rule_days_left", "redundant", "changes", "error", "probed_at",
+)
+
+
+def save_monitor_run(
+    target: Target, run: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
+) -> int:
+    """Store one monitor run and its per-endpoint results; return the run id.
+
+    Args:
+        target: a :class:`Database`, an Engine (committed here), a Connection or a Session
+            (the caller commits).
+        run: ``started_at``, ``finished_at`` (datetimes or ISO strings) and ``policy_name``.
+        results: one mapping per endpoint with the ``monitor_results`` columns
+            (``endpoint``, ``host``, ``port``, ``status`` …; ``probed_at`` defaults to
+            ``finished_at``).
+
+    Raises:
+        ValueError: a value is missing or of the wrong kind.
+    """
+    started = _when(run.get("started_at"), "run started_at")
+    finished = run.get("finished_at")
+    finished_at = _when(finished, "run finished_at") if finished is not None else None
+    rows = []
+    for index, result in enumerate(results):
+        unknown = set(result) - set(_RESULT_FIELDS)
+        if unknown:
+            raise ValueError(f"monitor result {index} has unknown fields {sorted(unknown)}")
+        status = result.get("status")
+        if status not in ("green", "amber", "red"):
+            raise ValueError(
+                f"monitor result {index}: status must be green, amber or red, found {status!r}"
+            )
+        for name in ("endpoint", "host"):
+            if not isinstance(result.get(name), str) or not result[name]:
+                raise ValueError(f"monitor result {index}: {name} must be a non-empty string")
+        row = {name: result.get(name) for name in _RESULT_FIELDS}
+        for name in ("reasons", "chain", "matched", "changes"):
+            row[name] = list(row[name] or [])
+        row["probed_at"] = _when(
+            result.get("probed_at") or finished_at or started, f"monitor result {index} probed_at"
+        )
+        rows.append(row)
+    with _connection(target, write=True) as conn:
+        run_id = int(
+            conn.execute(
+                insert(MonitorRun)
+                .values(started_at=started, finished_at=finished_at,
+                        policy_name=run.get("policy_name"))
+                .returning(MonitorRun.id)
+            ).scalar_one()
+        )
+        if rows:
+            conn.execute(insert(MonitorResult), [{**row, "run_id": run_id} for row in rows])
+    return run_id
+
+
+def _result_dict(row: Any) -> dict[str, Any]:
+    out = {name: getattr(row, name) for name in ("id", "run_id", *_RESULT_FIELDS)}
+    out["probed_at"] = out["probed_at"].isoformat() if out["probed_at"] else None
+    return out
+
+
+def latest_monitor_results(target: Target) -> list[dict[str, Any]]:
+    """The most recent result of every endpoint ever probed, sorted by endpoint."""
+    latest = (
+        select(func.max(MonitorResult.id).label("id"))
+        .group_by(MonitorResult.endpoint)
+        .subquery()
+    )
+    query = (
+        select(MonitorResult)
+        .join(latest, MonitorResult.id == latest.c.id)
+        .order_by(MonitorResult.endpoint)
+    )
+    with _connection(target, write=False) as conn:
+        return [_result_dict(row) for row in conn.execute(query)]
+
+
+def monitor_history(target: Target, endpoint: str, *, limit: int = 200) -> list[dict[str, Any]]:
+    """Results of one endpoint, newest first."""
+    query = (
+        select(MonitorResult)
+        .where(MonitorResult.endpoint == endpoint)
+        .order_by(MonitorResult.id.desc())
+        .limit(limit)
+    )
+    with _connection(target, write=False) as conn:
+        return [_result_dict(row) for row in conn.execute(query)]

@@ -1,0 +1,231 @@
+"""Helpers shared by the format modules: capability checks, host mapping, safe parsing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tlspin.exceptions import PolicyError, SinglePinWarning
+from tlspin.formats import ExportOptions, Problems
+from tlspin.hosts import Kind, canonical_host
+from tlspin.pins import CertificatePin, Pin
+from tlspin.policy import AnyPin, PinPolicy, PinRule
+
+MAX_IMPORT_BYTES = 16 * 1024 * 1024
+_IP = re.compile(r"^[0-9.]+$|:")
+
+
+def platform_expiry(rule: PinRule) -> str | None:
+    """The first day pins are no longer enforced, as Android and TrustKit write it."""
+    return None if rule.expires is None else (rule.expires + dt.timedelta(days=1)).isoformat()
+
+
+def tlspin_expiry(text: str, what: str) -> dt.date:
+    """Turn a platform expiration date (``yyyy-MM-dd``) back into tlspin's ``expires``."""
+    try:
+        return dt.date.fromisoformat(text.strip()) - dt.timedelta(days=1)
+    except (ValueError, AttributeError, OverflowError):
+        msg = f"{what}: expected a date as yyyy-MM-dd, found {text!r}"
+        raise PolicyError(msg) from None
+
+
+def spki_pins(rule: PinRule, index: int, problems: Problems, target: str) -> list[Pin]:
+    """The rule's SPKI pins; whole-certificate pins are reported as inexpressible."""
+    out = []
+    for pin in rule.pins:
+        if isinstance(pin, CertificatePin):
+            problems.error(
+                f"{target} cannot pin a whole certificate ({pin}); it was left out", rule=index
+            )
+        else:
+            out.append(pin)
+    return out
+
+
+def check_rule(
+    rule: PinRule,
+    index: int,
+    problems: Problems,
+    target: str,
+    *,
+    expiry: bool,
+    report_mode: bool,
+    report_uri: bool,
+) -> None:
+    """Report the rule features *target* lacks (``deny`` is never supported by exports)."""
+    if rule.deny:
+        problems.error(
+            f"{target} has no deny list; {len(rule.deny)} denied key(s) would be accepted if "
+            "chained to a trusted root",
+            rule=index,
+        )
+    if rule.expires is not None and not expiry:
+        problems.error(
+            f"{target} has no pin expiry; clients would keep enforcing after {rule.expires} "
+            "(remove 'expires' or pass --force)",
+            rule=index,
+        )
+    if rule.mode == "report" and not report_mode:
+        problems.error(
+            f"{target} has no report-only mode; this report-only rule would be enforced", rule=index
+        )
+    if rule.report_uri is not None and not report_uri:
+        problems.warning(
+            f"{target} cannot send reports; report_uri {rule.report_uri} is not exported",
+            rule=index,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A platform's domain entry: a name and whether it covers subdomains."""
+
+    name: str
+    include_subdomains: bool
+
+
+def domains(
+    rule: PinRule, index: int, problems: Problems, target: str, *, one_level: bool = False
+) -> list[Domain]:
+    """Map a rule's host patterns to ``(domain, includeSubdomains)`` entries.
+
+    Android and TrustKit's includeSubdomains covers any depth (like ``**.``); with *one_level*
+    (ATS) it covers the domain and one more label only.
+    """
+    kinds: dict[str, set[Kind]] = {}
+    for pattern in rule.hosts:
+        kind = (
+            Kind.ANY_DEPTH
+            if rule.include_subdomains and pattern.kind is Kind.EXACT
+            else pattern.kind
+        )
+        kinds.setdefault(pattern.base, set()).add(kind)
+    out = []
+    for base, found in kinds.items():
+        if one_level:
+            if Kind.ANY_DEPTH in found:
+                problems.error(
+                    f"{target}'s NSIncludesSubdomains covers one level only; **.{base} also covers "
+                    f"deeper names (a.b.{base}), which would be left unpinned",
+                    rule=index,
+                )
+            elif Kind.ONE_LABEL in found and Kind.EXACT not in found:
+                problems.error(
+                    f"{target} has no one-label wildcard; *.{base} becomes NSIncludesSubdomains on "
+                    f"{base}, which also pins {base} itself",
+                    rule=index,
+                )
+            # "x" plus "*.x" is exactly what NSIncludesSubdomains covers.
+            out.append(Domain(base, Kind.ANY_DEPTH in found or Kind.ONE_LABEL in found))
+            continue
+        if Kind.ONE_LABEL in found and Kind.ANY_DEPTH not in found:
+            also = "deeper names" if Kind.EXACT in found else f"{base} itself and deeper names"
+            problems.error(
+                f"{target} has no one-label wildcard; *.{base} becomes includeSubdomains on "
+                f"{base}, which also pins {also}",
+                rule=index,
+            )
+        out.append(Domain(base, Kind.ANY_DEPTH in found or Kind.ONE_LABEL in found))
+    return out
+
+
+def check_overlaps(policy: PinPolicy, problems: Problems, target: str) -> None:
+    """Report rules that share hosts: the target uses one entry per host, not the union."""
+    from tlspin.lint import _overlaps
+
+    for i, j, shared in _overlaps(list(enumerate(policy.rules))):
+        problems.error(
+            f"rules #{i + 1} and #{j + 1} both cover {shared}: tlspin accepts the pins of both, "
+            f"{target} uses only the most specific entry",
+            rule=i,
+        )
+
+
+def is_ip(host: str) -> bool:
+    """True for IPv4/IPv6 literals."""
+    return bool(_IP.search(host))
+
+
+def select_host(
+    policy: PinPolicy, options: ExportOptions, problems: Problems, target: str
+) -> tuple[str, tuple[PinRule, ...]] | None:
+    """Pick the host a single-host target (HPKP, curl) is exported for, and its rules."""
+    if options.host is not None:
+        host = canonical_host(options.host)
+    else:
+        bases = {h.base for r in policy.rules for h in r.hosts}
+        if len(bases) != 1:
+            problems.error(
+                f"{target} pins one host at a time; choose it with --host "
+                f"(the policy covers {len(bases)} domains)",
+                forceable=False,
+            )
+            return None
+        host = bases.pop()
+    rules = policy.rules_for(host)
+    if not rules:
+        problems.error(f"no rule of the policy covers {host}", forceable=False)
+        return None
+    return host, rules
+
+
+def union_pins(rules: Iterable[PinRule]) -> list[AnyPin]:
+    """Pins of *rules*, first seen first."""
+    return list(dict.fromkeys(p for r in rules for p in r.pins))
+
+
+def make_rule(hosts: Sequence[str], pins: Sequence[str | AnyPin], **options: Any) -> PinRule:
+    """Build a rule without the single-pin warning (imports report what they find)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinglePinWarning)
+        return PinRule(hosts, pins, **options)
+
+
+def comment_text(text: str, *, forbid: str) -> str:
+    """Make free text safe inside a comment: one line, printable ASCII, without *forbid*."""
+    cleaned = "".join(
+        ch if " " <= ch <= "~" and ch != "\\" else "?" for ch in text.replace("\n", " ")
+    )
+    while forbid in cleaned:
+        cleaned = cleaned.replace(forbid, forbid[0] + " " + forbid[1:])
+    return cleaned.strip()
+
+
+def pin_label(rule: PinRule, pin: AnyPin) -> str | None:
+    """``role: note`` for a pin with metadata, else None."""
+    info = rule.info(pin)
+    if info is None:
+        return None
+    parts = [p for p in (info.role, info.note) if p]
+    if info.not_after is not None:
+        parts.append(f"not after {info.not_after}")
+    return ": ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "") if parts else None
+
+
+def xml_text(data: bytes, what: str) -> bytes:
+    """Refuse XML features that untrusted configuration files never need (entities, DTDs)."""
+    if len(data) > MAX_IMPORT_BYTES:
+        msg = f"{what}: the file is larger than {MAX_IMPORT_BYTES} bytes"
+        raise PolicyError(msg)
+    head = data[:4096].lower()
+    if b"<!entity" in data.lower() or (b"<!doctype" in head and b"plist" not in head):
+        msg = f"{what}: XML entity or DOCTYPE declarations are not accepted"
+        raise PolicyError(msg)
+    return data
+
+
+def group_entries(
+    entries: Sequence[tuple[str, dict[str, Any]]],
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """Merge consecutive ``(host pattern, settings)`` entries with equal settings into rules."""
+    groups: list[tuple[list[str], dict[str, Any]]] = []
+    for host, settings in entries:
+        if groups and groups[-1][1] == settings:
+            groups[-1][0].append(host)
+        else:
+            groups.append(([host], settings))
+    return groups

@@ -1,0 +1,170 @@
+"""Canonical JSON (RFC 8785), strict JSON reading and the bundle schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from tlspin.bundles import BundleError, canonical_json, parse_document
+from tlspin.bundles.format import parse_json, parse_time
+
+from .conftest import make, seed_key
+
+
+def test_jcs_sorts_keys_by_utf16_code_units() -> None:
+    """Property names sort by UTF-16 code units, as in RFC 8785 §3.2.3 (emoji before U+FB33)."""
+    value = {
+        "\u20ac": "Euro Sign",
+        "\r": "Carriage Return",
+        "\ufb33": "Hebrew Letter Dalet With Dagesh",
+        "1": "One",
+        "\U0001f600": "Emoji: Grinning Face",
+        "\u0080": "Control",
+        "\u00f6": "Latin Small Letter O With Diaeresis",
+    }
+    order = [v for _, v in json.loads(canonical_json(value), object_pairs_hook=list)]
+    assert order == [
+        "Carriage Return",
+        "One",
+        "Control",
+        "Latin Small Letter O With Diaeresis",
+        "Euro Sign",
+        "Emoji: Grinning Face",
+        "Hebrew Letter Dalet With Dagesh",
+    ]
+    # Code-point order would put U+FB33 before U+1F600; UTF-16 order must not.
+    assert sorted(value) != sorted(value, key=lambda k: k.encode("utf-16-be"))
+
+
+def test_jcs_string_escaping_matches_rfc_example() -> None:
+    """Escapes follow ECMAScript: short forms, lower-case \\u00xx for controls, UTF-8 otherwise."""
+    text = '\u20ac$\u000f\nA\'B"\\\\"/'
+    assert canonical_json(text) == '"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"'.encode()
+    assert canonical_json("\u2028\u007f") == '"\u2028\u007f"'.encode()
+
+
+def test_jcs_whole_object() -> None:
+    """No whitespace, nested objects sorted, arrays kept in order, integers in plain decimal."""
+    value = {"b": [3, {"z": None, "a": True}], "a": -9007199254740991, "c": False}
+    assert canonical_json(value) == b'{"a":-9007199254740991,"b":[3,{"a":true,"z":null}],"c":false}'
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (1.5, "number"),
+        (2**53, "number"),
+        ("\ud800", "encoding"),
+        ({1: 2}, "schema"),
+        (b"x", "schema"),
+    ],
+)
+def test_jcs_refuses_what_it_cannot_represent(value: object, reason: str) -> None:
+    """Floats, unsafe integers, lone surrogates and non-JSON types are refused, not guessed."""
+    with pytest.raises(BundleError) as info:
+        canonical_json(value)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"a": 1, "a": 2}', "duplicate-key"),
+        (b'{"a": {"b": 1, "b": 1}}', "duplicate-key"),
+        (b'{"a": 1.0}', "number"),
+        (b'{"a": 1e3}', "number"),
+        (b'{"a": 9007199254740992}', "number"),
+        (b'{"a": NaN}', "json"),
+        (b'{"a": 1', "json"),
+        (b"\xef\xbb\xbf{}", "encoding"),
+        (b'{"a": "\xff"}', "encoding"),
+        (b"[" * 100_000, "json"),
+        (b"{}" + b" " * 100, "size"),
+    ],
+)
+def test_strict_json_refuses(data: bytes, reason: str) -> None:
+    """Duplicates, floats, huge numbers, NaN, truncation, BOM, bad UTF-8, deep nesting, size."""
+    with pytest.raises(BundleError) as info:
+        parse_json(data, max_bytes=64 if reason == "size" else 1 << 20)
+    assert info.value.reason == reason
+
+
+def test_strict_json_accepts_plain_json() -> None:
+    """The failure twin: ordinary JSON with integers and Unicode parses."""
+    assert parse_json('{"a": [1, -2, "é", true, null]}'.encode()) == {"a": [1, -2, "é", True, None]}
+
+
+def test_times_are_strict_utc() -> None:
+    """Only YYYY-MM-DDTHH:MM:SSZ is read; offsets, fractions and impossible dates are refused."""
+    assert parse_time("2030-01-31T12:00:00Z", "t") == dt.datetime(2030, 1, 31, 12, tzinfo=dt.UTC)
+    for bad in ("2030-01-31T12:00:00+00:00", "2030-01-31T12:00:00.5Z", "2030-02-30T00:00:00Z", 5):
+        with pytest.raises(BundleError):
+            parse_time(bad, "t")
+
+
+def _document(**signed_changes: object) -> dict[str, object]:
+    data = make({"rule": []}, [seed_key(1)], 3).to_data()
+    signed = dict(data["signed"])  # type: ignore[call-overload]
+    for key, value in signed_changes.items():
+        if value is None:
+            signed.pop(key)
+        else:
+            signed[key] = value
+    data["signed"] = signed
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"format": "tlspin-bundle/2"}, "format"),
+        ({"version": "3"}, "schema"),
+        ({"version": 0}, "schema"),
+        ({"version": True}, "schema"),
+        ({"expires_at": None}, "schema"),
+        ({"extra": 1}, "schema"),
+        ({"expires_at": "2000-01-01T00:00:00Z"}, "schema"),
+        ({"policy": []}, "policy"),
+        ({"signing_keys": {"keys": [], "threshold": 1}}, "schema"),
+        ({"signing_keys": {"keys": ["AAAA"], "threshold": 1}}, "schema"),
+    ],
+)
+def test_schema_refuses(changes: dict[str, object], reason: str) -> None:
+    """Wrong format tag, types, missing or unknown fields, bad key sets are refused by reason."""
+    with pytest.raises(BundleError) as info:
+        parse_document(_document(**changes))
+    assert info.value.reason == reason
+
+
+def test_schema_accepts_signed_document() -> None:
+    """The failure twin: an unmodified document follows the schema."""
+    document = parse_document(_document())
+    assert document.bundle.version == 3
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        ({"keyid": "AB" * 32, "sig": "A" * 86 + "=="}, "schema"),
+        ({"keyid": "ab" * 32, "sig": "A" * 86}, "schema"),
+        ({"keyid": "ab" * 32, "sig": "A" * 86 + "==", "x": 1}, "schema"),
+        ({"keyid": "ab" * 32, "sig": "-" * 86 + "=="}, "schema"),
+    ],
+)
+def test_signature_entries_are_strict(signature: dict[str, str], reason: str) -> None:
+    """Key ids are lower-case hex; signatures are canonical padded base64 of 64 bytes."""
+    data = _document()
+    data["signatures"] = [signature]
+    with pytest.raises(BundleError) as info:
+        parse_document(data)
+    assert info.value.reason == reason
+
+
+def test_document_round_trips_through_dumps() -> None:
+    """dumps() output parses back to the same canonical signed bytes."""
+    document = make({"rule": []}, [seed_key(1)], 9)
+    again = parse_document(document.dumps())
+    assert again.bundle.canonical == document.bundle.canonical
+    assert again.bundle.signatures == document.bundle.signatures

@@ -1,0 +1,139 @@
+"""The query API: auth, filters, pagination, incident detail, CSV export, resolving."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tlspin.reporting import _pem
+
+from .conftest import HOST, PKI, TOKEN, LiveServer, unique_host
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"},
+     {"Cookie": "tlspin_session=9999999999.deadbeef"}],
+)
+def test_query_api_needs_the_token(
+    _shared_sqlite: LiveServer, headers: dict[str, str]
+) -> None:
+    """Without the bearer token (or with a forged session) the API answers 401."""
+    server = _shared_sqlite
+    with server.client(token=None) as client:
+        for path in ("/api/reports", "/api/incidents", "/api/reports.csv", "/api/monitor/latest"):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == "Bearer"
+    with server.client() as client:
+        assert client.get("/api/reports").status_code == 200
+
+
+def test_filters_and_pagination(shared: LiveServer, make_report: Any) -> None:
+    """Host, app and time filters select the right reports; cursors walk every page once."""
+    server = shared
+    host, other, tag = unique_host(), unique_host(), unique_host()
+    start = dt.datetime.now(dt.UTC).isoformat()
+    with server.client() as client:
+        for i in range(7):
+            client.post("/reports", json=make_report(hostname=host, app_id=f"{tag}-{i % 2}"))
+        client.post("/reports", json=make_report(hostname=other, app_id=f"{tag}-0"))
+        seen: list[int] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 3, "host": host}
+            if cursor:
+                params["cursor"] = cursor
+            page = client.get("/api/reports", params=params).json()
+            seen += [r["id"] for r in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert len(seen) == len(set(seen)) == 7
+        assert seen == sorted(seen, reverse=True)
+        app1 = client.get("/api/reports", params={"app": f"{tag}-1"}).json()["items"]
+        assert {r["hostname"] for r in app1} == {host} and len(app1) == 3
+        future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        window = {"host": other, "since": start, "until": future}
+        assert len(client.get("/api/reports", params=window).json()["items"]) == 1
+        assert client.get("/api/reports", params={**window, "since": future}).json()["items"] == []
+        assert client.get("/api/reports", params={**window, "until": start}).json()["items"] == []
+        incidents = client.get("/api/incidents", params={"host": host}).json()["items"]
+        assert [i["count"] for i in incidents] == [7]
+        by_app = client.get("/api/incidents", params={"app": f"{tag}-0"}).json()["items"]
+        assert sorted(i["hostname"] for i in by_app) == sorted([host, other])
+        assert client.get("/api/incidents", params={"app": tag}).json()["items"] == []
+
+
+def test_incident_detail_marks_matching_certificates(
+    shared: LiveServer, make_report: Any, pki: PKI
+) -> None:
+    """The chain table says which served certificate matches an expected pin."""
+    server = shared
+    # The client saw the genuine leaf and intermediate, but pinned the intermediate and a root
+    # it did not get: only the intermediate row matches.
+    served = [_pem(pki.leaf.cert_der), _pem(pki.intermediate.cert_der)]
+    with server.client() as client:
+        created = client.post("/reports", json=make_report(
+            hostname=unique_host(), served_certificate_chain=served)).json()
+        detail = client.get(f"/api/incidents/{created['incident']}").json()
+        missing = client.get("/api/incidents/99999999")
+        report = client.get(f"/api/reports/{created['id']}").json()
+    assert [(c["subject"], c["matched"]) for c in detail["chain"]] == [
+        (f"CN={HOST},O=tlspin testing", False),
+        ("CN=tlspin test issuing CA,O=tlspin testing", True),
+    ]
+    assert detail["apps"] == [{"app_id": "com.example.app", "count": 1}]
+    assert missing.status_code == 404
+    assert report["raw"].startswith("{") and len(report["chain"]) == 2
+
+
+def test_csv_export_neutralises_formulas(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """CSV rows carry the reports; a cell that a spreadsheet would run as a formula is defused."""
+    server = serve(db_url=sqlite_url)
+    with server.client() as client:
+        client.post("/reports", json=make_report(app_id="=HYPERLINK(\"http://evil\")"))
+        client.post("/reports", json=make_report(app_id="plain"))
+        response = client.get("/api/reports.csv")
+        incidents = client.get("/api/incidents.csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert sorted(r["app_id"] for r in rows) == ["'=HYPERLINK(\"http://evil\")", "plain"]
+    assert list(csv.DictReader(io.StringIO(incidents.text)))[0]["count"] == "2"
+
+
+def test_resolve_and_reopen(shared: LiveServer, make_report: Any) -> None:
+    """A resolved incident leaves the open list; the same failure again reopens it."""
+    server = shared
+    host = unique_host()
+    with server.client() as client:
+        incident = client.post("/reports", json=make_report(hostname=host)).json()["incident"]
+        assert client.post(f"/api/incidents/{incident}/resolve").json()["status"] == "resolved"
+        query = {"status": "open", "host": host}
+        assert client.get("/api/incidents", params=query).json()["items"] == []
+        assert client.post("/reports", json=make_report(hostname=host)).json()["incident"] == incident
+        again = client.get(f"/api/incidents/{incident}").json()
+        assert client.post("/api/incidents/42424242/resolve").status_code == 404
+    assert (again["status"], again["count"], again["resolved_at"]) == ("open", 2, None)
+    assert again["opened_at"] > again["first_seen"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"host": "a\x00b"}, {"since": "9999-12-31T23:59:59-23:59"}, {"limit": 0},
+     {"cursor": -1}, {"since": "not a date"}, {"status": "maybe"}],
+)
+def test_bad_query_parameters_are_client_errors(
+    shared: LiveServer, params: dict[str, Any]
+) -> None:
+    """Bad filters get a 4xx, never a 5xx, on either database."""
+    with shared.client() as client:
+        response = client.get("/api/incidents", params=params)
+    assert 400 <= response.status_code < 500, response.text

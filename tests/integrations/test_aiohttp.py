@@ -1,0 +1,85 @@
+"""aiohttp: per-request ssl= overrides on pinned hosts, refused options, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+
+import aiohttp
+import pytest
+
+from tlspin import PinConfigurationError, PinningUnavailableError, PinPolicy, create_context
+from tlspin.integrations import aiohttp as tp_aiohttp
+
+from .conftest import BODY, Origins, Pki
+from .helpers import assert_refused, pin_errors, url_for
+
+HOST = "127.0.0.1"
+
+
+async def _get(policy: PinPolicy, cafile: str, url: str, **kw: object) -> bytes:
+    async with tp_aiohttp.session(policy, cafile=cafile) as s, s.get(url, **kw) as r:  # type: ignore[arg-type]
+        return await r.read()
+
+
+@pytest.mark.parametrize("override", ["false", "fingerprint", "plain-context"])
+def test_unpinned_override_refused_for_pinned_host(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, override: str
+) -> None:
+    """ssl=False, a Fingerprint or an unpinned context per request is refused for a pinned host."""
+    victim = origins.victim[HOST]
+    value: object = {
+        "false": False,
+        "fingerprint": aiohttp.Fingerprint(hashlib.sha256(pki.leaf.cert_der).digest()),
+        "plain-context": ssl.create_default_context(cafile=pki.cafile),
+    }[override]
+    connections = victim.connections
+    with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:
+        asyncio.run(_get(good_policy, pki.cafile, url_for(HOST, victim.port), ssl=value))
+    (error,) = pin_errors(excinfo.value)
+    assert isinstance(error, PinningUnavailableError)
+    assert victim.connections == connections
+    assert victim.received == b""
+
+
+def test_ssl_false_allowed_for_unpinned_host(
+    pki: Pki, origins: Origins, good_policy: PinPolicy
+) -> None:
+    """ssl=False keeps working for a host the policy does not pin."""
+    good = origins.good[HOST]
+    body = asyncio.run(_get(good_policy, pki.cafile, f"https://localhost:{good.port}/", ssl=False))
+    assert body == BODY
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
+def test_pinned_per_request_context_is_used(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, bad_policy: PinPolicy, good: bool
+) -> None:
+    """A per-request context made by tlspin is accepted, and its own pins apply."""
+    server = origins.good[HOST] if good else origins.victim[HOST]
+    ctx = create_context(good_policy if good else bad_policy, cafile=pki.cafile)
+    url = url_for(HOST, server.port)
+    if good:
+        assert asyncio.run(_get(bad_policy, pki.cafile, url, ssl=ctx)) == BODY
+        return
+    with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:
+        asyncio.run(_get(good_policy, pki.cafile, url, ssl=ctx))
+    assert_refused(excinfo.value, server)
+
+
+def test_ssl_options_are_refused(good_policy: PinPolicy) -> None:
+    """connector(ssl=...) and session(connector=...) would replace the pinned context."""
+
+    async def build() -> None:
+        for key in ("ssl", "ssl_context", "verify_ssl", "fingerprint"):
+            with pytest.raises(PinConfigurationError, match=key):
+                tp_aiohttp.connector(good_policy, **{key: False})
+        with pytest.raises(PinConfigurationError, match="connector="):
+            tp_aiohttp.session(good_policy, connector=aiohttp.TCPConnector())
+        conn = tp_aiohttp.connector(good_policy, limit=3)
+        assert isinstance(conn, tp_aiohttp.PinnedTCPConnector)
+        assert conn.limit == 3
+        await conn.close()
+
+    asyncio.run(build())

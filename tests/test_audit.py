@@ -1,0 +1,319 @@
+"""`tlspin audit` against real programs: Python requests, curl and node, on loopback only.
+
+Every "pinned" verdict has a twin run of the same program through an honest CONNECT tunnel,
+which must succeed: it proves the pin is right and that only the forgery made the difference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tlspin.testing.pki import CA, Leaf
+from tlspin.testing.proxies import ConnectProxy
+from tlspin.testing.servers import TLSServer
+
+HOST = "api.audit.test"
+SECRET = "s3cr3t-token-value"
+
+PLAIN_REQUESTS = """
+import sys, requests
+response = requests.get(sys.argv[1], headers={"X-Api-Key": "%s"}, timeout=10)
+print(response.status_code, response.text)
+""" % SECRET
+
+PINNED_REQUESTS = """
+import sys, tlspin
+from tlspin.integrations.requests import session
+policy = tlspin.PinPolicy.from_mapping({"%s": [sys.argv[2], sys.argv[3]]})
+response = session(policy).get(sys.argv[1], timeout=10)
+print(response.status_code, response.text)
+""" % HOST
+
+# A node client that honours HTTPS_PROXY itself (as proxy agents do) and, given a pin,
+# compares the SHA-256 of the server's SPKI in checkServerIdentity.
+NODE_CLIENT = r"""
+const http = require('http'), tls = require('tls'), crypto = require('crypto');
+const target = new URL(process.argv[2]);
+const pin = process.argv[3] || '';
+const proxy = new URL(process.env.HTTPS_PROXY);
+const req = http.request({host: proxy.hostname, port: proxy.port, method: 'CONNECT',
+                          path: `${target.hostname}:${target.port}`});
+req.on('connect', (res, socket) => {
+  if (res.statusCode !== 200) { console.error('proxy said', res.statusCode); process.exit(3); }
+  const options = {socket, servername: target.hostname};
+  if (pin) options.checkServerIdentity = (host, cert) => {
+    const err = tls.checkServerIdentity(host, cert);
+    if (err) return err;
+    // cert.pubkey is the bare key (an EC point, or PKCS#1 for RSA), not the SPKI that pins
+    // hash: re-export the certificate's key as DER SubjectPublicKeyInfo.
+    const spki = new crypto.X509Certificate(cert.raw).publicKey.export({type: 'spki', format: 'der'});
+    const got = 'sha256/' + crypto.createHash('sha256').update(spki).digest('base64');
+    if (got !== pin) return new Error(`pin mismatch for ${host}: ${got}`);
+  };
+  const s = tls.connect(options, () => {
+    s.write(`GET ${target.pathname} HTTP/1.1\r\nHost: ${target.host}\r\nConnection: close\r\n\r\n`);
+  });
+  let data = '';
+  s.on('data', (d) => { data += d; });
+  s.on('end', () => { console.log(data.split('\r\n')[0]); process.exit(0); });
+  s.on('error', (e) => { console.error('TLS error:', e.message); process.exit(4); });
+});
+req.on('error', (e) => { console.error('proxy error:', e.message); process.exit(5); });
+req.end();
+"""
+
+
+@dataclass
+class Origin:
+    """The legitimate loopback HTTPS server the audited programs talk to."""
+
+    server: TLSServer
+    leaf: Leaf
+    cafile: Path
+    backup_pin: str
+    scripts: Path
+
+    def url(self, path: str) -> str:
+        """``https://api.audit.test:PORT/path``."""
+        return f"https://{HOST}:{self.server.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    """Start the origin once per module and write the client scripts."""
+    tmp = tmp_path_factory.mktemp("audit")
+    ca = CA.root("audit origin root")
+    leaf = ca.issue(HOST, "localhost")
+    backup = CA.root("unrelated").issue("backup.invalid")
+    (tmp / "ca.pem").write_bytes(ca.cert_pem)
+    (tmp / "plain.py").write_text(PLAIN_REQUESTS)
+    (tmp / "pinned.py").write_text(PINNED_REQUESTS)
+    (tmp / "client.js").write_text(NODE_CLIENT)
+    with TLSServer(leaf) as server:
+        yield Origin(server, leaf, tmp / "ca.pem", backup.pin, tmp)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def run_audit(
+    origin: Origin, command: Sequence[str], *options: str
+) -> tuple[int, dict[str, Any], str]:
+    """Run ``tlspin audit --json`` on *command*; return (status, report, program stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlspin", "audit", "--json", "--expect-pinned", HOST,
+         "--resolve", f"{HOST}=127.0.0.1", "--upstream-cafile", str(origin.cafile),
+         *options, "--", *command],
+        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+    )
+    assert proc.stdout.strip(), f"no report; stderr:\n{proc.stderr}"
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def host_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The report entry of the audited host."""
+    [entry] = [h for h in report["hosts"] if h["host"] == HOST]
+    return entry
+
+
+def through_honest_tunnel(command: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run *command* through a plain CONNECT proxy (no forgery) that resolves the test host."""
+    with ConnectProxy(resolve={HOST: "127.0.0.1"}) as proxy:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=60, check=False,
+            env=_env(HTTPS_PROXY=proxy.url, https_proxy=proxy.url, **env),
+        )
+
+
+def received_during(origin: Origin, action: Any) -> list[str]:
+    """Run *action* and return the request lines the origin received meanwhile."""
+    before = len(origin.server.requests)
+    action()
+    origin.server.wait_idle()
+    return origin.server.requests[before:]
+
+
+def test_plain_requests_is_not_pinned(origin: Origin) -> None:
+    """A script using plain requests trusts the forging CA: NOT PINNED, exit 1, no secrets shown."""
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, [sys.executable, str(origin.scripts / "plain.py"), origin.url(f"/plain?token={SECRET}")]
+    )))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert status == 1
+    assert report["exit_code"] == 0, stderr
+    assert entry["verdict"] == "not-pinned"
+    assert entry["requests"] == ["GET /plain?… HTTP/1.1"]
+    assert report["expectations"][0]["met"] is False
+    assert "forwarded to 127.0.0.1" in entry["upstream"][0]
+    assert seen == [f"GET /plain?token={SECRET} HTTP/1.1"], "the unpinned program still works"
+    assert SECRET not in json.dumps(report["hosts"]), "query strings and headers are never kept"
+
+
+def test_tlspin_pinned_requests_is_pinned(origin: Origin) -> None:
+    """A script pinned with tlspin refuses the forgery: pinned, exit 0, the origin gets nothing."""
+    script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/pinned"),
+              origin.leaf.pin, origin.backup_pin]
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(origin, script)))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert status == 0, report
+    assert entry["verdict"] == "pinned"
+    assert entry["requests"] == []
+    assert report["exit_code"] != 0
+    assert "Certificate pinning failure" in stderr
+    assert seen == []
+
+
+def test_tlspin_pinned_requests_works_through_an_honest_tunnel(origin: Origin) -> None:
+    """Twin: the same pinned script succeeds through a non-forging proxy, so the pin is right."""
+    script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/pinned-ok"),
+              origin.leaf.pin, origin.backup_pin]
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(
+        through_honest_tunnel(script, REQUESTS_CA_BUNDLE=str(origin.cafile))))
+    assert out[0].returncode == 0, out[0].stderr
+    assert seen == ["GET /pinned-ok HTTP/1.1"]
+
+
+curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+node = pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+
+
+@curl
+def test_curl_without_pin_is_not_pinned(origin: Origin) -> None:
+    """curl without --pinnedpubkey sends its request through the forgery; headers never shown."""
+    status, report, _ = run_audit(
+        origin, ["curl", "-sS", "-H", f"Authorization: Bearer {SECRET}", origin.url("/curl")]
+    )
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["exit_code"]) == (1, "not-pinned", 0)
+    assert entry["requests"] == ["GET /curl HTTP/1.1"]
+    assert SECRET not in json.dumps(report["hosts"])
+
+
+@curl
+def test_curl_with_pinnedpubkey_is_pinned(origin: Origin) -> None:
+    """curl --pinnedpubkey hangs up after the forged handshake: pinned, curl exits 90."""
+    pin = origin.leaf.pin.replace("sha256/", "sha256//")
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-pinned")])))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["exit_code"]) == (0, "pinned", 90), stderr
+    assert seen == []
+
+
+@curl
+def test_curl_with_pinnedpubkey_works_through_an_honest_tunnel(origin: Origin) -> None:
+    """Twin: the same curl command succeeds without the forgery."""
+    pin = origin.leaf.pin.replace("sha256/", "sha256//")
+    proc = through_honest_tunnel(
+        ["curl", "-sS", "--pinnedpubkey", pin, "--cacert", str(origin.cafile),
+         origin.url("/curl-ok")])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok"
+
+
+@node
+def test_node_without_pin_check_is_not_pinned(origin: Origin) -> None:
+    """node trusting NODE_EXTRA_CA_CERTS sends its request through the forgery."""
+    status, report, stderr = run_audit(
+        origin, ["node", str(origin.scripts / "client.js"), origin.url("/node")])
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["exit_code"]) == (1, "not-pinned", 0), stderr
+    assert entry["requests"] == ["GET /node HTTP/1.1"]
+
+
+@node
+def test_node_with_pin_check_is_pinned(origin: Origin) -> None:
+    """node comparing the SPKI SHA-256 in checkServerIdentity refuses the forgery."""
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, ["node", str(origin.scripts / "client.js"), origin.url("/node-pinned"),
+                 origin.leaf.pin])))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert status == 0, report
+    assert entry["verdict"] in ("pinned", "refused")
+    assert entry["requests"] == []
+    assert "pin mismatch" in stderr
+    assert seen == []
+
+
+@node
+def test_node_with_pin_check_works_through_an_honest_tunnel(origin: Origin) -> None:
+    """Twin: the same pinned node client succeeds without the forgery."""
+    proc = through_honest_tunnel(
+        ["node", str(origin.scripts / "client.js"), origin.url("/node-ok"), origin.leaf.pin],
+        NODE_EXTRA_CA_CERTS=str(origin.cafile))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "HTTP/1.1 200 OK"
+
+
+@curl
+def test_non_loopback_hosts_are_never_contacted(origin: Origin) -> None:
+    """A host that is not loopback is audited but never contacted: curl gets the proxy's 502."""
+    status, report, _ = run_audit(
+        origin, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "https://tlspin.invalid/x"])
+    [entry] = [h for h in report["hosts"] if h["host"] == "tlspin.invalid"]
+    assert entry["verdict"] == "not-pinned"
+    assert entry["upstream"][0].startswith("not contacted: tlspin.invalid is not loopback")
+    assert status == 1
+    assert report["expectations"][0]["reason"].startswith("the program never connected")
+
+
+def test_resolve_refuses_non_loopback_addresses() -> None:
+    """--resolve to a non-loopback address is a usage error (exit 2) and runs nothing."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlspin", "audit", "--resolve", "api.test=192.0.2.1", "--",
+         sys.executable, "-c", "print('ran')"],
+        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+    )
+    assert proc.returncode == 2
+    assert "loopback" in proc.stderr
+    assert "ran" not in proc.stdout
+
+
+@curl
+def test_table_output_names_the_verdict(origin: Origin) -> None:
+    """Without --json the report is a table that says NOT PINNED and shows the request line."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlspin", "audit", "--resolve", f"{HOST}=127.0.0.1",
+         "--upstream-cafile", str(origin.cafile), "--",
+         "curl", "-sS", "-o", "/dev/null", "-H", f"X-Api-Key: {SECRET}",
+         origin.url("/table?page=2")],
+        capture_output=True, text=True, timeout=60, env=_env(COLUMNS="160"), check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NOT PINNED" in proc.stdout
+    assert "GET /table?… HTTP/1.1" in proc.stdout
+    assert SECRET not in proc.stdout.replace(f"X-Api-Key: {SECRET}", "")
+
+
+def test_audit_of_a_missing_program_exits_2() -> None:
+    """A program that cannot be started is reported with exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlspin", "audit", "--", "/nonexistent/tlspin-no-such-program"],
+        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+    )
+    assert proc.returncode == 2
+    assert "could not run" in proc.stderr
+    assert textwrap.dedent(proc.stdout) == ""

@@ -1,0 +1,401 @@
+"""The SSLContext seam: sockets, memory BIOs, implicit handshakes, resumption, wrappers."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import truststore
+
+import tlspin
+from tlspin import (
+    PinConfigurationError,
+    PinMismatchError,
+    PinningUnavailableError,
+    PinPolicy,
+    create_context,
+    pin_context,
+    policy_of,
+)
+from tlspin.context import PinnedSSLObject, PinnedSSLSocket
+from tlspin.testing.pki import CA, Leaf, generate_key
+from tlspin.testing.servers import TLSServer
+
+HOST = "127.0.0.1"
+REQUEST = b"GET / HTTP/1.1\r\nHost: origin\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A root → intermediate → leaf chain, its CA file and a pin no certificate has."""
+
+    root: CA
+    intermediate: CA
+    leaf: Leaf
+    cafile: str
+    stranger_pin: str
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    """One PKI for the module."""
+    root = CA.root("tlspin context root")
+    intermediate = root.intermediate("tlspin context intermediate")
+    leaf = intermediate.issue(HOST, "localhost")
+    stranger = CA.root("tlspin stranger").issue("x.test", key=generate_key())
+    return Chain(root, intermediate, leaf, str(root.write(tmp_path_factory.mktemp("ctx"))), stranger.pin)
+
+
+@pytest.fixture
+def server(chain: Chain) -> Iterator[TLSServer]:
+    """A fresh origin per test, so byte counts belong to that test alone."""
+    with TLSServer(chain.leaf, host=HOST) as srv:
+        yield srv
+
+
+def _policy(*pins: str, host: str = HOST) -> PinPolicy:
+    return PinPolicy.from_mapping({host: list(pins)})
+
+
+def _good(chain: Chain) -> PinPolicy:
+    return _policy(chain.leaf.pin, chain.stranger_pin)
+
+
+def _bad(chain: Chain) -> PinPolicy:
+    return _policy(chain.stranger_pin, CA.root("another").pin)
+
+
+def _read_response(sock: ssl.SSLSocket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed before answering"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(4096)
+    return body
+
+
+def _connect(
+    ctx: ssl.SSLContext, server: TLSServer, *, session: ssl.SSLSession | None = None, **kw: bool
+) -> ssl.SSLSocket:
+    raw = socket.create_connection(server.address, timeout=5)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=HOST, session=session, **kw)
+    except BaseException:
+        raw.close()
+        raise
+
+
+# -- blocking sockets ---------------------------------------------------------------------------
+
+
+def test_pinned_socket_passes_and_reports_checked(chain: Chain, server: TLSServer) -> None:
+    """A correctly pinned handshake yields a PinnedSSLSocket that says it was checked."""
+    with _connect(create_context(_good(chain), cafile=chain.cafile), server) as sock:
+        assert isinstance(sock, PinnedSSLSocket)
+        assert sock.tlspin_checked
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+def test_mispinned_socket_raises_pin_mismatch(chain: Chain, server: TLSServer) -> None:
+    """A wrong pin fails the handshake with PinMismatchError and no byte reaches the server."""
+    with pytest.raises(PinMismatchError) as excinfo:
+        _connect(create_context(_bad(chain), cafile=chain.cafile), server)
+    assert excinfo.value.hostname == HOST
+    assert chain.leaf.pin in str(excinfo.value)
+    server.wait_idle()
+    assert server.received == b""
+
+
+@pytest.mark.parametrize("method", ["sendall", "send", "write"])
+def test_implicit_handshake_on_write_is_checked(
+    chain: Chain, server: TLSServer, method: str
+) -> None:
+    """With do_handshake_on_connect=False, the first write checks pins and sends 0 bytes."""
+    ctx = create_context(_bad(chain), cafile=chain.cafile)
+    sock = _connect(ctx, server, do_handshake_on_connect=False)
+    with sock, pytest.raises(PinMismatchError):
+        getattr(sock, method)(REQUEST)
+    server.wait_idle()
+    assert server.received == b""
+
+
+def test_implicit_handshake_on_write_passes_when_pinned(chain: Chain, server: TLSServer) -> None:
+    """With do_handshake_on_connect=False and a right pin, sendall delivers the request."""
+    ctx = create_context(_good(chain), cafile=chain.cafile)
+    with _connect(ctx, server, do_handshake_on_connect=False) as sock:
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+    assert server.requests == ["GET / HTTP/1.1"]
+
+
+def test_failed_check_is_sticky(chain: Chain, server: TLSServer) -> None:
+    """After a refused implicit handshake, later writes and reads raise the same error."""
+    sock = _connect(create_context(_bad(chain), cafile=chain.cafile), server, do_handshake_on_connect=False)
+    with sock:
+        with pytest.raises(PinMismatchError) as first:
+            sock.sendall(REQUEST)
+        with pytest.raises(PinMismatchError) as second:
+            sock.recv(10)
+        assert second.value is first.value
+    server.wait_idle()
+    assert server.received == b""
+
+
+def test_unpinned_host_on_pinned_context_passes(chain: Chain, server: TLSServer) -> None:
+    """A host no rule covers is only CA-verified, even on a pinned context."""
+    ctx = create_context(_policy(chain.stranger_pin, chain.root.pin, host="other.test"), cafile=chain.cafile)
+    with _connect(ctx, server) as sock:
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+# -- memory BIOs (asyncio, anyio, TLS-in-TLS) ---------------------------------------------------
+
+
+def _pump(obj: ssl.SSLObject, sock: socket.socket, outgoing: ssl.MemoryBIO,
+          incoming: ssl.MemoryBIO, step: object) -> object:
+    """Run *step* until it stops wanting to read, shuttling bytes through *sock*."""
+    while True:
+        try:
+            return step()  # type: ignore[operator]
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed") from None
+            incoming.write(data)
+
+
+def _bio(ctx: ssl.SSLContext, server: TLSServer) -> tuple[ssl.SSLObject, socket.socket, ssl.MemoryBIO, ssl.MemoryBIO]:
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
+    return obj, socket.create_connection(server.address, timeout=5), incoming, outgoing
+
+
+def test_memory_bio_passes_when_pinned(chain: Chain, server: TLSServer) -> None:
+    """An SSLObject on a pinned context completes, is checked, and carries the request."""
+    obj, sock, incoming, outgoing = _bio(create_context(_good(chain), cafile=chain.cafile), server)
+    with sock:
+        assert isinstance(obj, PinnedSSLObject)
+        _pump(obj, sock, outgoing, incoming, obj.do_handshake)
+        assert obj.tlspin_checked
+        obj.write(REQUEST)
+        sock.sendall(outgoing.read())
+        _pump(obj, sock, outgoing, incoming, lambda: obj.read(4096))
+    server.wait_for(lambda s: s.requests == ["GET / HTTP/1.1"])
+    assert server.requests == ["GET / HTTP/1.1"]
+
+
+def test_memory_bio_write_before_handshake_is_checked(chain: Chain, server: TLSServer) -> None:
+    """write() before do_handshake() runs the handshake and the check; nothing is written."""
+    obj, sock, incoming, outgoing = _bio(create_context(_bad(chain), cafile=chain.cafile), server)
+    with sock:
+        with pytest.raises(PinMismatchError):
+            _pump(obj, sock, outgoing, incoming, lambda: obj.write(REQUEST))
+        # Flush whatever the client produced (its Finished message): no application data.
+        sock.sendall(outgoing.read())
+        with pytest.raises(PinMismatchError):
+            obj.write(REQUEST)
+    server.wait_idle()
+    assert server.received == b""
+
+
+# -- verification must stay on ------------------------------------------------------------------
+
+
+def test_cert_none_refused_at_pin_time(chain: Chain) -> None:
+    """A context without certificate verification cannot be pinned."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with pytest.raises(PinConfigurationError, match="CERT_REQUIRED"):
+        pin_context(ctx, _good(chain))
+
+
+def test_check_hostname_off_refused_at_pin_time(chain: Chain) -> None:
+    """A context without hostname checking cannot be pinned."""
+    ctx = ssl.create_default_context(cafile=chain.cafile)
+    ctx.check_hostname = False
+    with pytest.raises(PinConfigurationError, match="check_hostname"):
+        pin_context(ctx, _good(chain))
+
+
+def test_empty_policy_pins_any_context() -> None:
+    """A policy without rules may be attached to any context (nothing to enforce)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    assert policy_of(pin_context(ctx, PinPolicy())) == PinPolicy()
+
+
+@pytest.mark.parametrize("switch_off", ["check_hostname", "cert_none"])
+def test_verification_switched_off_after_pinning_refuses(
+    chain: Chain, server: TLSServer, switch_off: str
+) -> None:
+    """Turning verification off on a pinned context makes pinned handshakes fail closed."""
+    ctx = create_context(_good(chain), cafile=chain.cafile)
+    ctx.check_hostname = False
+    if switch_off == "cert_none":
+        ctx.verify_mode = ssl.CERT_NONE
+    with pytest.raises(PinningUnavailableError) as excinfo:
+        _connect(ctx, server)
+    assert excinfo.value.reason == "verification-off"
+    server.wait_idle()
+    assert server.received == b""
+
+
+def test_foreign_socket_class_refused(chain: Chain) -> None:
+    """A context whose sslsocket_class was replaced by someone else is not pinned."""
+
+    class Custom(ssl.SSLSocket):
+        pass
+
+    ctx = ssl.create_default_context(cafile=chain.cafile)
+    ctx.sslsocket_class = Custom
+    with pytest.raises(PinConfigurationError, match="custom sslsocket_class"):
+        pin_context(ctx, _good(chain))
+
+
+def test_subclass_of_pinned_socket_accepted(chain: Chain) -> None:
+    """A subclass of tlspin's own socket class is kept when (re)pinning."""
+
+    class Mine(PinnedSSLSocket):
+        pass
+
+    ctx = ssl.create_default_context(cafile=chain.cafile)
+    ctx.sslsocket_class = Mine
+    pin_context(ctx, _good(chain))
+    assert ctx.sslsocket_class is Mine
+
+
+def test_wrapper_context_refused(chain: Chain) -> None:
+    """A context subclass that overrides wrap_socket is refused: the hook could be skipped."""
+
+    class Wrapper(ssl.SSLContext):
+        def wrap_socket(self, *args: object, **kwargs: object) -> ssl.SSLSocket:  # type: ignore[override]
+            return super().wrap_socket(*args, **kwargs)  # type: ignore[arg-type]
+
+    ctx = Wrapper(ssl.PROTOCOL_TLS_CLIENT)
+    with pytest.raises(PinConfigurationError, match="overrides wrap_socket"):
+        pin_context(ctx, _good(chain))
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
+def test_truststore_context_is_hooked_on_inner_context(
+    chain: Chain, server: TLSServer, good: bool
+) -> None:
+    """truststore.SSLContext is pinned through its inner context: right pins pass, wrong fail."""
+    ctx = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(chain.cafile)
+    pin_context(ctx, _good(chain) if good else _bad(chain))
+    assert policy_of(ctx) is not None
+    if good:
+        with _connect(ctx, server) as sock:
+            assert isinstance(sock, PinnedSSLSocket)
+            assert sock.tlspin_checked
+            sock.sendall(REQUEST)
+            assert _read_response(sock) == b"ok"
+        return
+    with pytest.raises(PinMismatchError):
+        _connect(ctx, server)
+    server.wait_idle()
+    assert server.received == b""
+
+
+# -- TLS session resumption ---------------------------------------------------------------------
+
+VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@pytest.fixture(params=list(VERSIONS))
+def resuming_server(request: pytest.FixtureRequest, chain: Chain) -> Iterator[TLSServer]:
+    """An origin capped at TLS 1.2 or 1.3 that accepts session resumption."""
+    with TLSServer(chain.leaf, host=HOST, tls_max_version=VERSIONS[request.param]) as srv:
+        yield srv
+
+
+def _first_session(ctx: ssl.SSLContext, server: TLSServer) -> ssl.SSLSession:
+    with _connect(ctx, server) as sock:
+        sock.sendall(REQUEST)
+        _read_response(sock)  # TLS 1.3 tickets arrive after the handshake
+        session = sock.session
+    assert session is not None
+    return session
+
+
+def test_resumed_session_with_leaf_pin_passes(chain: Chain, resuming_server: TLSServer) -> None:
+    """A resumed session (no verified chain) passes when the leaf key itself is pinned."""
+    ctx = create_context(_good(chain), cafile=chain.cafile)
+    session = _first_session(ctx, resuming_server)
+    with _connect(ctx, resuming_server, session=session) as sock:
+        assert sock.session_reused
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+def test_resumed_session_with_root_pin_and_seen_leaf_passes(
+    chain: Chain, resuming_server: TLSServer
+) -> None:
+    """A root pin passes on resumption when this leaf passed a full check earlier."""
+    ctx = create_context(_policy(chain.root.pin, chain.stranger_pin), cafile=chain.cafile)
+    session = _first_session(ctx, resuming_server)
+    with _connect(ctx, resuming_server, session=session) as sock:
+        assert sock.session_reused
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+def test_resumed_session_with_root_pin_and_unseen_leaf_fails_closed(
+    chain: Chain, resuming_server: TLSServer
+) -> None:
+    """A root pin on a fresh policy cannot vouch for a resumed leaf: refused, 0 bytes sent."""
+    ctx = create_context(_policy(chain.root.pin, chain.stranger_pin), cafile=chain.cafile)
+    session = _first_session(ctx, resuming_server)
+    resuming_server.wait_idle()
+    before = len(resuming_server.received)
+    # Same context (sessions only resume on it), re-pinned with a fresh policy object.
+    pin_context(ctx, _policy(chain.root.pin, chain.stranger_pin))
+    with pytest.raises(PinningUnavailableError) as excinfo:
+        _connect(ctx, resuming_server, session=session)
+    assert excinfo.value.reason == "resumption"
+    resuming_server.wait_idle()
+    assert len(resuming_server.received) == before
+    assert resuming_server.resumed >= 1
+
+
+def test_policy_source_is_read_at_each_handshake(chain: Chain, server: TLSServer) -> None:
+    """A context pinned to a policy source applies whatever policy the source holds now."""
+
+    class Source:
+        def __init__(self) -> None:
+            self.policy = _good(chain)
+
+        def current_policy(self) -> PinPolicy:
+            return self.policy
+
+    source = Source()
+    ctx = create_context(source, cafile=chain.cafile)
+    with _connect(ctx, server):
+        pass
+    source.policy = _bad(chain)
+    with pytest.raises(PinMismatchError):
+        _connect(ctx, server)
+    assert isinstance(tlspin.policy_of(ctx), PinPolicy)
+
+
+def test_create_context_defaults(chain: Chain) -> None:
+    """create_context verifies certificates and host names and refuses TLS below 1.2."""
+    ctx = create_context(_good(chain), cafile=Path(chain.cafile).as_posix())
+    assert ctx.verify_mode == ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert policy_of(ctx) == _good(chain)
