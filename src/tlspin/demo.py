@@ -160,11 +160,18 @@ class Demo:
         """Incidents stored by the collector, through its query API."""
         return self._api("/api/incidents", query)
 
-    def _api(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
-        url = f"{self.collector_url}{path}?{urllib.parse.urlencode(query)}"
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+    def page(self, path: str) -> str:
+        """A collector page (HTML or JSON text), fetched with the token."""
+        request = urllib.request.Request(
+            f"{self.collector_url}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL
-            items: list[dict[str, Any]] = json.load(response)["items"]
+            return str(response.read().decode("utf-8"))
+
+    def _api(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = json.loads(
+            self.page(f"{path}?{urllib.parse.urlencode(query)}")
+        )["items"]
         return items
 
 
@@ -269,8 +276,11 @@ def step_dashboard(demo: Demo) -> None:
           "The collector groups reports into incidents by host and keys.")
     demo.reporter.flush(10)
     incidents = demo.incidents(host=API_HOST)
-    demo.check(5, f"the collector shows {len(incidents)} incident(s) for {API_HOST}",
+    demo.check(5, f"the collector holds {len(incidents)} open incident(s) for {API_HOST}",
                len(incidents) >= 1)
+    html = demo.page("/dashboard")
+    demo.check(5, "the dashboard lists them", all(f'/incidents/{i["id"]}"' in html
+                                                   for i in incidents) and bool(incidents))
     demo.say(f"   dashboard  [bold underline]{demo.collector_url}/dashboard[/]")
     # Printed on purpose: a throwaway token for a collector reachable from this machine only.
     demo.say(f"   log in at  {demo.collector_url}/login  with the token [bold]{demo.token}[/]")
