@@ -6,12 +6,14 @@ which must succeed: it proves the pin is right and that only the forgery made th
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +28,19 @@ from tlspin.testing.servers import TLSServer
 HOST = "api.audit.test"
 SECRET = "s3cr3t-token-value"
 
-PLAIN_REQUESTS = """
+PLAIN_REQUESTS = f"""
 import sys, requests
-response = requests.get(sys.argv[1], headers={"X-Api-Key": "%s"}, timeout=10)
+response = requests.get(sys.argv[1], headers={{"X-Api-Key": "{SECRET}"}}, timeout=10)
 print(response.status_code, response.text)
-""" % SECRET
+"""
 
-PINNED_REQUESTS = """
+PINNED_REQUESTS = f"""
 import sys, tlspin
 from tlspin.integrations.requests import session
-policy = tlspin.PinPolicy.from_mapping({"%s": [sys.argv[2], sys.argv[3]]})
+policy = tlspin.PinPolicy.from_mapping({{"{HOST}": [sys.argv[2], sys.argv[3]]}})
 response = session(policy).get(sys.argv[1], timeout=10)
 print(response.status_code, response.text)
-""" % HOST
+"""
 
 # A node client that honours HTTPS_PROXY itself (as proxy agents do) and, given a pin,
 # compares the SHA-256 of the server's SPKI in checkServerIdentity.
@@ -57,7 +59,8 @@ req.on('connect', (res, socket) => {
     if (err) return err;
     // cert.pubkey is the bare key (an EC point, or PKCS#1 for RSA), not the SPKI that pins
     // hash: re-export the certificate's key as DER SubjectPublicKeyInfo.
-    const spki = new crypto.X509Certificate(cert.raw).publicKey.export({type: 'spki', format: 'der'});
+    const key = new crypto.X509Certificate(cert.raw).publicKey;
+    const spki = key.export({type: 'spki', format: 'der'});
     const got = 'sha256/' + crypto.createHash('sha256').update(spki).digest('base64');
     if (got !== pin) return new Error(`pin mismatch for ${host}: ${got}`);
   };
@@ -150,9 +153,9 @@ def received_during(origin: Origin, action: Any) -> list[str]:
 def test_plain_requests_is_not_pinned(origin: Origin) -> None:
     """A script using plain requests trusts the forging CA: NOT PINNED, exit 1, no secrets shown."""
     out: list[Any] = []
-    seen = received_during(origin, lambda: out.append(run_audit(
-        origin, [sys.executable, str(origin.scripts / "plain.py"), origin.url(f"/plain?token={SECRET}")]
-    )))
+    url = origin.url(f"/plain?token={SECRET}")
+    script = [sys.executable, str(origin.scripts / "plain.py"), url]
+    seen = received_during(origin, lambda: out.append(run_audit(origin, script)))
     status, report, stderr = out[0]
     entry = host_report(report)
     assert status == 1
@@ -266,6 +269,47 @@ def test_node_with_pin_check_works_through_an_honest_tunnel(origin: Origin) -> N
         NODE_EXTRA_CA_CERTS=str(origin.cafile))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "HTTP/1.1 200 OK"
+
+
+@curl
+def test_curl_with_its_own_trust_store_is_refused(origin: Origin) -> None:
+    """curl --cacert (ignoring the audit CA) aborts the handshake: refused, with the TLS alert."""
+    status, report, _ = run_audit(
+        origin, ["curl", "-sS", "--cacert", str(origin.cafile), origin.url("/own-store")])
+    entry = host_report(report)
+    assert (status, entry["verdict"], entry["requests"]) == (0, "refused", [])
+    assert "unknown ca" in entry["details"][0]
+    assert "does not trust the audit CA" in entry["details"][0]
+
+
+@curl
+def test_plain_http_is_flagged(origin: Origin) -> None:
+    """A plain http:// request through HTTP_PROXY is reported as PLAINTEXT and forwarded."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as plain:
+        thread = threading.Thread(target=plain.serve_forever, daemon=True)
+        thread.start()
+        try:
+            status, report, _ = run_audit(
+                origin, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                         f"http://localhost:{plain.server_address[1]}/plain?x=1"])
+        finally:
+            plain.shutdown()
+    [entry] = [h for h in report["hosts"] if h["host"] == "localhost"]
+    assert entry["verdict"] == "plaintext"
+    assert entry["upstream"][0].startswith("forwarded to 127.0.0.1")
+    assert report["exit_code"] == 0
+    assert entry["requests"][0].startswith("GET http://localhost:")
+    assert entry["requests"][0].endswith("/plain?… HTTP/1.1")
+    assert status == 1, "the expected host was never contacted, so the expectation fails"
 
 
 @curl

@@ -47,7 +47,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     intermediate = root.intermediate("tlspin context intermediate")
     leaf = intermediate.issue(HOST, "localhost")
     stranger = CA.root("tlspin stranger").issue("x.test", key=generate_key())
-    return Chain(root, intermediate, leaf, str(root.write(tmp_path_factory.mktemp("ctx"))), stranger.pin)
+    return Chain(
+        root, intermediate, leaf, str(root.write(tmp_path_factory.mktemp("ctx"))), stranger.pin
+    )
 
 
 @pytest.fixture
@@ -139,7 +141,9 @@ def test_implicit_handshake_on_write_passes_when_pinned(chain: Chain, server: TL
 
 def test_failed_check_is_sticky(chain: Chain, server: TLSServer) -> None:
     """After a refused implicit handshake, later writes and reads raise the same error."""
-    sock = _connect(create_context(_bad(chain), cafile=chain.cafile), server, do_handshake_on_connect=False)
+    sock = _connect(
+        create_context(_bad(chain), cafile=chain.cafile), server, do_handshake_on_connect=False
+    )
     with sock:
         with pytest.raises(PinMismatchError) as first:
             sock.sendall(REQUEST)
@@ -152,7 +156,9 @@ def test_failed_check_is_sticky(chain: Chain, server: TLSServer) -> None:
 
 def test_unpinned_host_on_pinned_context_passes(chain: Chain, server: TLSServer) -> None:
     """A host no rule covers is only CA-verified, even on a pinned context."""
-    ctx = create_context(_policy(chain.stranger_pin, chain.root.pin, host="other.test"), cafile=chain.cafile)
+    ctx = create_context(
+        _policy(chain.stranger_pin, chain.root.pin, host="other.test"), cafile=chain.cafile
+    )
     with _connect(ctx, server) as sock:
         sock.sendall(REQUEST)
         assert _read_response(sock) == b"ok"
@@ -161,8 +167,13 @@ def test_unpinned_host_on_pinned_context_passes(chain: Chain, server: TLSServer)
 # -- memory BIOs (asyncio, anyio, TLS-in-TLS) ---------------------------------------------------
 
 
-def _pump(obj: ssl.SSLObject, sock: socket.socket, outgoing: ssl.MemoryBIO,
-          incoming: ssl.MemoryBIO, step: object) -> object:
+def _pump(
+    obj: ssl.SSLObject,
+    sock: socket.socket,
+    outgoing: ssl.MemoryBIO,
+    incoming: ssl.MemoryBIO,
+    step: object,
+) -> object:
     """Run *step* until it stops wanting to read, shuttling bytes through *sock*."""
     while True:
         try:
@@ -175,7 +186,9 @@ def _pump(obj: ssl.SSLObject, sock: socket.socket, outgoing: ssl.MemoryBIO,
             incoming.write(data)
 
 
-def _bio(ctx: ssl.SSLContext, server: TLSServer) -> tuple[ssl.SSLObject, socket.socket, ssl.MemoryBIO, ssl.MemoryBIO]:
+def _bio(
+    ctx: ssl.SSLContext, server: TLSServer
+) -> tuple[ssl.SSLObject, socket.socket, ssl.MemoryBIO, ssl.MemoryBIO]:
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(incoming, outgoing, server_hostname=HOST)
     return obj, socket.create_connection(server.address, timeout=5), incoming, outgoing

@@ -30,7 +30,7 @@ def _openssl(*args: str, data: bytes) -> bytes:
 
 
 def openssl_pin(cert_pem: bytes) -> str:
-    """``openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | dgst -sha256 | base64``."""
+    """Pin *cert_pem* with ``openssl x509 -pubkey | openssl pkey -pubin -outform DER | dgst``."""
     public_pem = _openssl("x509", "-pubkey", "-noout", data=cert_pem)
     spki_der = _openssl("pkey", "-pubin", "-outform", "DER", data=public_pem)
     digest = _openssl("dgst", "-sha256", "-binary", data=spki_der)
@@ -59,7 +59,7 @@ def test_pin_equals_openssl_cli(issuer: CA, kind: KeyKind) -> None:
 
 
 def test_rsa_pss_certificate_has_a_pss_spki(issuer: CA) -> None:
-    """The RSA-PSS test certificate really carries id-RSASSA-PSS, and its pin differs from rsaEncryption."""
+    """The RSA-PSS certificate carries id-RSASSA-PSS; re-encoding it changes the pin."""
     leaf = issuer.issue("pss.test", key_kind="rsa-pss")
     assert bytes.fromhex("06092a864886f70d01010a") in leaf.spki_der
     reencoded = leaf.cert.public_key().public_bytes(
@@ -74,14 +74,37 @@ def test_openssl_generated_rsa_pss(tmp_path: Path) -> None:
     assert OPENSSL is not None
     key_path, cert_path = tmp_path / "pss.key", tmp_path / "pss.pem"
     subprocess.run(
-        [OPENSSL, "genpkey", "-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048",
-         "-out", str(key_path)],
-        check=True, capture_output=True, timeout=60,
+        [
+            OPENSSL,
+            "genpkey",
+            "-algorithm",
+            "RSA-PSS",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            str(key_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     subprocess.run(
-        [OPENSSL, "req", "-x509", "-key", str(key_path), "-subj", "/CN=pss.test", "-days", "2",
-         "-out", str(cert_path)],
-        check=True, capture_output=True, timeout=60,
+        [
+            OPENSSL,
+            "req",
+            "-x509",
+            "-key",
+            str(key_path),
+            "-subj",
+            "/CN=pss.test",
+            "-days",
+            "2",
+            "-out",
+            str(cert_path),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     cert_pem, key_pem = cert_path.read_bytes(), key_path.read_bytes()
     expected = Pin.parse(openssl_pin(cert_pem))

@@ -77,7 +77,8 @@ def test_check_refuses_mismatch_and_accepts_any_depth(chain: Chain) -> None:
     """Leaf, intermediate or root pins pass; a chain without any pinned key is refused."""
     for cert in (chain.leaf, chain.intermediate, chain.root):
         verdict = PinPolicy([PinRule([HOST], [cert.pin, _unrelated()])]).check(HOST, chain.der)
-        assert verdict.pinned and verdict.ok
+        assert verdict.pinned
+        assert verdict.ok
         assert [str(p) for _, p in verdict.matched()] == [cert.pin]
     with pytest.raises(PinMismatchError):
         PinPolicy([PinRule([HOST], [chain.other.pin, _unrelated()])]).check(HOST, chain.der)
@@ -159,9 +160,12 @@ def test_expired_rule_fails_open_and_warns_once(chain: Chain) -> None:
     rule = PinRule([HOST], [chain.other.pin, _unrelated()], expires="2030-01-01")
     policy = PinPolicy([rule])
     with pytest.warns(PinPolicyExpiredWarning, match="no longer enforced") as record:
-        assert policy.check(HOST, chain.der, now=NOW).ok
-        assert policy.check(HOST, chain.der, now=NOW).ok
+        verdict = policy.check(HOST, chain.der, now=NOW)
+    assert verdict.ok
     assert len(record) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second warning would raise here
+        assert policy.check(HOST, chain.der, now=NOW).ok
     # Before the expiry date the same rule is enforced.
     with pytest.raises(PinMismatchError):
         PinPolicy([rule]).check(HOST, chain.der, now=dt.datetime(2029, 12, 31, tzinfo=dt.UTC))
@@ -171,7 +175,10 @@ def test_expired_rule_still_enforced_with_on_expiry_enforce(chain: Chain) -> Non
     """on_expiry='enforce' keeps refusing after the date, and still warns."""
     rule = PinRule([HOST], [chain.other.pin, _unrelated()], expires=dt.date(2030, 1, 1))
     policy = PinPolicy([rule], on_expiry="enforce")
-    with pytest.warns(PinPolicyExpiredWarning, match="still enforced"), pytest.raises(PinMismatchError):
+    with (
+        pytest.warns(PinPolicyExpiredWarning, match="still enforced"),
+        pytest.raises(PinMismatchError),
+    ):
         policy.check(HOST, chain.der, now=NOW)
 
 
@@ -238,10 +245,19 @@ def test_toml_policy_loads() -> None:
     [
         (lambda t: t.replace('pins = ["', 'pins = ["sha1/', 1), "line 5, rule #1, key 'pins'"),
         (lambda t: t.replace('mode = "report"', 'mode = "audit"'), "line 11, rule #2, key 'mode'"),
-        (lambda t: t.replace("expires = 2031-01-01", 'expires = "soon"'), "line 10, rule #2, key 'expires'"),
-        (lambda t: t.replace('hosts = ["**.cdn', 'hosts = ["*.*.cdn', 1), "line 8, rule #2, key 'hosts'"),
+        (
+            lambda t: t.replace("expires = 2031-01-01", 'expires = "soon"'),
+            "line 10, rule #2, key 'expires'",
+        ),
+        (
+            lambda t: t.replace('hosts = ["**.cdn', 'hosts = ["*.*.cdn', 1),
+            "line 8, rule #2, key 'hosts'",
+        ),
         (lambda t: t + "colour = 3\n", "key 'colour'"),
-        (lambda t: t.replace('hosts = ["api.example.com"]\n', ""), "line 3, rule #1: the rule has no 'hosts'"),
+        (
+            lambda t: t.replace('hosts = ["api.example.com"]\n', ""),
+            "line 3, rule #1: the rule has no 'hosts'",
+        ),
     ],
 )
 def test_toml_errors_name_line_and_key(edit: object, where: str) -> None:
@@ -282,7 +298,11 @@ def test_mismatch_message_lists_chain_and_expected_pins(chain: Chain) -> None:
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is PinMismatchError
     assert (str(clone), clone.hostname, clone.chain, clone.expected, clone.reason) == (
-        message, err.hostname, err.chain, err.expected, err.reason
+        message,
+        err.hostname,
+        err.chain,
+        err.expected,
+        err.reason,
     )
 
 

@@ -98,17 +98,18 @@ def _split_target(target: str) -> tuple[str, int]:
 
 
 def _tls_detail(exc: BaseException, *, during_handshake: bool) -> str:
+    when = "handshake aborted" if during_handshake else "after the handshake"
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
         text = reason.lower().replace("_", " ")
         hint = ""
         if "unknown ca" in text:
-            hint = " (the program does not trust the audit CA: it may pin, or use its own trust store)"
+            hint = " (the program does not trust the audit CA: it may pin, or use another store)"
         elif "eof" in text:
             text = "the program hung up"
-        return f"{'handshake aborted' if during_handshake else 'after the handshake'}: {text}{hint}"
+        return f"{when}: {text}{hint}"
     if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
-        return f"{'handshake aborted' if during_handshake else 'after the handshake'}: the program hung up"
+        return f"{when}: the program hung up"
     if isinstance(exc, TimeoutError):
         return "no request before the timeout"
     return f"{type(exc).__name__}: {exc}"
@@ -180,7 +181,10 @@ class AuditProxy:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -194,6 +198,11 @@ class AuditProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        # Closed transports finish in a later loop iteration; let them, before the loop stops.
+        await asyncio.sleep(0)
 
     # --- records ----------------------------------------------------------------------------
     @property
@@ -226,7 +235,7 @@ class AuditProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         with self._lock:
             self._active += 1
         try:
@@ -237,7 +246,7 @@ class AuditProxy:
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
             with self._lock:
                 self._active -= 1
                 self._lock.notify_all()
@@ -302,31 +311,35 @@ class AuditProxy:
     async def _intercept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int
     ) -> None:
+        def record(verdict: Outcome, line: str | None = None, **more: str) -> None:
+            self._record(Connection(host, port, verdict, line, **more))
+
         try:
             await writer.start_tls(self._forged_context(host), ssl_handshake_timeout=_TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            self._record(Connection(host, port, "refused", detail=_tls_detail(exc, during_handshake=True)))
+            record("refused", detail=_tls_detail(exc, during_handshake=True))
             return
+        # The verdict hangs on one question: does any application byte follow the handshake?
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), _FIRST_BYTE_TIMEOUT)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
-                self._record(Connection(host, port, "not-pinned", f"<{len(exc.partial)} bytes, no full line>"))
+                record("not-pinned", f"<{len(exc.partial)} bytes, no full line>")
             else:
-                self._record(Connection(host, port, "pinned", detail="closed after the handshake without a request"))
+                record("pinned", detail="closed after the handshake without a request")
             return
         except asyncio.LimitOverrunError:
-            self._record(Connection(host, port, "not-pinned", "<a line longer than 64 KiB>"))
+            record("not-pinned", "<a line longer than 64 KiB>")
             return
         except asyncio.CancelledError:
-            self._record(Connection(host, port, "pinned", detail="no request before the program exited"))
+            record("pinned", detail="no request before the program exited")
             raise
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            self._record(Connection(host, port, "pinned", detail=_tls_detail(exc, during_handshake=False)))
+            record("pinned", detail=_tls_detail(exc, during_handshake=False))
             return
         address = self._loopback(host)
         upstream = f"forwarded to {address}:{port}" if address else self._not_contacted(host)
-        self._record(Connection(host, port, "not-pinned", redact_request_line(line), upstream=upstream))
+        record("not-pinned", redact_request_line(line), upstream=upstream)
         if address is None:
             await _reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
             return

@@ -7,7 +7,7 @@ rsaEncryption), and slicing is several times faster than parsing, so the hot pat
 
 from __future__ import annotations
 
-__all__ = ["DERError", "read_tlv", "children", "spki_from_certificate", "encode_tlv"]
+__all__ = ["DERError", "children", "encode_tlv", "read_tlv", "spki_from_certificate"]
 
 
 class DERError(ValueError):
@@ -21,10 +21,12 @@ def read_tlv(data: bytes, offset: int = 0) -> tuple[int, int, int]:
         ``(tag, value_start, value_end)``.
     """
     if offset + 2 > len(data):
-        raise DERError("truncated DER: expected a tag and a length")
+        msg = "truncated DER: expected a tag and a length"
+        raise DERError(msg)
     tag = data[offset]
     if tag & 0x1F == 0x1F:
-        raise DERError("unsupported DER: multi-byte tags")
+        msg = "unsupported DER: multi-byte tags"
+        raise DERError(msg)
     first = data[offset + 1]
     pos = offset + 2
     if first < 0x80:
@@ -32,16 +34,20 @@ def read_tlv(data: bytes, offset: int = 0) -> tuple[int, int, int]:
     else:
         n = first & 0x7F
         if n == 0 or n > 4:
-            raise DERError(f"unsupported DER length encoding (0x{first:02x})")
+            msg = f"unsupported DER length encoding (0x{first:02x})"
+            raise DERError(msg)
         if pos + n > len(data):
-            raise DERError("truncated DER length")
+            msg = "truncated DER length"
+            raise DERError(msg)
         length = int.from_bytes(data[pos : pos + n], "big")
         if length < 0x80 or data[pos] == 0:
-            raise DERError("non-minimal DER length")
+            msg = "non-minimal DER length"
+            raise DERError(msg)
         pos += n
     end = pos + length
     if end > len(data):
-        raise DERError(f"truncated DER: value needs {length} bytes, {len(data) - pos} left")
+        msg = f"truncated DER: value needs {length} bytes, {len(data) - pos} left"
+        raise DERError(msg)
     return tag, pos, end
 
 
@@ -52,7 +58,8 @@ def children(data: bytes, start: int, end: int) -> list[tuple[int, int, int, int
     while pos < end:
         tag, vstart, vend = read_tlv(data, pos)
         if vend > end:
-            raise DERError("DER element overruns its parent")
+            msg = "DER element overruns its parent"
+            raise DERError(msg)
         out.append((tag, pos, vstart, vend))
         pos = vend
     return out
@@ -65,9 +72,11 @@ def _span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
     """Return ``(value_start, value_end)`` of the TLV at *pos*, which must end by *limit*."""
     # Hot path for uncached certificates: inline the length decoding of read_tlv().
     if pos + 2 > limit:
-        raise DERError("truncated DER: expected a tag and a length")
+        msg = "truncated DER: expected a tag and a length"
+        raise DERError(msg)
     if data[pos] & 0x1F == 0x1F:
-        raise DERError("unsupported DER: multi-byte tags")
+        msg = "unsupported DER: multi-byte tags"
+        raise DERError(msg)
     first = data[pos + 1]
     if first < 0x80:
         vstart = pos + 2
@@ -75,14 +84,17 @@ def _span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
     else:
         n = first & 0x7F
         if n == 0 or n > 4 or pos + 2 + n > limit:
-            raise DERError(f"unsupported or truncated DER length (0x{first:02x})")
+            msg = f"unsupported or truncated DER length (0x{first:02x})"
+            raise DERError(msg)
         length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
         if length < 0x80 or data[pos + 2] == 0:
-            raise DERError("non-minimal DER length")
+            msg = "non-minimal DER length"
+            raise DERError(msg)
         vstart = pos + 2 + n
         vend = vstart + length
     if vend > limit:
-        raise DERError("truncated DER: a value runs past its container")
+        msg = "truncated DER: a value runs past its container"
+        raise DERError(msg)
     return vstart, vend
 
 
@@ -90,12 +102,15 @@ def spki_from_certificate(cert_der: bytes) -> bytes:
     """Return the SubjectPublicKeyInfo bytes of an X.509 certificate, exactly as encoded."""
     size = len(cert_der)
     if size < 2 or cert_der[0] != _SEQUENCE:
-        raise DERError("not a DER certificate: expected one outer SEQUENCE")
+        msg = "not a DER certificate: expected one outer SEQUENCE"
+        raise DERError(msg)
     start, end = _span(cert_der, 0, size)
     if end != size:
-        raise DERError("not a DER certificate: trailing bytes after the outer SEQUENCE")
+        msg = "not a DER certificate: trailing bytes after the outer SEQUENCE"
+        raise DERError(msg)
     if cert_der[start] != _SEQUENCE:
-        raise DERError("not a DER certificate: expected a TBSCertificate SEQUENCE")
+        msg = "not a DER certificate: expected a TBSCertificate SEQUENCE"
+        raise DERError(msg)
     pos, tbs_end = _span(cert_der, start, end)
     # version [0] EXPLICIT is optional; skip it so the count below is fixed.
     if pos < tbs_end and cert_der[pos] == 0xA0:
@@ -104,7 +119,8 @@ def spki_from_certificate(cert_der: bytes) -> bytes:
     for _ in range(5):
         pos = _span(cert_der, pos, tbs_end)[1]
     if pos >= tbs_end or cert_der[pos] != _SEQUENCE:
-        raise DERError("not a DER certificate: no SubjectPublicKeyInfo where expected")
+        msg = "not a DER certificate: no SubjectPublicKeyInfo where expected"
+        raise DERError(msg)
     return cert_der[pos : _span(cert_der, pos, tbs_end)[1]]
 
 
@@ -112,14 +128,17 @@ def spki_from_csr(csr_der: bytes) -> bytes:
     """Return the SubjectPublicKeyInfo bytes of a PKCS#10 request, exactly as encoded."""
     tag, start, end = read_tlv(csr_der)
     if tag != _SEQUENCE or end != len(csr_der):
-        raise DERError("not a DER CSR: expected one outer SEQUENCE")
+        msg = "not a DER CSR: expected one outer SEQUENCE"
+        raise DERError(msg)
     info_tag, info_start, info_end = read_tlv(csr_der, start)
     if info_tag != _SEQUENCE:
-        raise DERError("not a DER CSR: expected a CertificationRequestInfo SEQUENCE")
+        msg = "not a DER CSR: expected a CertificationRequestInfo SEQUENCE"
+        raise DERError(msg)
     fields = children(csr_der, info_start, info_end)
     # version, subject, subjectPKInfo, attributes
     if len(fields) < 3 or fields[2][0] != _SEQUENCE:
-        raise DERError("not a DER CSR: no SubjectPublicKeyInfo where expected")
+        msg = "not a DER CSR: no SubjectPublicKeyInfo where expected"
+        raise DERError(msg)
     _, tlv_start, _, tlv_end = fields[2]
     return csr_der[tlv_start:tlv_end]
 
@@ -128,10 +147,12 @@ def pkcs8_algorithm(pkcs8_der: bytes) -> bytes:
     """Return the AlgorithmIdentifier TLV of a PKCS#8 PrivateKeyInfo."""
     tag, start, end = read_tlv(pkcs8_der)
     if tag != _SEQUENCE:
-        raise DERError("not a PKCS#8 key")
+        msg = "not a PKCS#8 key"
+        raise DERError(msg)
     fields = children(pkcs8_der, start, end)
     if len(fields) < 2 or fields[1][0] != _SEQUENCE:
-        raise DERError("not a PKCS#8 key: no AlgorithmIdentifier")
+        msg = "not a PKCS#8 key: no AlgorithmIdentifier"
+        raise DERError(msg)
     return pkcs8_der[fields[1][1] : fields[1][3]]
 
 

@@ -24,12 +24,13 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import re
 import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -41,7 +42,7 @@ __all__ = [
     "Connection",
     "Expectation",
     "HostReport",
-    "Verdict",
+    "HostVerdict",
     "audit_environment",
     "loopback_address",
     "run_audit",
@@ -49,13 +50,18 @@ __all__ = [
     "write_trust_bundle",
 ]
 
-Verdict = Literal["not-pinned", "plaintext", "pinned", "refused"]
+HostVerdict = Literal["not-pinned", "plaintext", "pinned", "refused"]
 
 #: Environment variables that point at the proxy, and those that make its CA trusted.
-PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy",
+)
 TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 # Bypass lists would let the program skip the proxy (curl and requests honour them).
 _BYPASS_VARIABLES = ("NO_PROXY", "no_proxy")
+_PEM_CERT = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----"
+)
 
 
 def loopback_address(value: str) -> str:
@@ -94,7 +100,7 @@ class HostReport:
 
     host: str
     port: int
-    verdict: Verdict
+    verdict: HostVerdict
     connections: int
     requests: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
@@ -142,7 +148,6 @@ class AuditReport:
     expectations: tuple[Expectation, ...] = ()
     timed_out: bool = False
     elapsed: float = 0.0
-    blocked: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:
@@ -181,7 +186,7 @@ def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
         groups.setdefault((_norm(conn.host), conn.port), []).append(conn)
     reports = []
     for (host, port), conns in groups.items():
-        verdicts: list[Verdict] = [c.verdict for c in conns]
+        verdicts: list[HostVerdict] = [c.verdict for c in conns]
         worst = max(verdicts, key=lambda v: _RANK[v])
         reports.append(
             HostReport(
@@ -222,18 +227,19 @@ def write_trust_bundle(
     """Write the audit CA, plus the CAs the program trusted before, into a PEM bundle.
 
     Keeping the usual CAs means connections that bypass the proxy still verify as before.
+    Certificates are de-duplicated, since the variables often name the same file.
     """
     env = os.environ if base_env is None else base_env
-    parts = [ca_pem]
     paths = ssl.get_default_verify_paths()
     candidates = [env.get(name) for name in TRUST_VARIABLES] + [paths.cafile, paths.openssl_cafile]
-    for candidate in dict.fromkeys(c for c in candidates if c):
+    blocks: dict[bytes, None] = {ca_pem.strip() + b"\n": None}
+    for candidate in dict.fromkeys(os.path.realpath(c) for c in candidates if c):
         with contextlib.suppress(OSError):
             data = Path(candidate).read_bytes()
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                parts.append(data if data.endswith(b"\n") else data + b"\n")
+            for match in _PEM_CERT.finditer(data):
+                blocks.setdefault(match.group(0).strip() + b"\n", None)
     bundle = Path(directory) / "tlspin-audit-ca-bundle.pem"
-    bundle.write_bytes(b"".join(parts))
+    bundle.write_bytes(b"".join(blocks))
     return bundle
 
 
@@ -282,7 +288,8 @@ def run_audit(
         ValueError: a *resolve* address is not loopback.
     """
     if not command:
-        raise ValueError("expected a command to audit, found none")
+        msg = "expected a command to audit, found none"
+        raise ValueError(msg)
     mapping = {_norm(k): loopback_address(v) for k, v in (resolve or {}).items()}
     started = time.monotonic()
     with AuditProxy(resolve=mapping, upstream_cafile=upstream_cafile) as proxy, \
@@ -290,7 +297,10 @@ def run_audit(
         bundle = write_trust_bundle(proxy.ca_pem, tmp, base_env=base_env)
         env = audit_environment(proxy.url, bundle, base_env)
         timed_out = False
-        with subprocess.Popen(list(command), env=env, stdout=stdout, stderr=stderr) as child:
+        # Running the user's own command is the point of the audit.
+        with subprocess.Popen(  # noqa: S603
+            list(command), env=env, stdout=stdout, stderr=stderr
+        ) as child:
             try:
                 code: int | None = child.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -25,7 +25,7 @@ from tlspin.verify import check_resumed
 
 __all__ = ["PolicySource", "create_context", "pin_context", "policy_of"]
 
-_DER = _ssl.ENCODING_DER  # type: ignore[attr-defined]
+_DER = _ssl.ENCODING_DER
 
 
 @runtime_checkable
@@ -105,10 +105,11 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
         msg = (
             f"refused the connection to {hostname}: pinning needs CA and hostname verification "
             f"(expected verify_mode=CERT_REQUIRED and check_hostname=True, found "
-            f"{ssl.VerifyMode(context.verify_mode).name} and check_hostname={context.check_hostname})"
+            f"{ssl.VerifyMode(context.verify_mode).name} and "
+            f"check_hostname={context.check_hostname})"
         )
         raise PinningUnavailableError(msg, hostname=hostname, reason="verification-off")
-    sslobj: Any = obj._sslobj  # type: ignore[union-attr]  # noqa: SLF001 - 3.11/3.12 have no public chain API
+    sslobj: Any = obj._sslobj  # type: ignore[union-attr]
     chain = sslobj.get_verified_chain()
     if not chain:
         # A resumed session: OpenSSL keeps no verified chain, only the leaf.
@@ -138,7 +139,7 @@ class PinnedSSLSocket(ssl.SSLSocket):
         """True once the pin check passed for this connection."""
         return self._tlspin_ok
 
-    def do_handshake(self, block: bool = False) -> None:  # noqa: FBT001, FBT002 - stdlib signature
+    def do_handshake(self, block: bool = False) -> None:
         """Run the TLS handshake, then the pin check."""
         if self._tlspin_error is not None:
             raise self._tlspin_error
@@ -158,7 +159,8 @@ class PinnedSSLSocket(ssl.SSLSocket):
     def _tlspin_guard(self) -> None:
         if self._tlspin_error is not None:
             raise self._tlspin_error
-        if not self._tlspin_ok and not self.server_side and self._sslobj is not None:
+        # _sslobj is None until the socket is connected (typeshed does not declare it).
+        if not self._tlspin_ok and not self.server_side and self._sslobj is not None:  # type: ignore[attr-defined]
             self.do_handshake()
 
     def send(self, data: Any, flags: int = 0) -> int:
@@ -176,7 +178,7 @@ class PinnedSSLSocket(ssl.SSLSocket):
         self._tlspin_guard()
         return super().write(data)
 
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - stdlib signature
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
         """Read, after making sure the pin check ran (a MITM's bytes are never returned)."""
         self._tlspin_guard()
         return super().read(len, buffer)
@@ -217,7 +219,7 @@ class PinnedSSLObject(ssl.SSLObject):
         self._tlspin_guard()
         return super().write(data)
 
-    def read(self, len: int = 1024, buffer: Any = None) -> Any:  # noqa: A002 - stdlib signature
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
         """Read, after making sure the pin check ran."""
         self._tlspin_guard()
         return super().read(len, buffer)
@@ -285,11 +287,11 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
             f"{ssl.VerifyMode(inner.verify_mode).name} and check_hostname={inner.check_hostname}"
         )
         raise PinConfigurationError(msg)
-    inner._tlspin = _PinState(policy)  # type: ignore[attr-defined]  # noqa: SLF001
+    inner._tlspin = _PinState(policy)  # type: ignore[attr-defined]
     inner.sslsocket_class = classes["sslsocket_class"]
     inner.sslobject_class = classes["sslobject_class"]
     if inner is not ctx:
-        ctx._tlspin = inner._tlspin  # type: ignore[attr-defined]  # noqa: SLF001
+        ctx._tlspin = inner._tlspin  # type: ignore[attr-defined]
     return ctx
 
 

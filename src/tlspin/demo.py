@@ -81,7 +81,8 @@ class _Collector:
         deadline = time.monotonic() + 30
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the demo collector did not start (see the messages above)")
+                msg = "the demo collector did not start (see the messages above)"
+                raise RuntimeError(msg)
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -162,10 +163,10 @@ class Demo:
 
     def page(self, path: str) -> str:
         """A collector page (HTML or JSON text), fetched with the token."""
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - always http://127.0.0.1
             f"{self.collector_url}{path}", headers={"Authorization": f"Bearer {self.token}"}
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return str(response.read().decode("utf-8"))
 
     def _api(self, path: str, query: dict[str, str]) -> list[dict[str, Any]]:
@@ -284,7 +285,7 @@ def step_dashboard(demo: Demo) -> None:
     demo.say(f"   dashboard  [bold underline]{demo.collector_url}/dashboard[/]")
     # Printed on purpose: a throwaway token for a collector reachable from this machine only.
     demo.say(f"   log in at  {demo.collector_url}/login  with the token [bold]{demo.token}[/]")
-    demo.say("   [dim](the token was generated for this run; the collector listens on 127.0.0.1)[/]")
+    demo.say("   [dim](a token generated for this run; the collector listens on 127.0.0.1)[/]")
 
 
 STEPS: tuple[Callable[[Demo], None], ...] = (

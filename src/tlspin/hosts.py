@@ -110,7 +110,7 @@ class HostPattern:
     base: str
 
     @classmethod
-    def parse(cls, pattern: str, *, include_subdomains: bool = False) -> HostPattern:
+    def parse(cls, pattern: str | HostPattern, *, include_subdomains: bool = False) -> HostPattern:
         """Parse and canonicalise *pattern*.
 
         With *include_subdomains* an exact host behaves like ``**.host``.
@@ -161,7 +161,9 @@ class HostPattern:
         if kind is Kind.EXACT:
             return host == base
         if kind is Kind.ANY_DEPTH:
-            return host == base or (host.endswith(base) and host[-len(base) - 1 : -len(base)] == ".")
+            return host == base or (
+                host.endswith(base) and host[-len(base) - 1 : -len(base)] == "."
+            )
         # One label: "<label>.<base>" with a non-empty label that has no dot.
         if not host.endswith(base) or len(host) < len(base) + 2:
             return False

@@ -1,7 +1,7 @@
 """Pins: the SHA-256 of a SubjectPublicKeyInfo, and the separate whole-certificate kind.
 
-A :class:`Pin` is what RFC 7469, OkHttp, TrustKit, Android and curl all call a pin: the SHA-256 digest
-of the DER SubjectPublicKeyInfo, taken from the certificate byte for byte. A
+A :class:`Pin` is what RFC 7469, OkHttp, TrustKit, Android and curl all call a pin: the SHA-256
+digest of the DER SubjectPublicKeyInfo, taken from the certificate byte for byte. A
 :class:`CertificatePin` is the SHA-256 of a whole certificate (urllib3's ``assert_fingerprint``); it
 exists only to migrate from such configurations and never compares equal to a :class:`Pin`.
 """
@@ -74,7 +74,8 @@ def _b64decode(text: str, original: str) -> bytes:
     text = text.strip()
     if not text or not _B64.match(text):
         hint = _hex_hint(original)
-        raise InvalidPinError(f"pin {original!r} is not base64.{hint} {_ACCEPTED}")
+        msg = f"pin {original!r} is not base64.{hint} {_ACCEPTED}"
+        raise InvalidPinError(msg)
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.b64decode(padded, validate=True)
@@ -99,7 +100,8 @@ def _to_der(data: bytes | str, pem_labels: tuple[str, ...], what: str) -> tuple[
             rb"-----BEGIN ([A-Z0-9 ]+)-----\s*(.*?)\s*-----END \1-----", stripped, re.DOTALL
         )
         if match is None:
-            raise InvalidPinError(f"cannot read the {what}: malformed PEM block")
+            msg = f"cannot read the {what}: malformed PEM block"
+            raise InvalidPinError(msg)
         label = match.group(1).decode()
         if label not in pem_labels:
             raise InvalidPinError(
@@ -127,7 +129,8 @@ class Pin:
     def __post_init__(self) -> None:
         if not isinstance(self.digest, bytes) or len(self.digest) != 32:
             found = len(self.digest) if isinstance(self.digest, bytes) else type(self.digest)
-            raise InvalidPinError(f"a pin digest must be 32 bytes of SHA-256, found {found}")
+            msg = f"a pin digest must be 32 bytes of SHA-256, found {found}"
+            raise InvalidPinError(msg)
 
     # -- parsing and formatting -------------------------------------------------------------
     @classmethod
@@ -143,14 +146,16 @@ class Pin:
         if isinstance(text, Pin):
             return text
         if not isinstance(text, str):
-            raise InvalidPinError(f"a pin must be a string, found {type(text).__name__}; {_ACCEPTED}")
+            msg = f"a pin must be a string, found {type(text).__name__}; {_ACCEPTED}"
+            raise InvalidPinError(msg)
         s = text.strip()
         lower = s.lower()
         if lower.startswith("pin-"):
             name, sep, value = s.partition("=")
             algo = name[4:].strip().lower()
             if not sep:
-                raise InvalidPinError(f"pin {text!r} has no '=' after {name!r}; {_ACCEPTED}")
+                msg = f"pin {text!r} has no '=' after {name!r}; {_ACCEPTED}"
+                raise InvalidPinError(msg)
             cls._require_sha256(algo, text)
             value = value.strip()
             if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -360,7 +365,8 @@ class CertificatePin:
 
     def __post_init__(self) -> None:
         if not isinstance(self.digest, bytes) or len(self.digest) != 32:
-            raise InvalidPinError("a certificate fingerprint must be 32 bytes of SHA-256")
+            msg = "a certificate fingerprint must be 32 bytes of SHA-256"
+            raise InvalidPinError(msg)
 
     @classmethod
     def parse(cls, text: str) -> CertificatePin:
@@ -400,7 +406,7 @@ class CertificatePin:
 
 
 def parse_any(text: str | Pin | CertificatePin) -> Pin | CertificatePin:
-    """Parse either kind: ``cert-sha256/…`` gives a :class:`CertificatePin`, the rest a :class:`Pin`."""
+    """Parse a :class:`Pin`, or a :class:`CertificatePin` for ``cert-sha256/…`` text."""
     if isinstance(text, Pin | CertificatePin):
         return text
     if isinstance(text, str) and text.strip().lower().startswith("cert-sha256/"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from tlspin import verify as _verify  # verify needs this module only for type checking
 from tlspin.exceptions import PolicyError, SinglePinWarning
 from tlspin.hosts import HostPattern, canonical_host
 from tlspin.pins import CertificatePin, Pin, parse_any
@@ -41,9 +42,11 @@ class PinInfo:
 
     def __post_init__(self) -> None:
         if self.role is not None and self.role not in _ROLES:
-            raise PolicyError(f"pin role {self.role!r} is invalid; expected one of {_ROLES}")
+            msg = f"pin role {self.role!r} is invalid; expected one of {_ROLES}"
+            raise PolicyError(msg)
         if self.not_after is not None and not isinstance(self.not_after, dt.date):
-            raise PolicyError(f"pin not_after must be a date, found {self.not_after!r}")
+            msg = f"pin not_after must be a date, found {self.not_after!r}"
+            raise PolicyError(msg)
 
 
 def _to_date(value: object, what: str) -> dt.date | None:
@@ -58,7 +61,8 @@ def _to_date(value: object, what: str) -> dt.date | None:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    raise PolicyError(f"{what} must be a date (YYYY-MM-DD), found {value!r}")
+    msg = f"{what} must be a date (YYYY-MM-DD), found {value!r}"
+    raise PolicyError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,32 +109,40 @@ class PinRule:
         if isinstance(hosts, str):
             hosts = (hosts,)
         if mode not in ("enforce", "report"):
-            raise PolicyError(f"rule mode must be 'enforce' or 'report', found {mode!r}")
+            msg = f"rule mode must be 'enforce' or 'report', found {mode!r}"
+            raise PolicyError(msg)
         if not isinstance(include_subdomains, bool):
-            raise PolicyError(f"include_subdomains must be true or false, found {include_subdomains!r}")
+            msg = f"include_subdomains must be true or false, found {include_subdomains!r}"
+            raise PolicyError(msg)
         patterns = tuple(
-            dict.fromkeys(HostPattern.parse(h, include_subdomains=include_subdomains) for h in hosts)
+            dict.fromkeys(
+                HostPattern.parse(h, include_subdomains=include_subdomains) for h in hosts
+            )
         )
         if not patterns:
-            raise PolicyError("a rule needs at least one host pattern, found none")
+            msg = "a rule needs at least one host pattern, found none"
+            raise PolicyError(msg)
         if isinstance(pins, str):
             pins = (pins,)
         parsed = tuple(dict.fromkeys(parse_any(p) for p in pins))
         if not parsed:
-            raise PolicyError(f"the rule for {patterns[0]} has no pins; expected at least one")
+            msg = f"the rule for {patterns[0]} has no pins; expected at least one"
+            raise PolicyError(msg)
         if isinstance(deny, str):
             deny = (deny,)
         denied = tuple(dict.fromkeys(parse_any(p) for p in deny))
         if report_uri is not None and not (
             isinstance(report_uri, str) and report_uri.startswith(("https://", "http://"))
         ):
-            raise PolicyError(f"report_uri must be an http(s) URL, found {report_uri!r}")
+            msg = f"report_uri must be an http(s) URL, found {report_uri!r}"
+            raise PolicyError(msg)
         info: dict[AnyPin, PinInfo] = {}
         items = pin_info.items() if isinstance(pin_info, Mapping) else (pin_info or ())
         for key, value in items:
             pin = parse_any(key)
             if pin not in parsed and pin not in denied:
-                raise PolicyError(f"pin_info names {pin}, which is not a pin of the rule")
+                msg = f"pin_info names {pin}, which is not a pin of the rule"
+                raise PolicyError(msg)
             info[pin] = value
         set_ = object.__setattr__
         set_(self, "hosts", patterns)
@@ -213,13 +225,16 @@ class PinPolicy:
         rules = tuple(rules)
         for rule in rules:
             if not isinstance(rule, PinRule):
-                raise PolicyError(f"a policy holds PinRule objects, found {type(rule).__name__}")
+                msg = f"a policy holds PinRule objects, found {type(rule).__name__}"
+                raise PolicyError(msg)
         if on_expiry not in ("fail-open", "enforce"):
-            raise PolicyError(f"on_expiry must be 'fail-open' or 'enforce', found {on_expiry!r}")
+            msg = f"on_expiry must be 'fail-open' or 'enforce', found {on_expiry!r}"
+            raise PolicyError(msg)
         observers = tuple(observers)
         for obs in observers:
             if not callable(obs):
-                raise PolicyError(f"an observer must be callable, found {type(obs).__name__}")
+                msg = f"an observer must be callable, found {type(obs).__name__}"
+                raise PolicyError(msg)
         set_ = object.__setattr__
         set_(self, "rules", rules)
         set_(self, "on_expiry", on_expiry)
@@ -253,7 +268,7 @@ class PinPolicy:
         return cls(rules, on_expiry=on_expiry, observers=observers)
 
     @classmethod
-    def loads(cls, text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:  # noqa: A002
+    def loads(cls, text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:
         """Parse a policy document (TOML by default, or JSON).
 
         Raises:
@@ -317,6 +332,4 @@ class PinPolicy:
         Raises:
             PinMismatchError: an enforced rule failed.
         """
-        from tlspin.verify import check
-
-        return check(self, hostname, chain, port=port, served_chain=served_chain, now=now)
+        return _verify.check(self, hostname, chain, port=port, served_chain=served_chain, now=now)

@@ -73,11 +73,15 @@ class _Where:
             return None
         start, end = 0, len(self.lines)
         if index is not None:
-            headers = [i for i, ln in enumerate(self.lines) if re.match(r"^\s*\[\[\s*rule\s*\]\]", ln)]
+            headers = [
+                i for i, ln in enumerate(self.lines) if re.match(r"^\s*\[\[\s*rule\s*\]\]", ln)
+            ]
             if index >= len(headers):
                 return None
             start = headers[index]
-            later = [i for i in range(start + 1, len(self.lines)) if re.match(r"^\s*\[", self.lines[i])]
+            later = [
+                i for i in range(start + 1, len(self.lines)) if re.match(r"^\s*\[", self.lines[i])
+            ]
             end = later[0] if later else len(self.lines)
             if key is None:
                 return start + 1
@@ -210,17 +214,17 @@ def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
                 mode=raw.get("mode", "enforce"),
                 deny=deny,
                 report_uri=raw.get("report_uri"),
-                pin_info=info,
+                pin_info=info.items(),
             )
         except PinConfigurationError as exc:
-            text = str(exc)
-            key = next((k for marker, k in _ERROR_KEYS if marker in text), None)
-            raise PolicyError(f"{where(index, key)}: {exc}") from None
+            message = str(exc)
+            bad_key = next((k for marker, k in _ERROR_KEYS if marker in message), None)
+            raise PolicyError(f"{where(index, bad_key)}: {exc}") from None
         rules.append(rule)
     return PinPolicy(rules, on_expiry=on_expiry)
 
 
-def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:  # noqa: A002
+def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:
     """Parse a policy document.
 
     Raises:

@@ -14,10 +14,10 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from tlspin.exceptions import PinMismatchError, PinningUnavailableError, PinPolicyExpiredWarning
-from tlspin.pins import CertificatePin, Pin, spki_sha256
+from tlspin.pins import _SPKI_CACHE, CertificatePin, Pin, spki_sha256
 
 if TYPE_CHECKING:
     from tlspin.policy import AnyPin, Mode, PinPolicy, PinRule
@@ -56,7 +56,7 @@ class Violation:
 
     @property
     def noted_hostname(self) -> str:
-        """The pattern of the first failing rule that covers the host (RFC 7469 ``noted-hostname``)."""
+        """The base of the first failing rule's pattern for the host (RFC 7469 noted-hostname)."""
         for rule in self.rules:
             for pattern in rule.hosts:
                 if pattern.matches(self.hostname, include_subdomains=rule.include_subdomains):
@@ -69,7 +69,8 @@ class Violation:
         from tlspin.hosts import Kind
 
         return any(
-            r.include_subdomains or any(p.kind is not Kind.EXACT for p in r.hosts) for r in self.rules
+            r.include_subdomains or any(p.kind is not Kind.EXACT for p in r.hosts)
+            for r in self.rules
         )
 
     @property
@@ -115,9 +116,12 @@ class Verdict:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Pins merged per mode for one host, so the hot path is a few set look-ups."""
+class _Plan(NamedTuple):
+    """Pins merged per mode for one host, so the hot path is a few set look-ups.
+
+    A NamedTuple rather than a frozen dataclass: it is built on each new host and on every
+    check of an expiring rule, and tuples are several times cheaper to construct.
+    """
 
     rules: tuple[PinRule, ...]
     has_expiry: bool
@@ -129,32 +133,37 @@ class _Plan:
     deny_cert: frozenset[bytes]
     enforce_rules: tuple[PinRule, ...]
     report_rules: tuple[PinRule, ...]
+    simple: bool  # enforced SPKI pins only: no deny, report-only or certificate pins
 
 
 def _plan(rules: Sequence[PinRule], today: dt.date | None, on_expiry: str) -> _Plan:
-    active = [r for r in rules if not (today and on_expiry == "fail-open" and r.expired(today))]
-    enforce = tuple(r for r in active if r.mode == "enforce")
-    report = tuple(r for r in active if r.mode == "report")
-
-    def spki(rs: Sequence[PinRule], attr: str = "pins") -> frozenset[bytes]:
-        return frozenset(p.digest for r in rs for p in getattr(r, attr) if isinstance(p, Pin))
-
-    def cert(rs: Sequence[PinRule], attr: str = "pins") -> frozenset[bytes]:
-        return frozenset(
-            p.digest for r in rs for p in getattr(r, attr) if isinstance(p, CertificatePin)
-        )
-
+    enforce: list[PinRule] = []
+    report: list[PinRule] = []
+    for rule in rules:
+        if today and on_expiry == "fail-open" and rule.expired(today):
+            continue
+        (enforce if rule.mode == "enforce" else report).append(rule)
+    empty: frozenset[bytes] = frozenset()
+    # Rules keep their pins' digests split by kind, so merging them is a few set unions.
+    enforce_spki = empty.union(*(r._spki for r in enforce))
+    enforce_cert = empty.union(*(r._cert for r in enforce))
+    report_spki = empty.union(*(r._spki for r in report))
+    report_cert = empty.union(*(r._cert for r in report))
+    denied = [p for r in (*enforce, *report) for p in r.deny]
+    deny_spki = frozenset(p.digest for p in denied if isinstance(p, Pin))
+    deny_cert = frozenset(p.digest for p in denied if isinstance(p, CertificatePin))
     return _Plan(
         rules=tuple(rules),
         has_expiry=any(r.expires is not None for r in rules),
-        enforce_spki=spki(enforce),
-        enforce_cert=cert(enforce),
-        report_spki=spki(report),
-        report_cert=cert(report),
-        deny_spki=spki(enforce, "deny") | spki(report, "deny"),
-        deny_cert=cert(enforce, "deny") | cert(report, "deny"),
-        enforce_rules=enforce,
-        report_rules=report,
+        enforce_spki=enforce_spki,
+        enforce_cert=enforce_cert,
+        report_spki=report_spki,
+        report_cert=report_cert,
+        deny_spki=deny_spki,
+        deny_cert=deny_cert,
+        enforce_rules=tuple(enforce),
+        report_rules=tuple(report),
+        simple=bool(enforce) and not report and not denied and not enforce_cert,
     )
 
 
@@ -189,7 +198,7 @@ def _get_plan(policy: PinPolicy, hostname: str, today: dt.date | None) -> _Plan 
 
 
 def _warn_expired(policy: PinPolicy, rules: Sequence[PinRule]) -> None:
-    warned = policy._expired_warned  # noqa: SLF001 - the policy owns this per-rule "warned once" set
+    warned = policy._expired_warned
     for rule in rules:
         if id(rule) in warned:
             continue
@@ -220,17 +229,21 @@ def check(
 
     *served_chain* may be a callable, so that callers on the hot path only fetch it on failure.
     """
-    today = None
     cache: dict[str, object] = getattr(policy, _PLANS_ATTR)
     cached = cache.get(hostname)
-    if cached is False:
-        return Verdict(hostname, False)
-    if cached is None or cached.has_expiry:  # type: ignore[union-attr]
-        today = (now or dt.datetime.now(dt.UTC)).date()
-    plan = _get_plan(policy, hostname, today)
-    if plan is None:
-        return Verdict(hostname, False)
-    digests = tuple(spki_sha256(der) for der in chain)
+    if type(cached) is _Plan and not cached.has_expiry:
+        plan = cached  # the hot path: a known host whose rules never expire
+    else:
+        if cached is False:
+            return Verdict(hostname, False)
+        found = _get_plan(policy, hostname, (now or dt.datetime.now(dt.UTC)).date())
+        if found is None:
+            return Verdict(hostname, False)
+        plan = found
+    cached_spki = _SPKI_CACHE.get
+    digests = tuple([cached_spki(der) or spki_sha256(der) for der in chain])
+    if plan.simple and not plan.enforce_spki.isdisjoint(digests):
+        return Verdict(hostname, True, digests, (), plan.rules)
     cert_digests: tuple[bytes, ...] = ()
     if plan.enforce_cert or plan.report_cert or plan.deny_cert:
         cert_digests = tuple(hashlib.sha256(der).digest() for der in chain)
@@ -251,7 +264,17 @@ def check(
             failures.append(("report", "mismatch", plan.report_rules))
     if not failures:
         return Verdict(hostname, True, digests, (), plan.rules)
-    return _fail(policy, hostname, chain, digests, port, served_chain, now, failures, plan)
+    return _fail(
+        policy,
+        hostname,
+        chain,
+        digests=digests,
+        port=port,
+        served_chain=served_chain,
+        now=now,
+        failures=failures,
+        plan=plan,
+    )
 
 
 def _rules_deny(
@@ -269,6 +292,7 @@ def _fail(
     policy: PinPolicy,
     hostname: str,
     chain: Sequence[bytes],
+    *,
     digests: tuple[bytes, ...],
     port: int | None,
     served_chain: Sequence[bytes] | Callable[[], Sequence[bytes]] | None,
@@ -325,7 +349,7 @@ def notify(policy: PinPolicy, violation: Violation) -> None:
     for observer in policy.observers:
         try:
             observer(violation)
-        except Exception:  # noqa: BLE001 - an observer must never affect the connection
+        except Exception:
             log.exception("a tlspin violation observer raised; ignored")
 
 
@@ -411,6 +435,6 @@ def _failure_message(
     for subject, pin in describe_chain(chain):
         lines.append(f"    {pin}: {subject}")
     lines.append(f"  Pinned certificates for {hostname}:")
-    for pin in expected:
-        lines.append(f"    {pin}")
+    for expected_pin in expected:
+        lines.append(f"    {expected_pin}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from tlspin import PinPolicy
 from tlspin.testing.pki import CA, Leaf, client_trust_context, generate_key
-from tlspin.testing.proxies import ConnectProxy
+from tlspin.testing.proxies import ConnectProxy, MitmProxy
 from tlspin.testing.servers import TLSServer
 
 FAMILIES = ("127.0.0.1", "::1")
@@ -150,7 +150,7 @@ class Route:
     """How a client reaches the origin: directly, or through a CONNECT proxy."""
 
     kind: str  # "direct", "connect" (plain HTTP proxy) or "https-proxy" (TLS to the proxy)
-    proxy: ConnectProxy | None = None
+    proxy: ConnectProxy | MitmProxy | None = None
     proxy_ctx: ssl.SSLContext | None = None  # trust for the TLS leg to an HTTPS proxy
 
     @property
@@ -175,3 +175,13 @@ def proxies(pki: Pki) -> Iterator[dict[str, Route]]:
     finally:
         plain.stop()
         tls.stop()
+
+
+@pytest.fixture(scope="session")
+def intercepting_proxy(pki: Pki) -> Iterator[Route]:
+    """A mitmproxy-like CONNECT proxy forging leaves with the attacker CA the clients trust."""
+    proxy = MitmProxy(ca=pki.attacker, upstream_ca=pki.root).start()
+    try:
+        yield Route("connect", proxy)
+    finally:
+        proxy.stop()

@@ -33,9 +33,7 @@ def test_foreign_transports_are_refused(pki: Pki, good_policy: PinPolicy) -> Non
     with pytest.raises(PinConfigurationError, match="custom transport"):
         tp_httpx.client(good_policy, cafile=pki.cafile, transport=httpx.HTTPTransport())
     with pytest.raises(PinConfigurationError, match="custom transport"):
-        tp_httpx.client(
-            good_policy, cafile=pki.cafile, mounts={"https://": httpx.HTTPTransport()}
-        )
+        tp_httpx.client(good_policy, cafile=pki.cafile, mounts={"https://": httpx.HTTPTransport()})
 
 
 @pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
@@ -73,9 +71,12 @@ def test_proxy_without_context_falls_back_to_certifi(
 ) -> None:
     """A plain https:// proxy URL makes httpx trust certifi for the proxy: the test CA fails."""
     route = proxies["https-proxy"]
-    with tp_httpx.client(
-        good_policy, cafile=pki.cafile, proxy=route.proxy_url, trust_env=False
-    ) as c, pytest.raises(httpx.ConnectError) as excinfo:
+    with (
+        tp_httpx.client(
+            good_policy, cafile=pki.cafile, proxy=route.proxy_url, trust_env=False
+        ) as c,
+        pytest.raises(httpx.ConnectError) as excinfo,
+    ):
         c.get(url_for(HOST, origins.good[HOST].port))
     assert not pin_errors(excinfo.value)
 
@@ -103,8 +104,9 @@ def test_h2_refusal_happens_before_the_preface(
 ) -> None:
     """With http2=True a refused pin stops the connection before the HTTP/2 preface."""
     mitm = origins.mitm["::1"]
-    with tp_httpx.client(bad_policy, cafile=pki.cafile, http2=True) as c, pytest.raises(
-        httpx.ConnectError
-    ) as excinfo:
+    with (
+        tp_httpx.client(bad_policy, cafile=pki.cafile, http2=True) as c,
+        pytest.raises(httpx.ConnectError) as excinfo,
+    ):
         c.get(url_for("::1", mitm.port))
     assert_refused(excinfo.value, mitm)

@@ -12,10 +12,11 @@ from collections.abc import Callable
 import pytest
 
 import tlspin
+from tlspin.testing.proxies import MitmProxy
 
 from ._drivers import DRIVERS, UNSUPPORTED
 from .conftest import BODY, FAMILIES, Origins, Pki, Route
-from .helpers import assert_refused
+from .helpers import assert_refused, pin_errors
 
 # case -> (origin role, pins for the origin hosts)
 CASES: dict[str, tuple[str, Callable[[Pki], list[str]]]] = {
@@ -65,7 +66,7 @@ def test_client_matrix(
         assert driver(ctx, family, server.port, via) == BODY
         assert len(server.requests) == before + 1
     else:
-        with pytest.raises(Exception) as excinfo:  # noqa: PT011 - each client has its own type
+        with pytest.raises(Exception) as excinfo:
             driver(ctx, family, server.port, via)
         assert_refused(excinfo.value, server)
     if via.proxy is not None:
@@ -81,3 +82,34 @@ def test_refusal_servers_never_received_a_byte(origins: Origins) -> None:
         server.wait_idle()
         assert server.received == b""
         assert server.requests == []
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "control-unpinned"])
+# The intercepting proxy speaks HTTP/1.1 only, so the HTTP/2 driver cannot run through it.
+@pytest.mark.parametrize("client", [c for c in DRIVERS if c != "httpx-h2"])
+def test_intercepting_proxy(
+    client: str,
+    pinned: bool,
+    pki: Pki,
+    origins: Origins,
+    intercepting_proxy: Route,
+    good_policy: tlspin.PinPolicy,
+) -> None:
+    """An intercepting proxy with a trusted CA reads requests of unpinned clients only."""
+    proxy = intercepting_proxy.proxy
+    assert isinstance(proxy, MitmProxy)
+    server = origins.good["127.0.0.1"]
+    other = tlspin.PinPolicy.from_mapping({"other.test": [pki.leaf.pin, pki.backup_pin]})
+    ctx = tlspin.create_context(good_policy if pinned else other, cafile=pki.cafile)
+    proxy.reset()
+    if not pinned:
+        # Control: the CA-trusting client is intercepted, and the request still arrives.
+        assert DRIVERS[client](ctx, "127.0.0.1", server.port, intercepting_proxy) == BODY
+        assert [line for _, line in proxy.intercepted] == ["GET / HTTP/1.1"]
+        return
+    with pytest.raises(Exception) as excinfo:
+        DRIVERS[client](ctx, "127.0.0.1", server.port, intercepting_proxy)
+    assert pin_errors(excinfo.value)
+    proxy.wait_idle()
+    assert proxy.intercepted == []
+    assert proxy.connects == [f"127.0.0.1:{server.port}"]

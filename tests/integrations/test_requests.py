@@ -39,9 +39,10 @@ def test_verify_false_refused_for_pinned_host(
     """verify=False on a pinned host raises SSLError before any connection is made."""
     victim = origins.victim[HOST]
     connections = victim.connections
-    with session(good_policy, cafile=pki.cafile) as s, pytest.raises(
-        requests.exceptions.SSLError, match="verify=False is not allowed"
-    ) as excinfo:
+    with (
+        session(good_policy, cafile=pki.cafile) as s,
+        pytest.raises(requests.exceptions.SSLError, match="verify=False is not allowed") as excinfo,
+    ):
         s.get(url_for(HOST, victim.port), verify=False)
     (error,) = pin_errors(excinfo.value)
     assert isinstance(error, PinningUnavailableError)
@@ -71,10 +72,11 @@ def test_per_request_verify_path_gets_a_cached_pinned_context(
     good = origins.good["::1"]
     with session(good_policy) as s:
         for _ in range(3):
-            response = s.get(url_for("::1", good.port), verify=root_only_cafile,
-                             headers={"Connection": "close"})
+            response = s.get(
+                url_for("::1", good.port), verify=root_only_cafile, headers={"Connection": "close"}
+            )
             assert response.content == BODY
-        contexts = _adapter(s)._contexts  # noqa: SLF001 - the cache is what is under test
+        contexts = _adapter(s)._contexts
         assert list(contexts) == [(root_only_cafile, None)]
     victim = origins.victim["::1"]
     with session(bad_policy) as s, pytest.raises(requests.exceptions.SSLError) as excinfo:
@@ -169,9 +171,10 @@ def test_https_proxy_leg_fails_when_proxy_ca_untrusted(
     """A proxy whose CA the adapter does not trust is refused by CA verification."""
     route = proxies["https-proxy"]
     good = origins.good[HOST]
-    with session(good_policy, cadata=pki.root.cert_pem.decode()) as s, pytest.raises(
-        (requests.exceptions.SSLError, requests.exceptions.ProxyError)
-    ) as excinfo:
+    with (
+        session(good_policy, cadata=pki.root.cert_pem.decode()) as s,
+        pytest.raises((requests.exceptions.SSLError, requests.exceptions.ProxyError)) as excinfo,
+    ):
         s.get(url_for(HOST, good.port), proxies={"https": route.proxy_url})
     assert not pin_errors(excinfo.value)
 
@@ -187,7 +190,7 @@ def test_client_certificate_gets_its_own_cached_context(
         for _ in range(2):
             response = s.get(url_for(HOST, good.port), cert=cert, headers={"Connection": "close"})
             assert response.content == BODY
-        assert list(_adapter(s)._contexts) == [(None, cert)]  # noqa: SLF001
+        assert list(_adapter(s)._contexts) == [(None, cert)]
         with pytest.raises(OSError, match="No such file"):
             s.get(url_for(HOST, good.port), cert=(str(tmp_path / "missing.pem"), str(key_path)))
 
@@ -210,9 +213,10 @@ def test_pin_failure_is_ssl_error_with_pin_error_inside(
 ) -> None:
     """A refused pin reaches the caller as requests' SSLError, the pin error in its chain."""
     victim = origins.mitm[HOST]
-    with session(bad_policy, cafile=pki.cafile) as s, pytest.raises(
-        requests.exceptions.SSLError
-    ) as excinfo:
+    with (
+        session(bad_policy, cafile=pki.cafile) as s,
+        pytest.raises(requests.exceptions.SSLError) as excinfo,
+    ):
         s.get(url_for(HOST, victim.port))
     error = assert_refused(excinfo.value, victim)
     assert isinstance(error, PinVerificationError)

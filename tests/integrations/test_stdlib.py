@@ -99,6 +99,6 @@ def test_open_tunnel_reports_a_refused_connect(
             "localhost", route.proxy.port, "example.invalid", 443, good_policy, cafile=pki.cafile
         )
 
-    with pytest.raises(ConnectionError, match="refused CONNECT example.invalid:443.*403"):
+    with pytest.raises(ConnectionError, match=r"refused CONNECT example\.invalid:443.*403"):
         asyncio.run(run())
     assert "example.invalid:443" in route.proxy.refused

@@ -102,7 +102,9 @@ def test_control_plain_retry_repeats_the_handshake(
 def test_pin_aware_retry_still_retries_other_errors() -> None:
     """PinAwareRetry counts ordinary errors down like Retry does."""
     retry = PinAwareRetry(total=3).increment(
-        "GET", "/", error=urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
+        "GET",
+        "/",
+        error=urllib3.exceptions.NewConnectionError(None, "refused"),  # type: ignore[arg-type]
     )
     assert isinstance(retry, PinAwareRetry)
     assert retry.total == 2
@@ -165,5 +167,8 @@ def test_proxy_cafile_shortcut(
     assert manager.request("GET", url_for(HOST, origins.good[HOST].port)).data == BODY
     with pytest.raises(PinConfigurationError, match="not both"):
         proxy_manager(
-            route.proxy_url, good_policy, proxy_cafile=path, proxy_ssl_context=ssl.create_default_context()
+            route.proxy_url,
+            good_policy,
+            proxy_cafile=path,
+            proxy_ssl_context=ssl.create_default_context(),
         )

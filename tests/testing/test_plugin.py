@@ -71,12 +71,29 @@ def test_plugin_import_loads_no_fixture_machinery() -> None:
     code = (
         "import sys, tlspin.testing.plugin\n"
         "heavy = [m for m in ('tlspin.testing.pki', 'tlspin.testing.servers', "
-        "'tlspin.testing.proxies', 'tlspin.testing.scenarios', 'requests', 'asyncio') "
+        "'tlspin.testing.proxies', 'tlspin.testing.scenarios', 'requests') "
         "if m in sys.modules]\n"
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_assert_refused_fixture_needs_a_server(pytester: pytest.Pytester) -> None:
+    """The assert_refused fixture refuses to pass without a server whose bytes it can count."""
+    pytester.makepyfile(
+        """
+        import tlspin
+
+        def test_no_server(assert_refused):
+            def refused():
+                raise tlspin.PinMismatchError("refused", hostname="localhost")
+            assert_refused(refused)
+        """
+    )
+    result = pytester.runpytest_inprocess(*PYTEST_ARGS)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*assert_refused must check that zero bytes reached the server*"])
 
 
 def test_session_without_fixtures_loads_nothing(pytester: pytest.Pytester) -> None:
@@ -260,7 +277,7 @@ def test_assert_refused_catches_leaked_bytes(pki: ServerPKI, tls_server: TLSServ
         unpinned(pki).get(tls_server.url)
         raise tlspin.PinMismatchError("raised after the request went out", hostname="localhost")
 
-    with pytest.raises(AssertionError, match="received .* application bytes"):
+    with pytest.raises(AssertionError, match=r"received \d+ application bytes"):
         plain_assert_refused(leaky, servers=[tls_server])
 
 

@@ -29,7 +29,8 @@ def _parse_resolve(
     for value in values:
         host, sep, address = value.partition("=")
         if not sep or not host or not address:
-            raise click.BadParameter(f"expected HOST=ADDRESS (e.g. api.example.com=127.0.0.1), found {value!r}")
+            msg = f"expected HOST=ADDRESS (e.g. api.example.com=127.0.0.1), found {value!r}"
+            raise click.BadParameter(msg)
         try:
             mapping[host.strip().lower().rstrip(".")] = loopback_address(address.strip())
         except ValueError as exc:
@@ -61,9 +62,10 @@ def _parse_resolve(
     type=click.Path(exists=True, dir_okay=False),
     help="CA bundle that verifies the real servers when forwarding (default: system store).",
 )
-@click.option("--timeout", type=float, default=None, help="Kill the program after SECONDS.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="Kill the program after SECONDS.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def audit(
+def audit(  # noqa: PLR0917 - click passes every option positionally by name
     as_json: bool,
     expect_pinned: tuple[str, ...],
     resolve: dict[str, str],
@@ -84,7 +86,10 @@ def audit(
     Exit status: 0, or 1 when an --expect-pinned host was not pinned, or 2 when the audit
     could not run.
 
-    Example: tlspin audit --expect-pinned api.example.com -- python client.py
+    \b
+    Example:
+      tlspin audit --expect-pinned api.example.com \\
+          --resolve api.example.com=127.0.0.1 -- python client.py
     """
     from tlspin.audit import run_audit
 

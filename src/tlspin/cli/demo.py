@@ -21,6 +21,16 @@ def demo(once: bool) -> None:
     """
     from rich.console import Console
 
+    try:
+        import fastapi  # noqa: F401
+        import requests  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        msg = (
+            f"tlspin demo runs the collector and a requests client, and needs {exc.name}: "
+            "pip install 'tlspin[all]'"
+        )
+        raise click.ClickException(msg) from None
     from tlspin.demo import run_demo
 
     # The engine logs each violation; the story shows them itself.

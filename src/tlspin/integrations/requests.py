@@ -152,9 +152,7 @@ class PinningAdapter(HTTPAdapter):
                     "nothing without certificate verification (pass a CA bundle path as verify "
                     "instead)"
                 )
-                cause = PinningUnavailableError(
-                    msg, hostname=host, reason="verification-off"
-                )
+                cause = PinningUnavailableError(msg, hostname=host, reason="verification-off")
                 raise SSLError(msg, request=request) from cause
             # Unpinned host: urllib3 makes its own unverified context for a separate pool
             # (None removes the pinned context from the pool key).

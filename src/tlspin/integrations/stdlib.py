@@ -34,6 +34,7 @@ __all__ = [
     "start_tls",
 ]
 
+
 def https_connection(
     host: str,
     port: int | None = None,

@@ -40,6 +40,9 @@ class LoopService(Recorder):
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Every transport ever opened, so stop() can abort the ones a peer left half-closed;
+        # a transport garbage-collected unclosed would raise ResourceWarning in a later test.
+        self._transports: set[asyncio.WriteTransport] = set()
         self._errors: list[str] = []
 
     def start(self) -> Self:
@@ -133,27 +136,46 @@ class LoopService(Recorder):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self._transports:
+            transport.abort()
+        self._transports.clear()
+        # Let the connection_lost callbacks scheduled by abort() run and close the sockets.
+        for _ in range(3):
+            await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
+
+    def track(self, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
+        """Remember *writer*'s current transport so `stop` can abort it."""
+        self._transports.add(writer.transport)
+        return writer
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.track(writer)
         self._enter()
         try:
             await self._handle(reader, writer)
         except (OSError, EOFError, ssl.SSLError, ValueError, asyncio.LimitOverrunError):
             pass  # the peer went away or spoke nonsense
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await close_writer(writer)
             self._tasks.discard(task)
             self._leave()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close gracefully (TLS close_notify included), aborting if the peer does not finish."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 1.0)
+    except (OSError, ssl.SSLError, TimeoutError):
+        writer.transport.abort()
 
 
 async def read_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes] | None:

@@ -77,7 +77,7 @@ def _snapshot(servers: list[ByteRecorder], proxies: list[RequestRecorder]) -> _S
     return _Snapshot(
         received=tuple(len(s.received) for s in servers),
         intercepted=tuple(len(p.intercepted) for p in proxies),
-        active=tuple(x.active for x in (*servers, *proxies)),
+        active=tuple(s.active for s in servers) + tuple(p.active for p in proxies),
     )
 
 
@@ -89,7 +89,8 @@ def _settle(watched: list[ByteRecorder | RequestRecorder], before: _Snapshot) ->
 
 
 def _describe(exc: BaseException) -> str:
-    parts, seen = [], set()
+    parts: list[str] = []
+    seen: set[int] = set()
     item: BaseException | None = exc
     while item is not None and id(item) not in seen and len(parts) < 6:
         seen.add(id(item))
@@ -175,18 +176,20 @@ def assert_accepted(call: Callable[[], T], *, servers: Iterable[ByteRecorder] = 
     before = _snapshot(servers, [])
     try:
         result = call()
-    except Exception as exc:  # noqa: BLE001 - report any failure as an assertion
+    except Exception as exc:
         pin_error = find_pin_error(exc)
         what = "was refused by pinning" if pin_error is not None else "failed"
         detail = str(pin_error) if pin_error is not None else _describe(exc)
-        raise AssertionError(f"expected the call to succeed, but it {what}:\n  {detail}") from exc
+        msg = f"expected the call to succeed, but it {what}:\n  {detail}"
+        raise AssertionError(msg) from exc
     if servers and all(
         len(s.received) == n for s, n in zip(servers, before.received, strict=True)
     ):
-        raise AssertionError(
+        msg = (
             "the call succeeded, but none of the watched servers received its request "
             "(did it go somewhere else, e.g. through an intercepting proxy?)"
         )
+        raise AssertionError(msg)
     return result
 
 

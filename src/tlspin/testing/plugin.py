@@ -89,7 +89,9 @@ def tls_server(pki: ServerPKI) -> Iterator[TLSServer]:
 
 
 @pytest.fixture
-def make_tls_server(pki: ServerPKI, request: pytest.FixtureRequest) -> Iterator[Callable[..., TLSServer]]:
+def make_tls_server(
+    pki: ServerPKI, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., TLSServer]]:
     """A factory ``make_tls_server(leaf=None, **options)`` of started servers, stopped after."""
     from tlspin.testing.servers import TLSServer
 
@@ -204,9 +206,15 @@ def assert_refused(request: pytest.FixtureRequest) -> Callable[..., PinVerificat
     from tlspin.testing import assertions
 
     def check(call: Callable[[], object]) -> PinVerificationError:
-        return assertions.assert_refused(
-            call, servers=_servers(request), proxies=_proxies(request)
-        )
+        servers = _servers(request)
+        if not servers:
+            msg = (
+                "assert_refused must check that zero bytes reached the server, but this test "
+                "uses no tls_server (or make_tls_server) fixture; for a server of your own call "
+                "tlspin.testing.assertions.assert_refused(call, servers=[...])"
+            )
+            raise pytest.UsageError(msg)
+        return assertions.assert_refused(call, servers=servers, proxies=_proxies(request))
 
     return check
 

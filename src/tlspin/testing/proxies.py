@@ -10,7 +10,6 @@ with 403 and recorded, so a misconfigured test can never reach another machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import ssl
 import threading
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 from tlspin.testing._aio import (
     TIMEOUT,
     LoopService,
+    close_writer,
     read_body,
     read_head,
     reply,
@@ -103,6 +103,7 @@ class ConnectProxy(LoopService):
                 return
             try:
                 upstream = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
+                self.track(upstream[1])
             except (OSError, TimeoutError) as exc:
                 self._append("_errors", f"CONNECT {target}: {exc}")
                 await reply(writer, "502 Bad Gateway", str(exc))
@@ -112,7 +113,7 @@ class ConnectProxy(LoopService):
             try:
                 await tunnel((reader, writer), upstream)
             finally:
-                upstream[1].close()
+                await close_writer(upstream[1])
             return
         self._append("_forwarded", start)
         url = urlsplit(target)
@@ -128,6 +129,7 @@ class ConnectProxy(LoopService):
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(address, url.port or 80), TIMEOUT
         )
+        self.track(up_writer)
         try:
             path = url.path or "/"
             lines = [f"{method} {path}{'?' + url.query if url.query else ''} HTTP/1.1"]
@@ -143,7 +145,7 @@ class ConnectProxy(LoopService):
                 writer.write(data)
                 await writer.drain()
         finally:
-            up_writer.close()
+            await close_writer(up_writer)
 
 
 class MitmProxy(LoopService):
@@ -311,13 +313,21 @@ class MitmProxy(LoopService):
             self._append("_refused", host)
             self._append("_errors", f"handshake for {host}: {type(exc).__name__}: {exc}")
             return
+        self.track(writer)  # start_tls replaced the transport
         sslobj = writer.get_extra_info("ssl_object")
         host = self._sni_seen.pop(id(sslobj), host)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         first = True
         try:
             while True:
-                head = await read_head(reader)
+                try:
+                    head = await read_head(reader)
+                except (OSError, ssl.SSLError):
+                    # A reset before the first request byte is a silent client too: pinned
+                    # clients close without close_notify, often while tickets are in flight.
+                    if not first:
+                        raise
+                    head = None
                 if head is None:
                     if first:
                         self._append("_silent", host)
@@ -337,9 +347,7 @@ class MitmProxy(LoopService):
                     return
         finally:
             if upstream is not None:
-                upstream[1].close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(upstream[1].wait_closed(), 1.0)
+                await close_writer(upstream[1])
 
     async def _open_upstream(
         self, host: str, address: tuple[str, int], writer: asyncio.StreamWriter
@@ -348,12 +356,14 @@ class MitmProxy(LoopService):
             await reply(writer, "502 Bad Gateway", "no upstream CA configured for this proxy")
             return None
         try:
-            return await asyncio.wait_for(
+            opened = await asyncio.wait_for(
                 asyncio.open_connection(
                     *address, ssl=self._upstream_ctx, server_hostname=host.strip("[]")
                 ),
                 TIMEOUT,
             )
+            self.track(opened[1])
+            return opened
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._append("_errors", f"upstream {host}: {type(exc).__name__}: {exc}")
             await reply(writer, "502 Bad Gateway", f"upstream failed: {exc}")

@@ -91,7 +91,8 @@ class ServerPKI:
             key_kind: key kind for every key made here (``"ec256"`` is the fast default).
         """
         if not names:
-            raise ValueError("expected at least one name for the server's leaf; found none")
+            msg = "expected at least one name for the server's leaf; found none"
+            raise ValueError(msg)
         self.names: tuple[str, ...] = tuple(names)
         self.root = CA.root("tlspin test root", key_kind=key_kind)
         self.intermediate = self.root.intermediate("tlspin test intermediate", key_kind=key_kind)

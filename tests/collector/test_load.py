@@ -1,0 +1,250 @@
+"""Load on loopback: concurrent senders lose nothing, and a collector restart mid-load keeps
+every acknowledged report; plus ``tlspin serve`` start-up rules."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from tlspin.collector.models import Report
+from tlspin.collector.storage import Database
+
+from .conftest import TOKEN, LiveServer, unique_host
+
+
+class Sender(threading.Thread):
+    """Posts reports over one keep-alive connection, reconnecting on errors, until stopped."""
+
+    def __init__(self, port: int, body: Callable[[str], bytes], name: str,
+                 stop: threading.Event, limit: int | None = None) -> None:
+        super().__init__(daemon=True)
+        self.port, self.body, self.tag, self.stop, self.limit = port, body, name, stop, limit
+        self.acked: dict[str, int] = {}  # marker -> stored report id
+        self.errors = 0
+        self.refused = 0
+
+    def run(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        n = 0
+        while not self.stop.is_set() and (self.limit is None or len(self.acked) < self.limit):
+            marker = f"{self.tag}-{n}"
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("POST", "/reports", body=self.body(marker),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+                if response.status == 201:
+                    self.acked[marker] = json.loads(data)["id"]
+                else:
+                    self.refused += 1
+                n += 1
+            except (OSError, http.client.HTTPException):
+                self.errors += 1
+                n += 1  # that marker may or may not have been stored: never reuse it
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+
+def _stored(db_url: str) -> dict[str, int]:
+    db = Database(db_url)
+    try:
+        with db.read() as conn:
+            return {v: i for i, v in conn.execute(select(Report.id, Report.app_version))}
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("senders", [8])
+def test_concurrent_senders_lose_nothing(
+    serve: Callable[..., LiveServer], db_url: str, make_report: Any, senders: int
+) -> None:
+    """N concurrent senders: every 201 is stored (same ids), and nothing else is."""
+    server = serve(db_url=db_url)
+    host = unique_host()
+
+    def body(marker: str) -> bytes:
+        return json.dumps(make_report(hostname=host, app_version=marker)).encode()
+
+    stop = threading.Event()
+    threads = [Sender(server.port, body, f"s{i}", stop, limit=25) for i in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    acked = {m: i for t in threads for m, i in t.acked.items()}
+    assert len(acked) == senders * 25
+    assert sum(t.errors + t.refused for t in threads) == 0
+    assert _stored(db_url) == acked
+    with server.client() as client:
+        incidents = client.get("/api/incidents", params={"host": host}).json()["items"]
+    assert [i["count"] for i in incidents] == [senders * 25]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Collector:
+    """``python -m tlspin serve`` as a subprocess on 127.0.0.1."""
+
+    def __init__(self, db_url: str, port: int, *, token: str | None = TOKEN) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "TLSPIN_COLLECTOR_TOKEN"}
+        if token is not None:
+            env["TLSPIN_COLLECTOR_TOKEN"] = token
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tlspin", "serve", "--db", db_url, "--port", str(port),
+             "--ip-rate-limit", "1000000/1", "--log-level", "warning"],
+            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+        self.stderr: list[str] = []
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
+        deadline = time.monotonic() + 30
+        while not self._healthy():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("collector did not start: " + "".join(self.stderr))
+            time.sleep(0.05)
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def _healthy(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/healthz")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown at all."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close_pipe()
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        self._drainer.join(5)
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[Collector]]:
+    """Collector subprocesses started by the test; all stopped afterwards."""
+    started: list[Collector] = []
+    yield started
+    for c in started:
+        c.stop()
+
+
+def test_restart_mid_load_keeps_every_acknowledged_report(
+    sqlite_url: str, make_report: Any, collectors: list[Collector]
+) -> None:
+    """SIGKILL the collector under load and start it again: every 201 is in the database."""
+    port = _free_port()
+    collectors.append(Collector(sqlite_url, port))
+
+    def body(marker: str) -> bytes:
+        return json.dumps(make_report(app_version=marker)).encode()
+
+    stop = threading.Event()
+    threads = [Sender(port, body, f"r{i}", stop) for i in range(4)]
+    for t in threads:
+        t.start()
+
+    def total() -> int:
+        return sum(len(t.acked) for t in threads)
+
+    deadline = time.monotonic() + 60
+    while total() < 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    collectors[0].kill()
+    before = total()
+    collectors.append(Collector(sqlite_url, port))
+    while total() < before + 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    collectors[1].stop()
+
+    acked = {m: i for t in threads for m, i in t.acked.items()}
+    stored = _stored(sqlite_url)
+    assert total() >= before + 60, "the restarted collector did not take load"
+    assert sum(t.errors for t in threads) > 0, "the senders never saw the collector go down"
+    missing = {m for m in acked if stored.get(m) != acked[m]}
+    assert not missing, f"{len(missing)} acknowledged reports lost"
+    for c in collectors:
+        assert TOKEN not in "".join(c.stderr)  # a given token is never printed
+
+
+def test_serve_generates_and_prints_a_token_only_on_loopback(
+    tmp_path: Path, collectors: list[Collector]
+) -> None:
+    """Without a token on loopback, serve prints the one it made, and that token works."""
+    collector = Collector(f"sqlite:///{tmp_path}/gen.db", _free_port(), token=None)
+    collectors.append(collector)
+    text = "".join(collector.stderr)
+    match = re.search(r"listens on loopback only\): (\S+)", text)
+    assert match, text
+    token = match.group(1)
+    conn = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=5)
+    for header, expected in ((f"Bearer {token}", 200), ("Bearer nope-nope-nope-nope", 401)):
+        conn.request("GET", "/api/incidents", headers={"Authorization": header})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == expected
+    conn.close()
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
+    """A non-loopback bind without a token exits 2 and explains; nothing listens."""
+    from tlspin.cli.serve import serve
+
+    result = CliRunner().invoke(
+        serve, ["--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/x.db"],  # noqa: S104
+        env={"TLSPIN_COLLECTOR_TOKEN": ""},
+    )
+    assert result.exit_code == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in result.output
+    assert not (tmp_path / "x.db").exists()
