@@ -109,6 +109,7 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
             f"check_hostname={context.check_hostname})"
         )
         raise PinningUnavailableError(msg, hostname=hostname, reason="verification-off")
+    # The C object's chain API: 3.11 and 3.12 have no public get_verified_chain().
     sslobj: Any = obj._sslobj  # type: ignore[union-attr]
     chain = sslobj.get_verified_chain()
     if not chain:

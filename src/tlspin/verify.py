@@ -198,6 +198,7 @@ def _get_plan(policy: PinPolicy, hostname: str, today: dt.date | None) -> _Plan 
 
 
 def _warn_expired(policy: PinPolicy, rules: Sequence[PinRule]) -> None:
+    # The policy owns this per-rule "warned once" set.
     warned = policy._expired_warned
     for rule in rules:
         if id(rule) in warned:
@@ -349,7 +350,7 @@ def notify(policy: PinPolicy, violation: Violation) -> None:
     for observer in policy.observers:
         try:
             observer(violation)
-        except Exception:
+        except Exception:  # an observer must never affect the connection
             log.exception("a tlspin violation observer raised; ignored")
 
 

@@ -80,8 +80,8 @@ def test_keygen_passphrase(tmp_path: Path) -> None:
     assert b"ENCRYPTED" in (tmp_path / "k.key").read_bytes()
     load_private_key(tmp_path / "k.key", passphrase=b"correct horse")
     (tmp_path / "p.toml").write_text(TWO_PINS)
-    args = ("bundle", "sign", str(tmp_path / "p.toml"), "-k", str(tmp_path / "k.key"))
-    args += ("--version", "1", "-o", str(tmp_path / "b.json"), "--passphrase-env", "PASS")
+    args = ["bundle", "sign", str(tmp_path / "p.toml"), "-k", str(tmp_path / "k.key")]
+    args += ["--version", "1", "-o", str(tmp_path / "b.json"), "--passphrase-env", "PASS"]
     assert run(*args, env={"PASS": "wrong"}).exit_code == 2
     assert run(*args, env=env).exit_code == 0
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tlspin.bundles import BundleError, canonical_json, parse_document
-from tlspin.bundles.format import parse_json, parse_time
+from tlspin.bundles.format import canonical_json_reference, parse_json, parse_time
 
 from .conftest import make, seed_key
 
@@ -104,9 +107,9 @@ def test_times_are_strict_utc() -> None:
             parse_time(bad, "t")
 
 
-def _document(**signed_changes: object) -> dict[str, object]:
+def _document(**signed_changes: object) -> dict[str, Any]:
     data = make({"rule": []}, [seed_key(1)], 3).to_data()
-    signed = dict(data["signed"])  # type: ignore[call-overload]
+    signed = dict(data["signed"])
     for key, value in signed_changes.items():
         if value is None:
             signed.pop(key)
@@ -168,3 +171,28 @@ def test_document_round_trips_through_dumps() -> None:
     again = parse_document(document.dumps())
     assert again.bundle.canonical == document.bundle.canonical
     assert again.bundle.signatures == document.bundle.signatures
+
+
+_INTS = st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
+_TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=8)
+_KEYS = st.one_of(_TEXT, st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8))
+_VALUES = st.recursive(
+    st.none() | st.booleans() | _INTS | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_VALUES)
+def test_fast_canonical_path_equals_reference_emitter(value: object) -> None:
+    """The json.dumps fast path and the plain RFC 8785 emitter give identical bytes."""
+    assert canonical_json(value) == canonical_json_reference(value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_VALUES)
+def test_canonical_json_matches_independent_rfc8785_implementation(value: object) -> None:
+    """Differential check against the rfc8785 package (Trail of Bits) on random values."""
+    rfc8785 = pytest.importorskip("rfc8785")
+    assert canonical_json(value) == rfc8785.dumps(value)

@@ -189,12 +189,10 @@ def test_attack_is_refused_and_old_policy_stays(
     """Each attack from the issue is refused with its reason; v5 stays in force and stored."""
     store = BundleStore(tmp_path / "store")
     store.save(make(pki.policy(), [key_a, key_b], 5))
-    keys = (
-        {"trusted_keys": [public(key_a), public(key_b)], "threshold": 2}
-        if case == "below-threshold"
-        else {}
-    )
-    updater = make_updater(**keys)
+    both = case == "below-threshold"
+    trusted = [public(key_a), public(key_b)] if both else [public(key_a)]
+    threshold = 2 if both else 1
+    updater = make_updater(trusted_keys=trusted, threshold=threshold)
     before = updater.current_policy()
     assert updater.version == 5
     server.serve(_case(case, pki, key_a, key_b, key_evil))
@@ -202,7 +200,7 @@ def test_attack_is_refused_and_old_policy_stays(
     assert (result.outcome, result.reason) == ("rejected", reason)
     assert updater.version == 5
     assert updater.current_policy() is before
-    trust = TrustState(KeySet(keys.get("trusted_keys", [public(key_a)]), keys.get("threshold", 1)))
+    trust = TrustState(KeySet(trusted, threshold))
     loaded = store.load(trust).loaded
     assert loaded is not None
     assert loaded.verified.bundle.version == 5

@@ -21,10 +21,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tlspin.bundles.errors import BundleError
 from tlspin.bundles.keys import MAX_KEYS, KeySet, PublicKey, b64decode_strict
+
+if TYPE_CHECKING:
+    from tlspin.policy import PinPolicy
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -190,7 +193,7 @@ def _plain(value: Any) -> bool:
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return -MAX_INT <= value <= MAX_INT
+        return bool(-MAX_INT <= value <= MAX_INT)
     if kind is list or kind is tuple:
         return all(_plain(item) for item in value)
     if kind is dict:
@@ -292,7 +295,7 @@ class Bundle:
     signed: Mapping[str, Any]
     canonical: bytes
 
-    def load_policy(self) -> Any:
+    def load_policy(self) -> PinPolicy:
         """Build the :class:`tlspin.PinPolicy` of this bundle.
 
         Raises:

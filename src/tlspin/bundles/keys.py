@@ -170,7 +170,8 @@ class KeySet:
             elif isinstance(key, bytes):
                 parsed.append(PublicKey(key))
             elif isinstance(key, str):
-                parsed.append(PublicKey.load(key))
+                # Text only, never a path: code that passes a key should not read files.
+                parsed.append(PublicKey.parse(key))
             else:
                 raise BundleError(
                     f"a trusted key is a PublicKey, base64 text or 32 bytes, found "

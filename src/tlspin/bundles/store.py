@@ -67,6 +67,13 @@ class LoadReport:
     problems: tuple[tuple[str, BundleError], ...] = ()
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a directory without search permission: treat as absent
+        return False
+
+
 class BundleStore:
     """A directory that keeps the accepted bundle and the one before it.
 
@@ -143,7 +150,7 @@ class BundleStore:
                     pinned_host=pinned_host,
                 )
             except FileNotFoundError:
-                if source == "current" and (self._dir / PREVIOUS).exists():
+                if source == "current" and _exists(self._dir / PREVIOUS):
                     problems.append((name, BundleError(f"{name} is missing", reason="store")))
                 continue
             except BundleError as exc:

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 from tlspin.bundles.errors import BundleError, BundleWarning
+from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
 from tlspin.bundles.keys import KeySet, PublicKey
 from tlspin.bundles.store import BundleStore
@@ -36,66 +37,12 @@ __all__ = ["BundleEvent", "BundleUpdater", "RefreshResult"]
 
 log = logging.getLogger("tlspin.bundles")
 
-EventKind = Literal[
-    "updated", "rejected", "fetch-failed", "store-fallback", "store-error", "expired"
-]
-Outcome = Literal["updated", "unchanged", "not-modified", "rejected", "failed"]
 _CHUNK = 64 * 1024
 
 
 def _now() -> dt.datetime:
     """The current UTC time (one seam, so tests can move the clock)."""
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class BundleEvent:
-    """Something observers of a :class:`BundleUpdater` should know (like :class:`tlspin.Violation`).
-
-    Attributes:
-        kind: ``"updated"`` (new pins in force), ``"rejected"`` (a served bundle failed an
-            acceptance rule), ``"fetch-failed"``, ``"store-fallback"`` (a stored bundle was
-            refused on load; an older one or the embedded policy is in force),
-            ``"store-error"`` (the accepted bundle could not be written) or ``"expired"``
-            (the bundle in force expired; the embedded policy is in force).
-        message: what happened, for people.
-        url: the update URL.
-        time: when (UTC).
-        reason: the :class:`~tlspin.bundles.BundleError` reason, when there is one.
-        version: the version concerned (the served or stored bundle), when known.
-        in_force: the bundle version in force afterwards; None means the embedded policy.
-    """
-
-    kind: EventKind
-    message: str
-    url: str
-    time: dt.datetime
-    reason: str | None = None
-    version: int | None = None
-    in_force: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshResult:
-    """The outcome of one :meth:`BundleUpdater.refresh`.
-
-    Attributes:
-        outcome: ``updated``, ``unchanged`` (same bundle served again), ``not-modified``
-            (HTTP 304), ``rejected`` (see *reason*) or ``failed`` (network or HTTP error).
-        version: the bundle version in force afterwards; None means the embedded policy.
-        reason: the rejection reason, or None.
-        message: details.
-    """
-
-    outcome: Outcome
-    version: int | None
-    reason: str | None = None
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the update channel worked (updated, unchanged or not modified)."""
-        return self.outcome in ("updated", "unchanged", "not-modified")
 
 
 @dataclass(frozen=True, slots=True, eq=False)

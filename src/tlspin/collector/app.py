@@ -29,6 +29,7 @@ from tlspin.collector.formats import ParsedReport, ReportError, parse_report
 from tlspin.collector.metrics import Metrics
 from tlspin.collector.settings import Settings
 from tlspin.collector.storage import Database, Stored
+from tlspin.collector.writer import GroupWriter
 
 __all__ = ["CSP", "CollectorState", "create_app"]
 
@@ -108,6 +109,7 @@ class CollectorState:
     login_limiter: IPRateLimiter
     alerts: AlertSender | None
     rate_checked: dict[str, float]
+    writer: GroupWriter
 
 
 def state_of(request: Request) -> CollectorState:
@@ -173,11 +175,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.webhooks else None
         ),
         rate_checked={},
+        writer=GroupWriter(db),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await run_in_threadpool(state.writer.close)
         if state.alerts is not None:
             await run_in_threadpool(state.alerts.close, 2.0)
         db.dispose()
@@ -273,11 +277,11 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             return _reject(state, 400, "malformed", str(exc))
         received_at = dt.datetime.now(dt.UTC)
         try:
-            stored = await run_in_threadpool(
-                state.db.store_report, parsed, received_at=received_at,
+            stored = await state.writer.store(
+                parsed, received_at=received_at,
                 client_ip=None if settings.drop_client_ip else ip,
             )
-        except SQLAlchemyError:
+        except (SQLAlchemyError, RuntimeError):
             log.exception("could not store a report")
             return _reject(state, 503, "storage", "storage unavailable; retry later",
                            {"Retry-After": "5"})

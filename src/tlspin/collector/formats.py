@@ -54,6 +54,9 @@ def clean_text(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
+_CERT_CACHE: dict[bytes, tuple[str, str, str, str | None]] = {}
+
+
 class ReportError(ValueError):
     """A report was rejected; ``str(error)`` is the reason returned to the sender."""
 
@@ -335,17 +338,23 @@ def _cert_info(pem: str, where: str, *, served: bool) -> CertInfo:
         raise ReportError(f"{where} is not a PEM certificate")
     try:
         der = base64.b64decode("".join(match.group(1).split()), validate=True)
-        cert = x509.load_der_x509_certificate(der)
-        pin = str(Pin(spki_sha256(der)))
-    except (ValueError, TypeError):
+    except ValueError:
         raise ReportError(f"{where} is not a parsable X.509 certificate") from None
-    return CertInfo(
-        subject=_name(cert, "subject"),
-        issuer=_name(cert, "issuer"),
-        pin=pin,
-        not_after=_not_after(cert),
-        served=served,
-    )
+    # Reports of one incident repeat the same chain (every client behind one interceptor):
+    # parse each distinct certificate once.
+    known = _CERT_CACHE.get(der)
+    if known is None:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            pin = str(Pin(spki_sha256(der)))
+        except (ValueError, TypeError):
+            raise ReportError(f"{where} is not a parsable X.509 certificate") from None
+        known = (_name(cert, "subject"), _name(cert, "issuer"), pin, _not_after(cert))
+        if len(_CERT_CACHE) >= 4096:
+            _CERT_CACHE.clear()
+        _CERT_CACHE[der] = known
+    subject, issuer, pin, not_after = known
+    return CertInfo(subject=subject, issuer=issuer, pin=pin, not_after=not_after, served=served)
 
 
 def _name(cert: Any, attr: str) -> str:

@@ -83,6 +83,7 @@ class Database:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
+        self._intake_sql: tuple[Any, Any] | None = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -123,34 +124,21 @@ class Database:
         self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------
-    def store_report(
-        self, report: ParsedReport, *, received_at: dt.datetime, client_ip: str | None
-    ) -> Stored:
-        """Store *report* and fold it into its incident, in one transaction."""
-        key = report.incident_key()
-        values = {
-            "key": key,
-            "hostname": report.hostname,
-            "observed_pins": report.observed_pins,
-            "expected_pins": sorted(set(report.known_pins)),
-            "first_seen": received_at,
-            "last_seen": received_at,
-            "count": 1,
-            "status": "open",
-            "opened_at": received_at,
-            "resolved_at": None,
-        }
+    def _statements(self) -> tuple[Any, Any]:
+        """The intake statements, built once: per-call construction costs more than the SQL."""
+        if self._intake_sql is not None:
+            return self._intake_sql
         dialect_insert: Any
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert as dialect_insert
         else:
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        upsert = dialect_insert(Incident).values(**values)
+        upsert = dialect_insert(Incident)
         excluded = upsert.excluded
         upsert = upsert.on_conflict_do_update(
             index_elements=[Incident.key],
             set_={
-                "count": Incident.count + 1,
+                "count": Incident.count + excluded.count,
                 "last_seen": case(
                     (Incident.last_seen > excluded.last_seen, Incident.last_seen),
                     else_=excluded.last_seen,
@@ -164,33 +152,76 @@ class Database:
                 "resolved_at": None,
             },
         ).returning(Incident.id, Incident.count, Incident.opened_at)
+        add = insert(Report).returning(Report.id, sort_by_parameter_order=True)
+        self._intake_sql = (upsert, add)
+        return self._intake_sql
+
+    def store_report(
+        self, report: ParsedReport, *, received_at: dt.datetime, client_ip: str | None
+    ) -> Stored:
+        """Store *report* and fold it into its incident, in one transaction."""
+        return self.store_reports([(report, received_at, client_ip)])[0]
+
+    def store_reports(
+        self, items: Sequence[tuple[ParsedReport, dt.datetime, str | None]]
+    ) -> list[Stored]:
+        """Store several reports in one transaction (one commit: group commit).
+
+        Each incident is upserted once per batch with the batch's count for it; the reports
+        are inserted with one multi-row statement. Returns one :class:`Stored` per item, in
+        order.
+        """
+        upsert, add = self._statements()
+        groups: dict[str, list[int]] = {}
+        for index, (report, _, _) in enumerate(items):
+            groups.setdefault(report.incident_key(), []).append(index)
+        incident_of: dict[int, tuple[int, int, bool]] = {}
         with self.write() as conn:
-            incident_id, count, opened_at = conn.execute(upsert).one()
-            report_id = conn.execute(
-                insert(Report)
-                .values(
-                    received_at=received_at,
-                    client_time=report.client_time,
-                    kind=report.kind,
-                    hostname=report.hostname,
-                    port=report.port,
-                    noted_hostname=report.noted_hostname,
-                    include_subdomains=report.include_subdomains,
-                    mode=report.mode,
-                    reason=report.reason,
-                    app_id=report.app_id,
-                    app_version=report.app_version,
-                    client_ip=client_ip,
-                    observed_pins=report.observed_pins,
-                    known_pins=list(report.known_pins),
-                    chain=report.chain,
-                    issuer=report.issuer,
-                    incident_id=incident_id,
-                    raw=report.raw,
-                )
-                .returning(Report.id)
-            ).scalar_one()
-        return Stored(report_id, incident_id, count, opened_at == received_at)
+            for key, members in groups.items():
+                report, first_at, _ = items[members[0]]
+                last_at = max(items[i][1] for i in members)
+                incident_id, count, opened_at = conn.execute(upsert, {
+                    "key": key,
+                    "hostname": report.hostname,
+                    "observed_pins": report.observed_pins,
+                    "expected_pins": sorted(set(report.known_pins)),
+                    "first_seen": first_at,
+                    "last_seen": last_at,
+                    "count": len(members),
+                    "status": "open",
+                    "opened_at": first_at,
+                    "resolved_at": None,
+                }).one()
+                opened = opened_at == first_at
+                for position, index in enumerate(members):
+                    incident_of[index] = (
+                        incident_id, count - len(members) + 1 + position, opened and not position
+                    )
+            rows = [
+                {
+                    "received_at": received_at,
+                    "client_time": report.client_time,
+                    "kind": report.kind,
+                    "hostname": report.hostname,
+                    "port": report.port,
+                    "noted_hostname": report.noted_hostname,
+                    "include_subdomains": report.include_subdomains,
+                    "mode": report.mode,
+                    "reason": report.reason,
+                    "app_id": report.app_id,
+                    "app_version": report.app_version,
+                    "client_ip": client_ip,
+                    "observed_pins": report.observed_pins,
+                    "known_pins": list(report.known_pins),
+                    "chain": report.chain,
+                    "issuer": report.issuer,
+                    "incident_id": incident_of[index][0],
+                    "raw": report.raw,
+                }
+                for index, (report, received_at, client_ip) in enumerate(items)
+            ]
+            ids = [row[0] for row in conn.execute(add, rows)]
+        return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
 
     def resolve_incident(self, incident_id: int, *, now: dt.datetime | None = None) -> bool:
         """Mark an incident resolved; False if there is no such incident."""

@@ -1,0 +1,351 @@
+"""Benchmark: collector ingest rate against its own no-op endpoint, and dashboard load time.
+
+For each database (SQLite, and PostgreSQL when ``TLSPIN_TEST_PG_URL`` is set or a throwaway
+cluster can be started from ``/usr/lib/postgresql/*/bin``):
+
+1. start the collector with uvicorn in a child process on 127.0.0.1, with
+   ``benchmark_noop`` on, so ``POST /reports/noop`` runs the same framework path and body read as
+   ``POST /reports`` but stores nothing;
+2. post the same real reports (built from real pin violations) with N concurrent keep-alive
+   senders, alternating no-op and ingest rounds, and report the best rate of each;
+3. check zero loss: every 201 from ``/reports`` is a stored row, and nothing else is.
+
+Target: ingest ≥ 0.6 × the no-op rate, with zero loss.
+
+Then, on SQLite (and PostgreSQL), bulk-insert 100,000 reports over 30 days and time the
+dashboard pages (``/dashboard`` for 24 h, 7 d and 30 d, an incident page, ``/api/reports``).
+
+Run: ``python bench/bench_collector.py [--reports 1500] [--senders 8] [--rows 100000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TOKEN = "bench-token-" + "b" * 24
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _reports(count: int) -> list[bytes]:
+    """Real tlspin reports (a MITM chain failing the pins), each with a unique marker."""
+    import warnings
+
+    import tlspin
+    from tlspin.exceptions import SinglePinWarning
+    from tlspin.reporting import build_report
+    from tlspin.testing.pki import CA
+
+    root = CA.root("bench root")
+    leaf = root.intermediate("bench issuing CA").issue("api.bench.test")
+    mitm = CA.root("mitmproxy")
+    seen: list[tlspin.Violation] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinglePinWarning)
+        rule = tlspin.PinRule("api.bench.test", [tlspin.Pin.parse(root.pin)], mode="report")
+    tlspin.PinPolicy([rule], observers=[seen.append]).check(
+        "api.bench.test", [mitm.issue("api.bench.test").cert_der, mitm.cert_der], port=443)
+    del leaf
+    base = build_report(seen[0], app_id="com.bench.app")
+    return [json.dumps({**base, "app-version": f"m{i}"}).encode() for i in range(count)]
+
+
+class Server:
+    """uvicorn in a child process serving ``tlspin.collector:create_app_from_env``."""
+
+    def __init__(self, db_url: str) -> None:
+        from tlspin.collector import Settings
+
+        self.port = _free_port()
+        settings = Settings(db_url=db_url, token=TOKEN, benchmark_noop=True,
+                            ip_rate_limit=(10**9, 1.0))
+        env = {**os.environ, **settings.to_env()}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tlspin.collector:create_app_from_env", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+             "--no-access-log"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not self._up():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"collector did not start for {db_url}")
+            time.sleep(0.1)
+
+    def _up(self) -> bool:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn.request("GET", "/healthz")
+            ok = conn.getresponse().status == 200
+            conn.close()
+            return ok
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def _blast(port: int, path: str, bodies: list[bytes], senders: int) -> tuple[float, dict[str, int]]:
+    """POST every body with *senders* keep-alive connections; return (rate, acked marker→id)."""
+    chunks = [bodies[i::senders] for i in range(senders)]
+    acked: dict[str, int] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(senders + 1)
+
+    def run(chunk: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        start.wait()
+        mine = {}
+        for body in chunk:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            if response.status != 201:
+                failures.append(f"{response.status} {data[:100]!r}")
+                continue
+            if path == "/reports":
+                mine[json.loads(body)["app-version"]] = json.loads(data)["id"]
+        conn.close()
+        with lock:
+            acked.update(mine)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    start.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    return len(bodies) / elapsed, acked
+
+
+def ingest(db_url: str, label: str, count: int, senders: int, rounds: int) -> dict[str, Any]:
+    """Alternate no-op and ingest rounds; return the best rates and the loss check."""
+    from sqlalchemy import func, select
+
+    from tlspin.collector.models import Report
+    from tlspin.collector.storage import Database
+
+    bodies = _reports(count * rounds)
+    server = Server(db_url)
+    try:
+        _blast(server.port, "/reports/noop", bodies[:200], senders)  # warm-up
+        noop, real, acked = [], [], {}
+        for r in range(rounds):
+            chunk = bodies[r * count : (r + 1) * count]
+            noop.append(_blast(server.port, "/reports/noop", chunk, senders)[0])
+            rate, got = _blast(server.port, "/reports", chunk, senders)
+            real.append(rate)
+            acked.update(got)
+    finally:
+        server.stop()
+    db = Database(db_url)
+    with db.read() as conn:
+        stored = dict(conn.execute(select(Report.app_version, Report.id)).all())
+        total = conn.execute(select(func.count()).select_from(Report)).scalar_one()
+    db.dispose()
+    lost = sum(1 for m, i in acked.items() if stored.get(m) != i)
+    result = {
+        "db": label, "reports": len(acked), "senders": senders,
+        "noop_per_s": round(max(noop)), "ingest_per_s": round(max(real)),
+        "ratio": round(max(real) / max(noop), 2), "lost": lost,
+        "stored_equals_accepted": total == len(acked),
+    }
+    print(f"  {label:10} no-op {result['noop_per_s']:6}/s  ingest {result['ingest_per_s']:6}/s  "
+          f"ratio {result['ratio']:.2f}  accepted {len(acked)}  stored {total}  lost {lost}")
+    return result
+
+
+def _bulk(db_url: str, rows: int) -> tuple[int, int]:
+    """Insert *rows* reports over the last 30 days into a migrated database, fast."""
+    from sqlalchemy import insert, select
+
+    from tlspin.collector.formats import parse_report
+    from tlspin.collector.models import Incident, Report
+    from tlspin.collector.storage import Database
+
+    parsed = parse_report(_reports(1)[0])
+    db = Database(db_url)
+    db.migrate()
+    now = dt.datetime.now(dt.UTC)
+    rng = random.Random(7)
+    hosts = [f"api{i}.bench.test" for i in range(20)]
+    issuers = ["CN=mitmproxy,O=mitmproxy", "CN=Corp Proxy CA,O=Example Corp",
+               "CN=R11,O=Let's Encrypt,C=US", "CN=Zscaler Root CA,O=Zscaler Inc."]
+    with db.write() as conn:
+        incident_ids = []
+        for i, host in enumerate(hosts):
+            incident_ids.append(conn.execute(insert(Incident).values(
+                key=f"bench-{i}", hostname=host, observed_pins=parsed.observed_pins,
+                expected_pins=list(parsed.known_pins), first_seen=now - dt.timedelta(days=30),
+                last_seen=now, count=rows // len(hosts), status="open", opened_at=now,
+            ).returning(Incident.id)).scalar_one())
+        batch = []
+        for n in range(rows):
+            i = n % len(hosts)
+            batch.append({
+                "received_at": now - dt.timedelta(seconds=rng.uniform(0, 30 * 86400)),
+                "client_time": None, "kind": "tlspin", "hostname": hosts[i], "port": 443,
+                "noted_hostname": hosts[i], "include_subdomains": False, "mode": "report",
+                "reason": "mismatch", "app_id": f"com.bench.app{n % 5}", "app_version": "1",
+                "client_ip": None, "observed_pins": parsed.observed_pins,
+                "known_pins": list(parsed.known_pins), "chain": parsed.chain,
+                "issuer": issuers[n % len(issuers)], "incident_id": incident_ids[i],
+                "raw": parsed.raw,
+            })
+            if len(batch) == 5000:
+                conn.execute(insert(Report), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(Report), batch)
+        count = conn.execute(select(Report.id).order_by(Report.id.desc()).limit(1)).scalar_one()
+    db.dispose()
+    return int(count), incident_ids[0]
+
+
+def dashboard(db_url: str, label: str, rows: int) -> dict[str, Any]:
+    """Bulk-load *rows* reports, then time the dashboard pages (median of 5 loads)."""
+    began = time.perf_counter()
+    _, incident = _bulk(db_url, rows)
+    loaded = time.perf_counter() - began
+    server = Server(db_url)
+    timings: dict[str, float] = {}
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        pages = {"dashboard 24h": "/dashboard?range=24h", "dashboard 7d": "/dashboard?range=7d",
+                 "dashboard 30d": "/dashboard?range=30d", "incident": f"/incidents/{incident}",
+                 "api reports": "/api/reports?limit=100", "health": "/health"}
+        for name, path in pages.items():
+            samples = []
+            for _ in range(5):
+                t = time.perf_counter()
+                conn.request("GET", path, headers=auth)
+                response = conn.getresponse()
+                response.read()
+                assert response.status == 200, (path, response.status)
+                samples.append(time.perf_counter() - t)
+            timings[name] = statistics.median(samples) * 1000
+        conn.close()
+    finally:
+        server.stop()
+    print(f"  {label:10} bulk insert of {rows} reports: {loaded:.1f}s; median page load:")
+    for name, ms in timings.items():
+        print(f"    {name:14} {ms:8.1f} ms")
+    return {"db": label, "rows": rows, "bulk_insert_s": round(loaded, 1),
+            "page_ms": {k: round(v, 1) for k, v in timings.items()}}
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str | None]:
+    """TLSPIN_TEST_PG_URL, else a throwaway loopback cluster, else None."""
+    url = os.environ.get("TLSPIN_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        yield None
+        return
+    bindir = bins[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="tlspin-bench-pg-"))
+    user = "postgres" if os.geteuid() == 0 else None
+    run_as = ["runuser", "-u", user, "--"] if user else []
+    port = _free_port()
+    try:
+        (root / "sock").mkdir()
+        if user:
+            shutil.chown(root, user)
+            shutil.chown(root / "sock", user)
+        subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(root / "data"), "-U",
+                        "postgres", "-A", "trust", "--no-sync"], check=True,
+                       capture_output=True, cwd=root)
+        with (root / "data" / "postgresql.conf").open("a") as conf:
+            conf.write(f"\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = "
+                       f"'{root / 'sock'}'\nfsync = off\nsynchronous_commit = off\n")
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l",
+                        str(root / "log"), "-w", "-o", f"-p {port}", "start"], check=True,
+                       capture_output=True, cwd=root)
+        subprocess.run([*run_as, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
+                        "-U", "postgres", "bench"], check=True, capture_output=True, cwd=root)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        print(f"  (no PostgreSQL: could not start a throwaway cluster: {exc})")
+        shutil.rmtree(root, ignore_errors=True)
+        yield None
+        return
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/bench"
+    finally:
+        subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m",
+                        "immediate", "stop"], capture_output=True, cwd=root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _fresh_pg(base: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        conn.execute(f"CREATE SCHEMA {name}")
+    return f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{name}"
+
+
+def main() -> None:
+    """Run both benchmarks and print a JSON summary."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=1500, help="reports per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--senders", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=100_000, help="reports for the page test")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"ingest": [], "dashboard": []}
+    with tempfile.TemporaryDirectory() as tmp, postgres() as pg:
+        print("ingest (reports/s, best of rounds)")
+        results["ingest"].append(ingest(f"sqlite:///{tmp}/ingest.db", "sqlite", args.reports,
+                                        args.senders, args.rounds))
+        if pg:
+            results["ingest"].append(ingest(_fresh_pg(pg, "bench_ingest"), "postgresql",
+                                            args.reports, args.senders, args.rounds))
+        print("dashboard with stored reports")
+        results["dashboard"].append(dashboard(f"sqlite:///{tmp}/dash.db", "sqlite", args.rows))
+        if pg:
+            results["dashboard"].append(dashboard(_fresh_pg(pg, "bench_dash"), "postgresql",
+                                                  args.rows))
+    print(json.dumps(results, indent=2))
+    bad = [r for r in results["ingest"] if r["lost"] or not r["stored_equals_accepted"]]
+    if bad:
+        raise SystemExit(f"report loss: {bad}")
+    slow = [r["db"] for r in results["ingest"] if r["ratio"] < 0.6]
+    if slow:
+        print(f"below the 0.6 target on: {', '.join(slow)}")
+
+
+if __name__ == "__main__":
+    main()
