@@ -14,14 +14,16 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Any
 
 from tlspin import _der
 from tlspin.exceptions import InvalidPinError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography's X.509 and key modules are imported inside the constructors that need them:
+# the hot path (spki_sha256, Pin equality) never does, and `import tlspin` stays cheap.
 
 __all__ = ["CertificatePin", "Pin", "spki_sha256"]
 
@@ -227,6 +229,9 @@ class Pin:
     @classmethod
     def from_certificate(cls, data: bytes | str | x509.Certificate) -> Pin:
         """Pin the public key of a certificate given as PEM, DER or a ``cryptography`` object."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         if isinstance(data, x509.Certificate):
             der = data.public_bytes(serialization.Encoding.DER)
         else:
@@ -243,6 +248,8 @@ class Pin:
 
         A DER or PEM SubjectPublicKeyInfo is hashed as given, never re-encoded.
         """
+        from cryptography.hazmat.primitives import serialization
+
         if not isinstance(data, bytes | str):
             return cls._from_key_object(data)
         der, label = _to_der(data, ("PUBLIC KEY", "RSA PUBLIC KEY"), "public key")
@@ -268,6 +275,9 @@ class Pin:
 
         Lets a backup pin exist before any certificate for that key does.
         """
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         if isinstance(password, str):
             password = password.encode()
         if not isinstance(data, bytes | str):
@@ -311,6 +321,9 @@ class Pin:
     @classmethod
     def from_csr(cls, data: bytes | str | x509.CertificateSigningRequest) -> Pin:
         """Pin the public key of a certificate signing request (PEM, DER or object)."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         if isinstance(data, x509.CertificateSigningRequest):
             der = data.public_bytes(serialization.Encoding.DER)
         else:
@@ -325,6 +338,8 @@ class Pin:
 
     @classmethod
     def _from_key_object(cls, key: Any) -> Pin:
+        from cryptography.hazmat.primitives import serialization
+
         try:
             spki = key.public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -387,6 +402,9 @@ class CertificatePin:
     @classmethod
     def from_certificate(cls, data: bytes | str | x509.Certificate) -> CertificatePin:
         """Fingerprint a certificate given as PEM, DER or a ``cryptography`` object."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         if isinstance(data, x509.Certificate):
             der = data.public_bytes(serialization.Encoding.DER)
         else:

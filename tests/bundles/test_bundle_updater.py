@@ -257,6 +257,13 @@ def test_refuses_to_construct_without_pinned_update_host(
                 store=tmp_path,
                 fallback_policy=policy,
             )
+    with pytest.raises(PolicyError, match="invalid"):
+        BundleUpdater(
+            "https://127.0.0.1:99999/b.json",
+            trusted_keys=keys,
+            store=tmp_path,
+            fallback_policy=pki.policy(),
+        )
     with pytest.raises(PolicyError, match="https"):
         BundleUpdater(
             "http://127.0.0.1:1/b.json",

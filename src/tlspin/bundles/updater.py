@@ -95,7 +95,11 @@ class BundleUpdater:
         min_version: int = 0,
         observers: Iterable[Callable[[BundleEvent], object]] = (),
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port or 443
+        except ValueError as exc:
+            raise PolicyError(f"the bundle URL {url!r} is invalid: {exc}") from None
         if parts.scheme != "https" or not parts.hostname:
             raise PolicyError(f"the bundle URL must be https://host/…, found {url!r}")
         if parts.username or parts.password:
@@ -117,7 +121,7 @@ class BundleUpdater:
             raise PolicyError(f"interval and timeout must be positive, found {interval}, {timeout}")
         self._url = url
         self._host = host
-        self._port = parts.port or 443
+        self._port = port
         self._target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
         self._fallback = fallback_policy
         self._interval = float(interval)
