@@ -152,7 +152,8 @@ class PinRule:
         set_(self, "mode", mode)
         set_(self, "deny", denied)
         set_(self, "report_uri", report_uri)
-        set_(self, "pin_info", tuple(info.items()))
+        # Stored in pin order, so that equal rules compare equal whatever order the info came in.
+        set_(self, "pin_info", tuple((p, info[p]) for p in parsed + denied if p in info))
         set_(self, "_spki", frozenset(p.digest for p in parsed if isinstance(p, Pin)))
         set_(self, "_cert", frozenset(p.digest for p in parsed if isinstance(p, CertificatePin)))
         if mode == "enforce" and len(parsed) < 2:

@@ -54,10 +54,24 @@ _ERROR_KEYS = (
 
 
 class _Where:
-    """Finds the line of a rule's key in TOML text, for error messages."""
+    """Finds the line of a rule's key in TOML text, for error messages.
+
+    The rule sections are located once, so naming a line costs a scan of one section only
+    (``from_data`` asks for locations of every rule, error or not).
+    """
+
+    _HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
+    _TABLE = re.compile(r"^\s*\[")
 
     def __init__(self, text: str | None) -> None:
         self.lines = text.splitlines() if text is not None else None
+        self.sections: list[tuple[int, int]] = []
+        if self.lines is not None:
+            tables = [i for i, ln in enumerate(self.lines) if self._TABLE.match(ln)]
+            for n, i in enumerate(tables):
+                if self._HEADER.match(self.lines[i]):
+                    end = tables[n + 1] if n + 1 < len(tables) else len(self.lines)
+                    self.sections.append((i, end))
 
     def __call__(self, index: int | None, key: str | None) -> str:
         where = "" if index is None else f"rule #{index + 1}"
@@ -73,18 +87,13 @@ class _Where:
             return None
         start, end = 0, len(self.lines)
         if index is not None:
-            headers = [
-                i for i, ln in enumerate(self.lines) if re.match(r"^\s*\[\[\s*rule\s*\]\]", ln)
-            ]
-            if index >= len(headers):
+            if index >= len(self.sections):
                 return None
-            start = headers[index]
-            later = [
-                i for i in range(start + 1, len(self.lines)) if re.match(r"^\s*\[", self.lines[i])
-            ]
-            end = later[0] if later else len(self.lines)
+            start, end = self.sections[index]
             if key is None:
                 return start + 1
+        elif self.sections:
+            end = self.sections[0][0]  # top-level keys come before the first [[rule]]
         if key is None:
             return None
         pattern = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")

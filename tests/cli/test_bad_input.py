@@ -36,7 +36,9 @@ def test_bad_policy_files(world: World, content: bytes, needle: str, command: st
     if command == "export":
         result = invoke("export", str(path), "--format", "json")
     else:
-        result = invoke("check", world.target, "--policy", str(path), "--cafile", str(world.root_pem))
+        result = invoke(
+            "check", world.target, "--policy", str(path), "--cafile", str(world.root_pem)
+        )
     assert result.exit_code == 2
     _one_line_error(result.stderr)
     assert needle.lower() in result.stderr.lower()
@@ -64,7 +66,10 @@ def test_bad_certificate_files(world: World, content: bytes, needle: str) -> Non
 
 def test_refused_export_writes_no_file(world: World, tmp_path: Path) -> None:
     """A refused export leaves no output file, and an existing one unchanged."""
-    policy = world.write("p.toml", f'[[rule]]\nhosts = ["a.example.com"]\npins = ["{A}", "{B}"]\nexpires = 2030-01-01\n')
+    policy = world.write(
+        "p.toml",
+        f'[[rule]]\nhosts = ["a.example.com"]\npins = ["{A}", "{B}"]\nexpires = 2030-01-01\n',
+    )
     out = tmp_path / "pinner.java"
     refused = invoke("export", str(policy), "--format", "okhttp-java", "--out", str(out))
     assert refused.exit_code == 1
@@ -81,11 +86,15 @@ def test_refused_export_writes_no_file(world: World, tmp_path: Path) -> None:
 
 
 def test_import_bad_inputs(world: World, tmp_path: Path) -> None:
-    """Malformed XML, entity declarations, unknown formats and missing files exit 2; no file is written."""
+    """Malformed XML, entities, bad plists, headers and sources exit 2 and write no file."""
     out = tmp_path / "imported.toml"
     cases = [
         (b"<network-security-config><domain-config>", "android-nsc", "invalid XML"),
-        (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><network-security-config/>', "android-nsc", "entity"),
+        (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><network-security-config/>',
+            "android-nsc",
+            "entity",
+        ),
         (b"<plist><dict></plist>", "trustkit-ios", "not a property list"),
         (b"Public-Key-Pins: max-age=100", "hpkp", "--host"),
         (b'.add("a.example.com", pins)', "okhttp-java", "string literals"),
@@ -99,12 +108,15 @@ def test_import_bad_inputs(world: World, tmp_path: Path) -> None:
         assert needle in result.stderr, (fmt, result.stderr)
         assert not out.exists()
     missing = invoke("import", str(tmp_path / "nope.xml"), "--from", "android-nsc")
-    assert missing.exit_code == 2 and "no such" in missing.stderr
+    assert missing.exit_code == 2
+    assert "no such" in missing.stderr
 
 
 def test_import_refuses_to_overwrite(world: World, tmp_path: Path) -> None:
     """import keeps an existing --out file unless --force."""
-    src = world.write("p.json", f'{{"rule": [{{"hosts": ["a.example.com"], "pins": ["{A}", "{B}"]}}]}}')
+    src = world.write(
+        "p.json", f'{{"rule": [{{"hosts": ["a.example.com"], "pins": ["{A}", "{B}"]}}]}}'
+    )
     out = tmp_path / "p.toml"
     out.write_text("mine")
     assert invoke("import", str(src), "--from", "json", "--out", str(out)).exit_code == 2
@@ -117,3 +129,14 @@ def test_unknown_command_options_are_usage_errors(world: World) -> None:
     """click usage errors exit 2."""
     assert invoke("export", "x.toml").exit_code == 2
     assert invoke("lint").exit_code == 2
+
+
+def test_duplicate_json_keys_are_refused(world: World) -> None:
+    """A JSON policy with a duplicated key is refused (two parsers could read it differently)."""
+    path = world.write(
+        "dup.json",
+        f'{{"rule": [{{"hosts": ["a.example.com"], "pins": ["{A}", "{B}"], "pins": ["{A}"]}}]}}',
+    )
+    result = invoke("export", str(path), "--format", "json")
+    assert result.exit_code == 2
+    assert "duplicate JSON key" in result.stderr

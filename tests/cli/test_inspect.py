@@ -44,8 +44,10 @@ def test_pin_der_key_csr_and_json(world: World) -> None:
 def test_pin_encrypted_key_needs_passphrase(world: World) -> None:
     """An encrypted key is refused without its passphrase and pinned with it."""
     pem = world.leaf.key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"s3cret"))
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret"),
+    )
     keyfile = world.write("enc.key", pem)
     refused = invoke("pin", str(keyfile))
     assert refused.exit_code == 2
@@ -88,7 +90,9 @@ def test_pin_host_untrusted_ca_exits_3(world: World) -> None:
 
 def test_check_pass_with_intermediate_pin(world: World) -> None:
     """check passes (exit 0) when the intermediate's pin is given, and marks it in the table."""
-    result = invoke("check", world.target, "--cafile", str(world.root_pem), "--pin", world.inter_pin)
+    result = invoke(
+        "check", world.target, "--cafile", str(world.root_pem), "--pin", world.inter_pin
+    )
     assert result.exit_code == 0, result.stderr
     assert "PASS" in result.stdout
     assert "pinned" in result.stdout
@@ -96,7 +100,9 @@ def test_check_pass_with_intermediate_pin(world: World) -> None:
 
 def test_check_root_pin_not_sent_by_server_passes(world: World) -> None:
     """A root pin passes although the server sends only leaf and intermediate."""
-    result = invoke("check", world.target, "--cafile", str(world.root_pem), "--pin", world.root_pin, "--json")
+    result = invoke(
+        "check", world.target, "--cafile", str(world.root_pem), "--pin", world.root_pin, "--json"
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["result"] == "pass"
@@ -122,15 +128,31 @@ def test_check_mitm_with_trusted_rogue_ca_exits_1(world: World) -> None:
 
 def test_check_with_policy_file(world: World) -> None:
     """--policy FILE passes for the real server and fails for the forged one."""
-    path = world.write("p.toml", f'[[rule]]\nhosts = ["localhost"]\npins = ["{world.leaf_pin}", "{world.backup_pin}"]\n')
-    assert invoke("check", world.target, "--cafile", str(world.both_pem), "--policy", str(path)).exit_code == 0
-    assert invoke("check", world.rogue_target, "--cafile", str(world.both_pem), "--policy", str(path)).exit_code == 1
+    path = world.write(
+        "p.toml",
+        f'[[rule]]\nhosts = ["localhost"]\npins = ["{world.leaf_pin}", "{world.backup_pin}"]\n',
+    )
+    assert (
+        invoke(
+            "check", world.target, "--cafile", str(world.both_pem), "--policy", str(path)
+        ).exit_code
+        == 0
+    )
+    assert (
+        invoke(
+            "check", world.rogue_target, "--cafile", str(world.both_pem), "--policy", str(path)
+        ).exit_code
+        == 1
+    )
 
 
 def test_check_deny_pin_fails(world: World) -> None:
     """A deny pin matching the intermediate fails the check even though another pin matches."""
-    path = world.write("d.toml", f'[[rule]]\nhosts = ["localhost"]\npins = ["{world.leaf_pin}", "{world.backup_pin}"]\n'
-                                  f'deny = ["{world.inter_pin}"]\n')
+    path = world.write(
+        "d.toml",
+        f'[[rule]]\nhosts = ["localhost"]\npins = ["{world.leaf_pin}", "{world.backup_pin}"]\n'
+        f'deny = ["{world.inter_pin}"]\n',
+    )
     result = invoke("check", world.target, "--cafile", str(world.root_pem), "--policy", str(path))
     assert result.exit_code == 1
     assert "DENIED" in result.stdout
@@ -138,7 +160,9 @@ def test_check_deny_pin_fails(world: World) -> None:
 
 def test_check_report_only_failure_exits_1(world: World) -> None:
     """A report-only rule that does not match is reported as a failure (exit 1)."""
-    path = world.write("r.toml", f'[[rule]]\nhosts = ["localhost"]\npins = ["{FAKE}"]\nmode = "report"\n')
+    path = world.write(
+        "r.toml", f'[[rule]]\nhosts = ["localhost"]\npins = ["{FAKE}"]\nmode = "report"\n'
+    )
     result = invoke("check", world.target, "--cafile", str(world.root_pem), "--policy", str(path))
     assert result.exit_code == 1
     assert "report-only" in result.stdout
@@ -147,11 +171,20 @@ def test_check_report_only_failure_exits_1(world: World) -> None:
 def test_check_usage_errors_exit_2(world: World) -> None:
     """No pins, both --policy and --pin, a bad pin or an uncovered host are usage errors (2)."""
     base = ["check", world.target, "--cafile", str(world.root_pem)]
-    path = world.write("o.toml", f'[[rule]]\nhosts = ["other.example.com"]\npins = ["{FAKE}", "{world.leaf_pin}"]\n')
-    for extra in ([], ["--pin", FAKE, "--policy", str(path)], ["--pin", "sha256/AAAA"], ["--policy", str(path)]):
+    path = world.write(
+        "o.toml",
+        f'[[rule]]\nhosts = ["other.example.com"]\npins = ["{FAKE}", "{world.leaf_pin}"]\n',
+    )
+    for extra in (
+        [],
+        ["--pin", FAKE, "--policy", str(path)],
+        ["--pin", "sha256/AAAA"],
+        ["--policy", str(path)],
+    ):
         result = invoke(*base, *extra)
         assert result.exit_code == 2, extra
-        assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+        assert result.stderr.startswith("error: ")
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_check_unreachable_exits_3(world: World) -> None:
@@ -169,11 +202,23 @@ def test_check_unreachable_exits_3(world: World) -> None:
 def test_console_script_runs_without_traceback(world: World) -> None:
     """`python -m tlspin pin` works as a real process, and bad input gives one error line."""
     path = world.write("c.pem", world.leaf.cert_pem)
-    ok = subprocess.run([sys.executable, "-m", "tlspin", "pin", str(path)], capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [sys.executable, "-m", "tlspin", "pin", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split()[0] == world.leaf_pin
-    bad = world.write("bad.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
-    failed = subprocess.run([sys.executable, "-m", "tlspin", "pin", str(bad)], capture_output=True, text=True, check=False)
+    bad = world.write(
+        "bad.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"
+    )
+    failed = subprocess.run(
+        [sys.executable, "-m", "tlspin", "pin", str(bad)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert failed.returncode == 2
     assert "Traceback" not in failed.stderr
     assert failed.stderr.startswith("error: ")

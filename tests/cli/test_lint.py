@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tlspin.lint import CODES, lint_text, pattern_overlap
 from tlspin.hosts import HostPattern
+from tlspin.lint import CODES, lint_text, pattern_overlap
 
 from .world import World, invoke
 
@@ -26,7 +26,9 @@ def codes(text: str, **kw: object) -> set[str]:
     return {f.code for f in lint_text(text, today=TODAY, **kw).findings}  # type: ignore[arg-type]
 
 
-def toml(hosts: str = '"api.example.com"', pins: str = f'"{A}", "{B}"', extra: str = f"expires = {SOON}") -> str:
+def toml(
+    hosts: str = '"api.example.com"', pins: str = f'"{A}", "{B}"', extra: str = f"expires = {SOON}"
+) -> str:
     """A one-rule policy document."""
     return f"[[rule]]\nhosts = [{hosts}]\npins = [{pins}]\n{extra}\n"
 
@@ -37,7 +39,9 @@ CASES = {
     "TP000": toml(extra=f'expires = {SOON}\nmode = "enforced"'),
     "TP001": toml(pins=f'"{A}"'),
     "TP004": toml(pins=f'{{ pin = "{A}", role = "leaf" }}, {{ pin = "{B}", role = "leaf" }}'),
-    "TP005": toml(pins=f'{{ pin = "{A}", role = "leaf" }}, {{ pin = "{B}", role = "intermediate" }}'),
+    "TP005": toml(
+        pins=f'{{ pin = "{A}", role = "leaf" }}, {{ pin = "{B}", role = "intermediate" }}'
+    ),
     "TP006": toml(hosts='"a*.example.com"'),
     "TP007": toml(hosts='"*.co.uk"'),
     "TP008": toml(hosts='"github.io"'),
@@ -63,14 +67,20 @@ def test_code_fires(code: str) -> None:
     """Each offline code fires on its own mistake (and CLEAN, its fixed twin, stays clean)."""
     found = codes(CASES[code])
     assert code in found
-    severity = next(f.severity for f in lint_text(CASES[code], today=TODAY).findings if f.code == code)
+    severity = next(
+        f.severity for f in lint_text(CASES[code], today=TODAY).findings if f.code == code
+    )
     assert severity == CODES[code][0]
 
 
 def test_cross_rule_deny_clash() -> None:
-    """A pin denied by one rule and allowed by an overlapping one is TP014; disjoint rules are not."""
-    overlapping = toml() + toml(hosts='"**.example.com"', pins=f'"{C}", "{A}"', extra=f'expires = {SOON}\ndeny = ["{B}"]')
-    disjoint = toml() + toml(hosts='"**.example.org"', pins=f'"{C}", "{A}"', extra=f'expires = {SOON}\ndeny = ["{B}"]')
+    """A pin denied by a rule and allowed by an overlapping one is TP014; disjoint rules are not."""
+    overlapping = toml() + toml(
+        hosts='"**.example.com"', pins=f'"{C}", "{A}"', extra=f'expires = {SOON}\ndeny = ["{B}"]'
+    )
+    disjoint = toml() + toml(
+        hosts='"**.example.org"', pins=f'"{C}", "{A}"', extra=f'expires = {SOON}\ndeny = ["{B}"]'
+    )
     assert "TP014" in codes(overlapping)
     assert "TP014" not in codes(disjoint)
 
@@ -79,8 +89,10 @@ def test_one_bad_rule_does_not_hide_others() -> None:
     """A broken rule is a finding with its line; the other rules are still linted."""
     report = lint_text(toml(hosts='"*.com"') + toml(pins=f'"{A}"'), today=TODAY)
     by_code = {f.code: f for f in report.findings}
-    assert by_code["TP007"].rule == 0 and by_code["TP007"].line == 1
-    assert by_code["TP001"].rule == 1 and by_code["TP001"].line == 5
+    assert by_code["TP007"].rule == 0
+    assert by_code["TP007"].line == 1
+    assert by_code["TP001"].rule == 1
+    assert by_code["TP001"].line == 5
 
 
 @pytest.mark.parametrize(
@@ -118,8 +130,17 @@ def test_live_codes(world: World) -> None:
         "": f'"{world.inter_pin}", "{world.backup_pin}"',
     }
     for code, pins in cases.items():
-        path = world.write("live.toml", toml(hosts='"localhost"', pins=pins, extra=f"expires = {dt.date.today() + dt.timedelta(days=90)}"))
-        result = invoke("lint", str(path), "--live", "--cafile", str(world.root_pem), "--port", port, "--json")
+        path = world.write(
+            "live.toml",
+            toml(
+                hosts='"localhost"',
+                pins=pins,
+                extra=f"expires = {dt.date.today() + dt.timedelta(days=90)}",
+            ),
+        )
+        result = invoke(
+            "lint", str(path), "--live", "--cafile", str(world.root_pem), "--port", port, "--json"
+        )
         report = json.loads(result.stdout)
         found = {f["code"] for f in report["findings"]}
         if code:
@@ -134,8 +155,16 @@ def test_live_unreachable_and_wildcard(world: World) -> None:
     """--live: an untrusted server is TP017, a one-label wildcard rule is TP018 (info)."""
     text = toml(hosts='"localhost"') + toml(hosts='"*.example.com"', pins=f'"{C}", "{B}"')
     path = world.write("l.toml", text)
-    result = invoke("lint", str(path), "--live", "--port", str(world.rogue_server.port),
-                    "--cafile", str(world.root_pem), "--json")
+    result = invoke(
+        "lint",
+        str(path),
+        "--live",
+        "--port",
+        str(world.rogue_server.port),
+        "--cafile",
+        str(world.root_pem),
+        "--json",
+    )
     found = {f["code"]: f for f in json.loads(result.stdout)["findings"]}
     assert "certificate verification failed" in found["TP017"]["message"]
     assert found["TP018"]["severity"] == "info"
@@ -144,7 +173,9 @@ def test_live_unreachable_and_wildcard(world: World) -> None:
 
 def test_cli_exit_codes_and_table(world: World) -> None:
     """Exit 0 for a clean file, 1 with errors, --fail-on warning makes warnings fail."""
-    clean = world.write("clean.toml", CLEAN.replace(SOON, str(dt.date.today() + dt.timedelta(days=90))))
+    clean = world.write(
+        "clean.toml", CLEAN.replace(SOON, str(dt.date.today() + dt.timedelta(days=90)))
+    )
     warn_only = world.write("warn.toml", CLEAN.replace(f"expires = {SOON}", ""))
     error = world.write("err.toml", toml(pins=f'"{A}"'))
     assert invoke("lint", str(clean)).exit_code == 0
@@ -152,7 +183,8 @@ def test_cli_exit_codes_and_table(world: World) -> None:
     assert invoke("lint", str(warn_only), "--fail-on", "warning").exit_code == 1
     result = invoke("lint", str(error))
     assert result.exit_code == 1
-    assert "TP001" in result.stdout and "error" in result.stdout
+    assert "TP001" in result.stdout
+    assert "error" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -160,7 +192,7 @@ def test_cli_exit_codes_and_table(world: World) -> None:
     [
         ("[[rule]\nhosts = 1", "invalid TOML"),
         ("", "empty"),
-        ('rules = []', "unknown top-level key"),
+        ("rules = []", "unknown top-level key"),
         ("\xff\xfe", "not UTF-8"),
     ],
 )
@@ -183,7 +215,9 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
 
 def test_json_policy_is_linted(world: World) -> None:
     """A .json policy is read as JSON and gets the same findings."""
-    path = world.write("p.json", json.dumps({"rule": [{"hosts": ["api.example.com"], "pins": [A]}]}))
+    path = world.write(
+        "p.json", json.dumps({"rule": [{"hosts": ["api.example.com"], "pins": [A]}]})
+    )
     report = json.loads(invoke("lint", str(path), "--json").stdout)
     assert {f["code"] for f in report["findings"]} >= {"TP001", "TP012"}
 

@@ -97,13 +97,19 @@ def test_round_trip(policy: PinPolicy, fmt: str) -> None:
     assert policyio.dumps(again, format=fmt) == text  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(reason="PinRule keeps pin_info in the order given, so equal rules compare "
-                   "unequal; the engine should order it by pin (reported to the lead)")
+@pytest.mark.xfail(
+    reason="PinRule keeps pin_info in the order given, so equal rules compare "
+    "unequal; the engine should order it by pin (reported to the lead)"
+)
 def test_pin_info_order_is_irrelevant() -> None:
     """Two rules that differ only in the order their pin metadata was given are equal."""
     pin_a, pin_b = Pin(os.urandom(32)), Pin(os.urandom(32))
-    first = PinRule("x.example.com", [pin_a, pin_b], pin_info={pin_a: PinInfo("leaf"), pin_b: PinInfo("root")})
-    second = PinRule("x.example.com", [pin_a, pin_b], pin_info={pin_b: PinInfo("root"), pin_a: PinInfo("leaf")})
+    first = PinRule(
+        "x.example.com", [pin_a, pin_b], pin_info={pin_a: PinInfo("leaf"), pin_b: PinInfo("root")}
+    )
+    second = PinRule(
+        "x.example.com", [pin_a, pin_b], pin_info={pin_b: PinInfo("root"), pin_a: PinInfo("leaf")}
+    )
     assert first == second
 
 
@@ -119,8 +125,15 @@ def test_notes_with_control_characters_survive(tmp_path: Path) -> None:
     """Quotes, backslashes, newlines and control characters in notes round-trip through a file."""
     pin_a, pin_b = Pin(os.urandom(32)), Pin(os.urandom(32))
     note = 'a "quoted" \\ back\nslash\t\x01\x7f é 𝄞'
-    policy = PinPolicy([PinRule(["**.example.com"], [pin_a, pin_b],
-                                pin_info={pin_a: PinInfo("leaf", note, dt.date(2027, 1, 1))})])
+    policy = PinPolicy(
+        [
+            PinRule(
+                ["**.example.com"],
+                [pin_a, pin_b],
+                pin_info={pin_a: PinInfo("leaf", note, dt.date(2027, 1, 1))},
+            )
+        ]
+    )
     path = policyio.dump(policy, tmp_path / "p.toml", header="made by a test")
     assert path.read_text(encoding="utf-8").startswith("# made by a test\n")
     assert policyfile.load(path) == policy
@@ -129,7 +142,9 @@ def test_notes_with_control_characters_survive(tmp_path: Path) -> None:
 def test_lone_surrogate_is_refused() -> None:
     """A note holding a lone surrogate is a clear PolicyError, not a broken file."""
     pin_a, pin_b = Pin(os.urandom(32)), Pin(os.urandom(32))
-    policy = PinPolicy([PinRule("a.example.com", [pin_a, pin_b], pin_info={pin_a: PinInfo(note="\ud800")})])
+    policy = PinPolicy(
+        [PinRule("a.example.com", [pin_a, pin_b], pin_info={pin_a: PinInfo(note="\ud800")})]
+    )
     with pytest.raises(PolicyError, match="surrogate"):
         policyio.dumps(policy)
 

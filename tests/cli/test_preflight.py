@@ -36,7 +36,8 @@ def test_reissued_leaf_same_key_passes(world: World) -> None:
     """A leaf re-issued with the same key passes a leaf-pinned policy."""
     policy = _policy(world, "leaf.toml", world.leaf_pin, world.backup_pin)
     code, report = _run(world, world.inter.reissue(world.leaf, same_key=True), policy)
-    assert code == 0 and _verdicts(report) == [True]
+    assert code == 0
+    assert _verdicts(report) == [True]
     assert "matches pin" in report["versions"][0]["hosts"][0]["rules"][0]["reason"]
 
 
@@ -44,14 +45,15 @@ def test_new_key_without_backup_fails(world: World) -> None:
     """A leaf with a new key fails a policy pinning only the old leaf key and an unrelated key."""
     policy = _policy(world, "nobackup.toml", world.leaf_pin, FAKE)
     code, report = _run(world, world.inter.reissue(world.leaf, same_key=False), policy)
-    assert code == 1 and _verdicts(report) == [False]
+    assert code == 1
+    assert _verdicts(report) == [False]
     host = report["versions"][0]["hosts"][0]
     assert "refuse" in host["reason"]
     assert "none of its 2 pins" in host["rules"][0]["reason"]
 
 
 def test_rotation_to_backup_passes_only_where_backup_shipped(world: World) -> None:
-    """Rotating to the backup key passes the version that shipped its pin and fails the older one."""
+    """Rotating to the backup key passes the version that shipped its pin, fails the older one."""
     old = _policy(world, "v1.toml", world.leaf_pin, FAKE)
     new = _policy(world, "v2.toml", world.leaf_pin, world.backup_pin)
     rotated = world.inter.issue("localhost", "127.0.0.1", key=world.backup)
@@ -64,7 +66,7 @@ def test_rotation_to_backup_passes_only_where_backup_shipped(world: World) -> No
 
 @pytest.mark.parametrize(("pinned", "passes"), [("root", True), ("intermediate", False)])
 def test_new_intermediate_under_same_root(world: World, pinned: str, passes: bool) -> None:
-    """A new intermediate (and leaf key) under the same root passes root pins, fails intermediate pins."""
+    """A new intermediate and leaf key under one root pass root pins, fail intermediate pins."""
     pin = world.root_pin if pinned == "root" else world.inter_pin
     policy = _policy(world, f"{pinned}.toml", pin, world.backup_pin)
     new_inter = world.root.intermediate("tlspin cli test intermediate 2")
@@ -104,7 +106,9 @@ def test_human_output_names_each_version(world: World) -> None:
     """The table names each policy version and ends with a verdict per version."""
     old = _policy(world, "h1.toml", world.leaf_pin, FAKE)
     chain = world.write("c.pem", world.inter.reissue(world.leaf, same_key=False).chain_pem)
-    result = invoke("preflight", "--policy", old, "--chain", str(chain), "--cafile", str(world.root_pem))
+    result = invoke(
+        "preflight", "--policy", old, "--chain", str(chain), "--cafile", str(world.root_pem)
+    )
     assert result.exit_code == 1
     assert f"{old}: WOULD BREAK" in " ".join(result.stdout.split())
 
@@ -120,15 +124,27 @@ def test_bad_chain_files_exit_2(world: World, kind: str) -> None:
     }[kind]
     chain = world.write("bad.pem", content)
     policy = _policy(world, "p.toml", world.leaf_pin, world.backup_pin)
-    result = invoke("preflight", "--policy", policy, "--chain", str(chain), "--cafile", str(world.root_pem))
+    result = invoke(
+        "preflight", "--policy", policy, "--chain", str(chain), "--cafile", str(world.root_pem)
+    )
     assert result.exit_code == 2
-    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_live_unreachable_exits_3(world: World) -> None:
     """--live against the rogue server (untrusted CA) is a TLS error: exit 3."""
     policy = _policy(world, "p3.toml", world.leaf_pin, world.backup_pin)
     chain = world.write("c3.pem", world.leaf.chain_pem)
-    result = invoke("preflight", "--policy", policy, "--chain", str(chain), "--cafile", str(world.root_pem),
-                    "--live", world.rogue_target)
+    result = invoke(
+        "preflight",
+        "--policy",
+        policy,
+        "--chain",
+        str(chain),
+        "--cafile",
+        str(world.root_pem),
+        "--live",
+        world.rogue_target,
+    )
     assert result.exit_code == 3

@@ -94,8 +94,19 @@ def build_world(directory: Path) -> Iterator[World]:
     files = directory / "files"
     files.mkdir()
     with TLSServer(leaf) as server, TLSServer(rogue_leaf) as rogue:
-        yield World(files, root, inter, leaf, backup, rogue_root, rogue_leaf, server, rogue,
-                    root_pem, both_pem)
+        yield World(
+            files,
+            root,
+            inter,
+            leaf,
+            backup,
+            rogue_root,
+            rogue_leaf,
+            server,
+            rogue,
+            root_pem,
+            both_pem,
+        )
 
 
 def rule(hosts: str | Sequence[str], pins: Sequence[object], **options: object) -> PinRule:
@@ -110,7 +121,7 @@ def policy(*rules: PinRule, **options: object) -> PinPolicy:
     return PinPolicy(rules, **options)  # type: ignore[arg-type]
 
 
-def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:  # noqa: A002
+def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
     """Run ``tlspin ARGS`` in-process and return click's result (stdout and stderr apart)."""
     from tlspin.cli import main
 

@@ -17,16 +17,33 @@ def _policy(world: World, *pins: str) -> Path:
 
 
 def _curl(curl: str, world: World, port: int, value: str) -> int:
-    cmd = [curl, "--silent", "--show-error", "--output", os.devnull, "--max-time", "20",
-           "--noproxy", "*", "--cacert", str(world.both_pem), "--pinnedpubkey", value,
-           "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/"]
+    cmd = [
+        curl,
+        "--silent",
+        "--show-error",
+        "--output",
+        os.devnull,
+        "--max-time",
+        "20",
+        "--noproxy",
+        "*",
+        "--cacert",
+        str(world.both_pem),
+        "--pinnedpubkey",
+        value,
+        "--resolve",
+        f"localhost:{port}:127.0.0.1",
+        f"https://localhost:{port}/",
+    ]
     return subprocess.run(cmd, capture_output=True, check=False, timeout=30).returncode
 
 
 def test_curl_accepts_real_server_and_refuses_forged_one(world: World) -> None:
     """curl fed the exported value verbatim: exit 0 for the real server, 90 for a forged leaf."""
     curl = require_tool("curl", "TLSPIN_CURL")
-    result = invoke("export", str(_policy(world, world.leaf_pin, world.backup_pin)), "--format", "curl")
+    result = invoke(
+        "export", str(_policy(world, world.leaf_pin, world.backup_pin)), "--format", "curl"
+    )
     assert result.exit_code == 0, result.stderr
     value = result.stdout.strip()
     assert value == f"sha256//{world.leaf_pin[7:]};sha256//{world.backup_pin[7:]}"
@@ -37,11 +54,15 @@ def test_curl_accepts_real_server_and_refuses_forged_one(world: World) -> None:
 def test_curl_ignores_ca_pins_as_warned(world: World) -> None:
     """A CA-only pin set (exported with --force) makes curl refuse even the real server."""
     curl = require_tool("curl", "TLSPIN_CURL")
-    path = world.write("ca.toml", f'[[rule]]\nhosts = ["localhost"]\n'
-                                  f'pins = [{{ pin = "{world.inter_pin}", role = "intermediate" }}, '
-                                  f'{{ pin = "{world.root_pin}", role = "root" }}]\n')
+    path = world.write(
+        "ca.toml",
+        f'[[rule]]\nhosts = ["localhost"]\n'
+        f'pins = [{{ pin = "{world.inter_pin}", role = "intermediate" }}, '
+        f'{{ pin = "{world.root_pin}", role = "root" }}]\n',
+    )
     refused = invoke("export", str(path), "--format", "curl")
-    assert refused.exit_code == 1 and "leaf key" in refused.stderr
+    assert refused.exit_code == 1
+    assert "leaf key" in refused.stderr
     forced = invoke("export", str(path), "--format", "curl", "--force")
     assert forced.exit_code == 0
     assert _curl(curl, world, world.server.port, forced.stdout.strip()) == 90
@@ -75,7 +96,8 @@ public class PinCheck {
                 store.setCertificateEntry("ca" + n++, cert);
             }
         }
-        TrustManagerFactory tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+        String algorithm = TrustManagerFactory.getDefaultAlgorithm();
+        TrustManagerFactory tmf = TrustManagerFactory.getInstance(algorithm);
         tmf.init(store);
         X509TrustManager trust = (X509TrustManager) tmf.getTrustManagers()[0];
         SSLContext tls = SSLContext.getInstance("TLS");
@@ -118,20 +140,40 @@ def test_okhttp_java_expression_pins_real_client(world: World, tmp_path: Path) -
     javac = require_tool("javac", "TLSPIN_JAVAC")
     java = require_tool("java", "TLSPIN_JAVA")
     classpath = _okhttp_classpath()
-    policy = world.write("ok.toml", f'[[rule]]\nhosts = ["localhost"]\n'
-                                    f'pins = [{{ pin = "{world.inter_pin}", role = "intermediate", note = "*/ tricky \\\\u002a/ note" }}, '
-                                    f'{{ pin = "{world.backup_pin}", role = "backup" }}]\n')
+    policy = world.write(
+        "ok.toml",
+        f'[[rule]]\nhosts = ["localhost"]\n'
+        f'pins = [{{ pin = "{world.inter_pin}", role = "intermediate", '
+        f'note = "*/ tricky \\\\u002a/ note" }}, '
+        f'{{ pin = "{world.backup_pin}", role = "backup" }}]\n',
+    )
     result = invoke("export", str(policy), "--format", "okhttp-java", "--okhttp-version", "3")
     assert result.exit_code == 0, result.stderr
     source = tmp_path / "PinCheck.java"
     source.write_text(JAVA_PROGRAM.replace("%EXPRESSION%", result.stdout.strip()), encoding="utf-8")
-    compiled = subprocess.run([javac, "-encoding", "UTF-8", "-cp", classpath, "-d", str(tmp_path), str(source)],
-                              capture_output=True, text=True, check=False, timeout=120)
+    compiled = subprocess.run(
+        [javac, "-encoding", "UTF-8", "-cp", classpath, "-d", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert compiled.returncode == 0, compiled.stderr
     run = subprocess.run(
-        [java, "-cp", f"{classpath}:{tmp_path}", "PinCheck", str(world.both_pem),
-         f"https://localhost:{world.server.port}/", f"https://localhost:{world.rogue_server.port}/"],
-        capture_output=True, text=True, check=False, timeout=120)
+        [
+            java,
+            "-cp",
+            f"{classpath}:{tmp_path}",
+            "PinCheck",
+            str(world.both_pem),
+            f"https://localhost:{world.server.port}/",
+            f"https://localhost:{world.rogue_server.port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == "OK 200"

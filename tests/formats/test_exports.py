@@ -28,11 +28,24 @@ NSC_SCHEMA = {
     "pin-set": {"expiration"},
     "pin": {"digest"},
 }
-TRUSTKIT_ANDROID_SCHEMA = {**NSC_SCHEMA, "trustkit-config": {"enforcePinning", "disableDefaultReportUri"},
-                           "report-uri": set()}
-TSK_GLOBAL_KEYS = {"TSKSwizzleNetworkDelegates", "TSKPinnedDomains", "TSKIgnorePinningForUserDefinedTrustAnchors"}
-TSK_DOMAIN_KEYS = {"TSKPublicKeyHashes", "TSKEnforcePinning", "TSKIncludeSubdomains", "TSKExpirationDate",
-                   "TSKReportUris", "TSKDisableDefaultReportUri"}
+TRUSTKIT_ANDROID_SCHEMA = {
+    **NSC_SCHEMA,
+    "trustkit-config": {"enforcePinning", "disableDefaultReportUri"},
+    "report-uri": set(),
+}
+TSK_GLOBAL_KEYS = {
+    "TSKSwizzleNetworkDelegates",
+    "TSKPinnedDomains",
+    "TSKIgnorePinningForUserDefinedTrustAnchors",
+}
+TSK_DOMAIN_KEYS = {
+    "TSKPublicKeyHashes",
+    "TSKEnforcePinning",
+    "TSKIncludeSubdomains",
+    "TSKExpirationDate",
+    "TSKReportUris",
+    "TSKDisableDefaultReportUri",
+}
 ATS_DOMAIN_KEYS = {"NSIncludesSubdomains", "NSPinnedCAIdentities", "NSPinnedLeafIdentities"}
 
 
@@ -65,7 +78,7 @@ def _is_b64_digest(text: str | None) -> bool:
 
 
 def _check_xml(text: str, schema: dict[str, set[str]]) -> ET.Element:
-    root = ET.fromstring(text)  # noqa: S314 - our own output
+    root = ET.fromstring(text)
     assert root.tag == "network-security-config"
     for element in root.iter():
         if not isinstance(element.tag, str):
@@ -88,41 +101,71 @@ def _check_xml(text: str, schema: dict[str, set[str]]) -> ET.Element:
 def test_android_nsc_schema() -> None:
     """android-nsc uses only documented elements and attributes; expiration is expires + 1 day."""
     a, b = pins(2)
-    text = run(PinPolicy([rule(["api.example.com", "**.example.org"], [a, b], expires="2026-12-31")]), "android-nsc")
+    text = run(
+        PinPolicy([rule(["api.example.com", "**.example.org"], [a, b], expires="2026-12-31")]),
+        "android-nsc",
+    )
     root = _check_xml(text, NSC_SCHEMA)
     (config,) = root.findall("domain-config")
     assert [(d.text, d.get("includeSubdomains")) for d in config.findall("domain")] == [
-        ("api.example.com", "false"), ("example.org", "true")]
+        ("api.example.com", "false"),
+        ("example.org", "true"),
+    ]
     assert config.find("pin-set").get("expiration") == "2027-01-01"  # type: ignore[union-attr]
     assert [p.text for p in config.iter("pin")] == [a.b64, b.b64]
 
 
 def test_trustkit_android_schema_one_domain_per_config() -> None:
-    """trustkit-android writes one domain per domain-config, enforcePinning and no default reports."""
+    """trustkit-android: one domain per domain-config, enforcePinning, no default reports."""
     a, b = pins(2)
-    text = run(PinPolicy([rule(["a.example.com", "b.example.com"], [a, b], mode="report",
-                               report_uri="https://r.example.com/")]), "trustkit-android")
+    text = run(
+        PinPolicy(
+            [
+                rule(
+                    ["a.example.com", "b.example.com"],
+                    [a, b],
+                    mode="report",
+                    report_uri="https://r.example.com/",
+                )
+            ]
+        ),
+        "trustkit-android",
+    )
     root = _check_xml(text, TRUSTKIT_ANDROID_SCHEMA)
     configs = root.findall("domain-config")
     assert [len(c.findall("domain")) for c in configs] == [1, 1]
     for config in configs:
         tk = config.find("trustkit-config")
-        assert tk is not None and tk.get("enforcePinning") == "false"
+        assert tk is not None
+        assert tk.get("enforcePinning") == "false"
         assert [u.text for u in tk.findall("report-uri")] == ["https://r.example.com/"]
 
 
 def test_trustkit_ios_keys() -> None:
     """trustkit-ios writes TSKConfiguration with TrustKit's exact key names and value types."""
     a, b = pins(2)
-    text = run(PinPolicy([rule(["**.example.com"], [a, b], expires="2026-12-31",
-                               report_uri="https://r.example.com/")]), "trustkit-ios")
+    text = run(
+        PinPolicy(
+            [
+                rule(
+                    ["**.example.com"],
+                    [a, b],
+                    expires="2026-12-31",
+                    report_uri="https://r.example.com/",
+                )
+            ]
+        ),
+        "trustkit-ios",
+    )
     document = plistlib.loads(text.encode())
     config = document["TSKConfiguration"]
-    assert set(config) <= TSK_GLOBAL_KEYS and config["TSKSwizzleNetworkDelegates"] is False
+    assert set(config) <= TSK_GLOBAL_KEYS
+    assert config["TSKSwizzleNetworkDelegates"] is False
     domain = config["TSKPinnedDomains"]["example.com"]
     assert set(domain) <= TSK_DOMAIN_KEYS
     assert domain["TSKPublicKeyHashes"] == [a.b64, b.b64]
-    assert domain["TSKIncludeSubdomains"] is True and domain["TSKEnforcePinning"] is True
+    assert domain["TSKIncludeSubdomains"] is True
+    assert domain["TSKEnforcePinning"] is True
     assert domain["TSKExpirationDate"] == "2027-01-01"
     assert domain["TSKReportUris"] == ["https://r.example.com/"]
     assert domain["TSKDisableDefaultReportUri"] is True
@@ -142,10 +185,16 @@ def test_trustkit_refuses_single_pin_even_forced() -> None:
 def test_ats_roles_and_keys() -> None:
     """ats puts root/intermediate pins under CA identities, leaf/backup under leaf identities."""
     ca1, ca2, leaf, backup = pins(4)
-    ca_only = rule(["api.example.com"], [ca1, ca2],
-                   pin_info={ca1: PinInfo("intermediate"), ca2: PinInfo("root")})
-    leaf_only = rule(["example.org", "*.example.org"], [leaf, backup],
-                     pin_info={leaf: PinInfo("leaf"), backup: PinInfo("backup")})
+    ca_only = rule(
+        ["api.example.com"],
+        [ca1, ca2],
+        pin_info={ca1: PinInfo("intermediate"), ca2: PinInfo("root")},
+    )
+    leaf_only = rule(
+        ["example.org", "*.example.org"],
+        [leaf, backup],
+        pin_info={leaf: PinInfo("leaf"), backup: PinInfo("backup")},
+    )
     document = plistlib.loads(run(PinPolicy([ca_only, leaf_only]), "ats").encode())
     domains = document["NSAppTransportSecurity"]["NSPinnedDomains"]
     for entry in domains.values():
@@ -159,7 +208,10 @@ def test_ats_roles_and_keys() -> None:
     }
     # "x" plus "*.x" is exactly NSIncludesSubdomains (one more label).
     assert domains["example.org"]["NSIncludesSubdomains"] is True
-    assert [i["SPKI-SHA256-BASE64"] for i in domains["example.org"]["NSPinnedLeafIdentities"]] == [leaf.b64, backup.b64]
+    assert [i["SPKI-SHA256-BASE64"] for i in domains["example.org"]["NSPinnedLeafIdentities"]] == [
+        leaf.b64,
+        backup.b64,
+    ]
 
 
 def test_ats_refusals() -> None:
@@ -167,24 +219,46 @@ def test_ats_refusals() -> None:
     ca, leaf = pins(2)
     roleless = PinPolicy([rule(["a.example.com"], [ca, leaf])])
     assert any("role" in m for m in refusal(roleless, "ats", force=True))
-    mixed = PinPolicy([rule(["**.example.com"], [ca, leaf], expires="2027-01-01",
-                            pin_info={ca: PinInfo("root"), leaf: PinInfo("leaf")})])
+    mixed = PinPolicy(
+        [
+            rule(
+                ["**.example.com"],
+                [ca, leaf],
+                expires="2027-01-01",
+                pin_info={ca: PinInfo("root"), leaf: PinInfo("leaf")},
+            )
+        ]
+    )
     messages = " ".join(refusal(mixed, "ats"))
-    assert "match in both" in messages and "one level only" in messages and "no pin expiry" in messages
+    assert "match in both" in messages
+    assert "one level only" in messages
+    assert "no pin expiry" in messages
     forced = export(mixed, "ats", ExportOptions(force=True, today=TODAY))
-    entry = plistlib.loads(forced.text.encode())["NSAppTransportSecurity"]["NSPinnedDomains"]["example.com"]
+    entry = plistlib.loads(forced.text.encode())["NSAppTransportSecurity"]["NSPinnedDomains"][
+        "example.com"
+    ]
     assert set(entry) == ATS_DOMAIN_KEYS
     assert len([p for p in forced.problems if p.severity == "error"]) == 3
 
 
 @pytest.mark.parametrize("fmt", ["okhttp-java", "okhttp-kotlin", "android-nsc", "ats", "curl"])
 def test_deny_and_report_mode_are_never_dropped_silently(fmt: str) -> None:
-    """Targets without deny lists or report-only mode refuse them; --force reports them as warnings."""
+    """Targets without deny lists or report-only mode refuse them; --force makes them warnings."""
     a, b, c = pins(3)
-    policy = PinPolicy([rule(["a.example.com"], [a, b], deny=[c], mode="report",
-                             pin_info={a: PinInfo("leaf"), b: PinInfo("backup")})])
+    policy = PinPolicy(
+        [
+            rule(
+                ["a.example.com"],
+                [a, b],
+                deny=[c],
+                mode="report",
+                pin_info={a: PinInfo("leaf"), b: PinInfo("backup")},
+            )
+        ]
+    )
     messages = " ".join(refusal(policy, fmt))
-    assert "deny" in messages and "report-only" in messages
+    assert "deny" in messages
+    assert "report-only" in messages
     forced = export(policy, fmt, ExportOptions(force=True, today=TODAY, host="a.example.com"))
     assert {p.severity for p in forced.problems} >= {"error"}
     assert c.b64 not in forced.text
@@ -222,7 +296,9 @@ def test_okhttp_version_3_expands_or_refuses_double_star() -> None:
     assert '.add("**.example.com",' in run(policy, "okhttp-java")
     assert any("OkHttp 3" in m for m in refusal(policy, "okhttp-java", okhttp_version=3))
     forced = run(policy, "okhttp-java", okhttp_version=3, force=True)
-    assert '.add("example.com",' in forced and '.add("*.example.com",' in forced and "**" not in forced
+    assert '.add("example.com",' in forced
+    assert '.add("*.example.com",' in forced
+    assert "**" not in forced
     exact = PinPolicy([rule(["api.example.com", "*.example.com"], [a, b])])
     assert run(exact, "okhttp-java", okhttp_version=3) == run(exact, "okhttp-java")
 
@@ -232,19 +308,31 @@ def test_okhttp_kotlin_and_java_shapes() -> None:
     a, b = pins(2)
     policy = PinPolicy([rule(["example.com"], [a, b], pin_info={a: PinInfo("leaf", "x */ y\nz")})])
     java, kotlin = run(policy, "okhttp-java"), run(policy, "okhttp-kotlin")
-    assert java.startswith("new CertificatePinner.Builder()") and java.rstrip().endswith(".build()")
-    assert kotlin.startswith("CertificatePinner.Builder()") and kotlin.rstrip().endswith(".build()")
+    assert java.startswith("new CertificatePinner.Builder()")
+    assert java.rstrip().endswith(".build()")
+    assert kotlin.startswith("CertificatePinner.Builder()")
+    assert kotlin.rstrip().endswith(".build()")
     assert "*/" not in java.split("//", 1)[1].splitlines()[0]
 
 
 def test_hpkp_header() -> None:
     """hpkp writes pins, max-age to the end of expires, includeSubDomains and report-uri."""
     a, b = pins(2)
-    policy = PinPolicy([rule(["**.example.com"], [a, b], expires=TODAY + dt.timedelta(days=9),
-                             report_uri="https://r.example.com/")])
+    policy = PinPolicy(
+        [
+            rule(
+                ["**.example.com"],
+                [a, b],
+                expires=TODAY + dt.timedelta(days=9),
+                report_uri="https://r.example.com/",
+            )
+        ]
+    )
     text = run(policy, "hpkp")
-    assert text == (f'Public-Key-Pins: {a.hpkp}; {b.hpkp}; max-age={10 * 86400}; includeSubDomains; '
-                    'report-uri="https://r.example.com/"\n')
+    assert text == (
+        f"Public-Key-Pins: {a.hpkp}; {b.hpkp}; max-age={10 * 86400}; includeSubDomains; "
+        'report-uri="https://r.example.com/"\n'
+    )
     assert run(policy, "hpkp", report_only=True).startswith("Public-Key-Pins-Report-Only: ")
 
 
@@ -268,7 +356,8 @@ def test_hpkp_import_rules() -> None:
     header = f'{a.hpkp}; pin-sha256="{b.b64}"; max-age=86400; foo=bar'
     imported = import_policy(header.encode(), "hpkp", host="Example.COM", today=TODAY)
     (only,) = imported.policy.rules
-    assert only.hosts[0].text == "example.com" and only.expires == TODAY
+    assert only.hosts[0].text == "example.com"
+    assert only.expires == TODAY
     assert any("foo" in str(p) for p in imported.problems)
     from tlspin.exceptions import PolicyError
 
@@ -281,7 +370,9 @@ def test_hpkp_import_rules() -> None:
 def test_curl_value_and_ca_warning() -> None:
     """curl gets sha256//a;sha256//b, a warning for CA pins, an error when every pin is a CA's."""
     leaf, ca = pins(2)
-    policy = PinPolicy([rule(["a.example.com"], [leaf, ca], pin_info={ca: PinInfo("intermediate")})])
+    policy = PinPolicy(
+        [rule(["a.example.com"], [leaf, ca], pin_info={ca: PinInfo("intermediate")})]
+    )
     result = export(policy, "curl")
     assert result.text == f"{leaf.curl};{ca.curl}\n"
     assert any("leaf key" in str(p) and p.severity == "warning" for p in result.problems)
@@ -292,9 +383,11 @@ def test_curl_value_and_ca_warning() -> None:
 def test_import_trustkit_android_defaults_to_report_only() -> None:
     """TrustKit for Android does not enforce without enforcePinning=true; import says so."""
     a, b = pins(2)
-    xml = (f'<network-security-config><domain-config><domain>a.example.com</domain><pin-set>'
-           f'<pin digest="SHA-256">{a.b64}</pin><pin digest="SHA-256">{b.b64}</pin></pin-set>'
-           f'</domain-config></network-security-config>')
+    xml = (
+        f"<network-security-config><domain-config><domain>a.example.com</domain><pin-set>"
+        f'<pin digest="SHA-256">{a.b64}</pin><pin digest="SHA-256">{b.b64}</pin></pin-set>'
+        f"</domain-config></network-security-config>"
+    )
     imported = import_policy(xml.encode(), "trustkit-android")
     assert imported.policy.rules[0].mode == "report"
     assert any("enforcePinning" in str(p) for p in imported.problems)
@@ -305,13 +398,18 @@ def test_import_trustkit_android_defaults_to_report_only() -> None:
 def test_import_android_nested_configs_inherit_pins() -> None:
     """A nested domain-config without its own pin-set inherits its parent's."""
     a, b = pins(2)
-    xml = (f'<network-security-config><domain-config><domain>example.com</domain>'
-           f'<pin-set expiration="2027-01-01"><pin digest="SHA-256">{a.b64}</pin>'
-           f'<pin digest="SHA-256">{b.b64}</pin></pin-set>'
-           f'<domain-config><domain includeSubdomains="true">api.example.com</domain></domain-config>'
-           f'</domain-config></network-security-config>')
+    xml = (
+        f"<network-security-config><domain-config><domain>example.com</domain>"
+        f'<pin-set expiration="2027-01-01"><pin digest="SHA-256">{a.b64}</pin>'
+        f'<pin digest="SHA-256">{b.b64}</pin></pin-set>'
+        f'<domain-config><domain includeSubdomains="true">api.example.com</domain></domain-config>'
+        f"</domain-config></network-security-config>"
+    )
     policy = import_policy(xml.encode(), "android-nsc").policy
-    assert [[h.text for h in r.hosts] for r in policy.rules] == [["example.com"], ["**.api.example.com"]]
+    assert [[h.text for h in r.hosts] for r in policy.rules] == [
+        ["example.com"],
+        ["**.api.example.com"],
+    ]
     assert all(r.pins == (a, b) and r.expires == dt.date(2026, 12, 31) for r in policy.rules)
     with pytest.raises(ValueError, match="SHA-256"):
         import_policy(xml.replace('digest="SHA-256"', 'digest="SHA-1"', 1).encode(), "android-nsc")

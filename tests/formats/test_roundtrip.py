@@ -33,8 +33,15 @@ def rule(hosts: list[str], pin_list: list[Pin], **options: object) -> PinRule:
 def strip_info(policy: PinPolicy) -> PinPolicy:
     """The policy without per-pin metadata (role, note, not_after), which most formats lack."""
     return policy.with_rules(
-        rule([h.text for h in r.hosts], list(r.pins), include_subdomains=r.include_subdomains,
-             expires=r.expires, mode=r.mode, deny=r.deny, report_uri=r.report_uri)
+        rule(
+            [h.text for h in r.hosts],
+            list(r.pins),
+            include_subdomains=r.include_subdomains,
+            expires=r.expires,
+            mode=r.mode,
+            deny=r.deny,
+            report_uri=r.report_uri,
+        )
         for r in policy.rules
     )
 
@@ -49,51 +56,86 @@ def round_trip(policy: PinPolicy, fmt: str, **options: object) -> PinPolicy:
 def test_json_keeps_everything() -> None:
     """JSON round-trips deny lists, roles, notes, dates, modes and report URIs exactly."""
     a, b, c = pins(3)
-    policy = PinPolicy([
-        rule(["api.example.com", "**.cdn.example.com"], [a, b], expires="2027-01-01", deny=[c],
-             mode="report", report_uri="https://r.example.com/", pin_info={a: PinInfo("leaf", "n", dt.date(2026, 5, 1))}),
-        rule(["*.example.org"], [b, c], include_subdomains=True),
-    ], on_expiry="enforce")
+    policy = PinPolicy(
+        [
+            rule(
+                ["api.example.com", "**.cdn.example.com"],
+                [a, b],
+                expires="2027-01-01",
+                deny=[c],
+                mode="report",
+                report_uri="https://r.example.com/",
+                pin_info={a: PinInfo("leaf", "n", dt.date(2026, 5, 1))},
+            ),
+            rule(["*.example.org"], [b, c], include_subdomains=True),
+        ],
+        on_expiry="enforce",
+    )
     assert round_trip(policy, "json") == policy
 
 
 def test_android_nsc() -> None:
     """Android NSC keeps hosts, includeSubdomains, pins and expiry (as expires + 1 day)."""
     a, b, c, d = pins(4)
-    policy = PinPolicy([
-        rule(["api.example.com", "**.cdn.example.com"], [a, b], expires="2027-01-01"),
-        rule(["example.org"], [c, d], include_subdomains=True),
-        rule(["127.0.0.1"], [a, d]),
-    ])
+    policy = PinPolicy(
+        [
+            rule(["api.example.com", "**.cdn.example.com"], [a, b], expires="2027-01-01"),
+            rule(["example.org"], [c, d], include_subdomains=True),
+            rule(["127.0.0.1"], [a, d]),
+        ]
+    )
     assert round_trip(policy, "android-nsc") == canonical(policy)
 
 
 def test_trustkit_android() -> None:
     """TrustKit for Android keeps report-only mode and report URIs, one domain per config."""
     a, b, c, d = pins(4)
-    policy = PinPolicy([
-        rule(["api.example.com", "**.example.net"], [a, b], expires="2027-01-01", mode="report",
-             report_uri="https://r.example.com/report"),
-        rule(["example.org"], [c, d]),
-    ])
+    policy = PinPolicy(
+        [
+            rule(
+                ["api.example.com", "**.example.net"],
+                [a, b],
+                expires="2027-01-01",
+                mode="report",
+                report_uri="https://r.example.com/report",
+            ),
+            rule(["example.org"], [c, d]),
+        ]
+    )
     assert round_trip(policy, "trustkit-android") == policy
 
 
 def test_trustkit_ios() -> None:
     """TrustKit for iOS keeps hosts, pins, enforce/report, expiry and report URIs."""
     a, b, c, d = pins(4)
-    policy = PinPolicy([
-        rule(["api.example.com"], [a, b], expires="2026-12-31", report_uri="https://r.example.com/x"),
-        rule(["**.example.org", "shop.example.net"], [c, d], mode="report"),
-    ])
+    policy = PinPolicy(
+        [
+            rule(
+                ["api.example.com"],
+                [a, b],
+                expires="2026-12-31",
+                report_uri="https://r.example.com/x",
+            ),
+            rule(["**.example.org", "shop.example.net"], [c, d], mode="report"),
+        ]
+    )
     assert round_trip(policy, "trustkit-ios") == policy
 
 
 def test_hpkp() -> None:
-    """An HPKP header keeps pins, includeSubDomains, report-only, report-uri and expiry (via max-age)."""
+    """An HPKP header keeps pins, includeSubDomains, report-only, report-uri and expiry."""
     a, b, c = pins(3)
-    policy = PinPolicy([rule(["**.example.com"], [a, b, c], expires="2026-09-30", mode="report",
-                             report_uri='https://r.example.com/a"b')])
+    policy = PinPolicy(
+        [
+            rule(
+                ["**.example.com"],
+                [a, b, c],
+                expires="2026-09-30",
+                mode="report",
+                report_uri='https://r.example.com/a"b',
+            )
+        ]
+    )
     assert round_trip(policy, "hpkp", host="example.com", report_only=True) == policy
     enforced = PinPolicy([rule(["example.com"], [a, b], expires=TODAY)])
     assert round_trip(enforced, "hpkp") == enforced
@@ -102,11 +144,13 @@ def test_hpkp() -> None:
 def test_okhttp_java() -> None:
     """okhttp-java keeps every pattern kind and multi-host rules."""
     a, b, c, d = pins(4)
-    policy = PinPolicy([
-        rule(["api.example.com", "*.example.com"], [a, b]),
-        rule(["**.example.org"], [c, d, a]),
-        rule(["single.example.net"], [d]),
-    ])
+    policy = PinPolicy(
+        [
+            rule(["api.example.com", "*.example.com"], [a, b]),
+            rule(["**.example.org"], [c, d, a]),
+            rule(["single.example.net"], [d]),
+        ]
+    )
     assert round_trip(policy, "okhttp-java") == policy
 
 
@@ -124,17 +168,29 @@ _BASES = ["example.com", "example.org", "example.net", "tlspin.test", "example.c
 @st.composite
 def xml_policies(draw: st.DrawFn) -> PinPolicy:
     bases = draw(st.lists(st.sampled_from(_BASES), min_size=1, max_size=4, unique=True))
+    counts = [draw(st.integers(2, 4)) for _ in bases]
+    # Pins unique across rules: rules with equal settings would merge (an equivalent policy).
+    digests = draw(
+        st.lists(
+            st.binary(min_size=32, max_size=32),
+            min_size=sum(counts),
+            max_size=sum(counts),
+            unique=True,
+        )
+    )
     rules = []
-    for base in bases:
-        n = draw(st.integers(2, 4))
-        digests = draw(st.lists(st.binary(min_size=32, max_size=32), min_size=n, max_size=n, unique=True))
+    for base, n in zip(bases, counts, strict=True):
+        mine, digests = digests[:n], digests[n:]
         host = draw(st.sampled_from([base, f"**.{base}"]))
-        rules.append(rule(
-            [host], [Pin(d) for d in digests],
-            expires=draw(st.none() | st.dates(dt.date(2020, 1, 1), dt.date(2099, 1, 1))),
-            mode=draw(st.sampled_from(["enforce", "report"])),
-            report_uri=draw(st.none() | st.just(f"https://r.{base}/r")),
-        ))
+        rules.append(
+            rule(
+                [host],
+                [Pin(d) for d in mine],
+                expires=draw(st.none() | st.dates(dt.date(2020, 1, 1), dt.date(2099, 1, 1))),
+                mode=draw(st.sampled_from(["enforce", "report"])),
+                report_uri=draw(st.none() | st.just(f"https://r.{base}/r")),
+            )
+        )
     return PinPolicy(rules)
 
 
@@ -155,12 +211,22 @@ def test_android_nsc_round_trip_property(policy: PinPolicy) -> None:
     assert round_trip(enforced, "android-nsc") == enforced
 
 
-@pytest.mark.parametrize("fmt", ["android-nsc", "trustkit-android", "trustkit-ios", "okhttp-java", "hpkp"])
+@pytest.mark.parametrize(
+    "fmt", ["android-nsc", "trustkit-android", "trustkit-ios", "okhttp-java", "hpkp"]
+)
 def test_metadata_is_not_carried(fmt: str) -> None:
     """Formats without pin metadata import the same policy minus roles and notes."""
     a, b = pins(2)
-    policy = PinPolicy([rule(["example.com"], [a, b], pin_info={a: PinInfo("leaf", "note")},
-                             expires=TODAY + dt.timedelta(days=30) if fmt != "okhttp-java" else None)])
+    policy = PinPolicy(
+        [
+            rule(
+                ["example.com"],
+                [a, b],
+                pin_info={a: PinInfo("leaf", "note")},
+                expires=TODAY + dt.timedelta(days=30) if fmt != "okhttp-java" else None,
+            )
+        ]
+    )
     back = round_trip(policy, fmt)
     assert back != policy
     assert back == strip_info(policy)

@@ -81,7 +81,7 @@ def test_pin_matches_openssl(intermediate: CA, kind: KeyKind) -> None:
 
 @needs_openssl
 def test_rsa_pss_leaf_carries_id_rsassa_pss_spki(intermediate: CA) -> None:
-    """An rsa-pss leaf has an id-RSASSA-PSS SPKI whose re-encoding by cryptography changes the pin."""
+    """An rsa-pss leaf has an id-RSASSA-PSS SPKI; cryptography re-encodes it as rsaEncryption."""
     leaf = intermediate.issue("localhost", key_kind="rsa-pss")
     assert leaf.cert.public_key_algorithm_oid == RSASSA_PSS
     text = _openssl("x509", "-noout", "-text", stdin=leaf.cert_pem).stdout.decode()
@@ -193,8 +193,11 @@ def test_cross_signed_root_bridges_trust(tmp_path: Path, root: CA) -> None:
     leaf = new_root.issue("localhost")
     anchor = root.write(tmp_path, name="old")
     chain_path, _ = leaf.write(tmp_path)
+    served = leaf.with_intermediates([cross])
+    assert served.chain == [leaf.cert, cross]
+    assert served.pin == leaf.pin
     bridge = tmp_path / "bridge.pem"
-    bridge.write_bytes(cross.public_bytes(serialization.Encoding.PEM))
+    bridge.write_bytes(served.chain_pem[len(leaf.cert_pem) :])
     with_bridge = _openssl(
         "verify", "-CAfile", str(anchor), "-untrusted", str(bridge), str(chain_path)
     )

@@ -28,8 +28,16 @@ EXAMPLE = Path(__file__).with_name("readme_example.py")
 PINNED_LINE = 'client = session(pki.policy("localhost"), cafile=pki.cafile)  # your client here'
 UNPINNED_LINE = "client = requests.Session(); client.verify = pki.cafile  # unpinned"
 # Entry-point plugins still load (that is what is under test); these unrelated ones cost seconds.
-PYTEST_ARGS = ("-p", "no:cacheprovider", "-p", "no:schemathesis", "-p", "no:hypothesispytest",
-               "-p", "no:anyio")
+PYTEST_ARGS = (
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:schemathesis",
+    "-p",
+    "no:hypothesispytest",
+    "-p",
+    "no:anyio",
+)
 
 
 def unpinned(pki: ServerPKI) -> requests.Session:

@@ -202,6 +202,24 @@ def test_mitm_forges_leaf_and_relays(
     assert peer != origin_leaf.cert_der
 
 
+def test_mitm_forges_for_sni_rather_than_connect_host(server: TLSServer, mitm: MitmProxy) -> None:
+    """When SNI differs from the CONNECT host, the forged leaf and the records follow the SNI."""
+    with socket.create_connection(mitm.address, timeout=5) as raw:
+        raw.sendall(f"CONNECT 127.0.0.1:{server.port} HTTP/1.1\r\n\r\n".encode())
+        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
+        ctx = client_trust_context(mitm.ca)
+        with ctx.wrap_socket(raw, server_hostname="other.example.test") as tls:
+            assert tls.getpeercert(binary_form=True) == mitm.leaf_for("other.example.test").cert_der
+            tls.sendall(b"GET /sni HTTP/1.1\r\nHost: other.example.test\r\n\r\n")
+            reply = b""
+            while not reply.endswith(b"hello from origin") and (chunk := tls.recv(4096)):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 200 OK")
+    assert mitm.intercepted == [("other.example.test", "GET /sni HTTP/1.1")]
+    assert server.server_names == ["other.example.test"]
+    assert mitm.leaf_for("127.0.0.1").cert_der != mitm.leaf_for("other.example.test").cert_der
+
+
 def test_client_not_trusting_mitm_refuses(root: CA, server: TLSServer, mitm: MitmProxy) -> None:
     """A client trusting only the real root rejects the forged leaf; nothing is intercepted."""
     with pytest.raises(ssl.SSLCertVerificationError):

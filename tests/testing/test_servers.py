@@ -11,7 +11,7 @@ import threading
 import httpx
 import pytest
 
-from tlspin.testing.pki import CA, Leaf, client_trust_context
+from tlspin.testing.pki import CA, KEY_KINDS, KeyKind, Leaf, client_trust_context
 from tlspin.testing.servers import TLSServer
 
 
@@ -90,6 +90,28 @@ def test_keep_alive_and_request_bodies(root: CA, server: TLSServer) -> None:
     assert server.connections == 1
     assert b"\r\n\r\n12345POST /b" in server.received
     assert b"2\r\nab\r\n2\r\ncd\r\n0\r\n\r\n" in server.received
+
+
+@pytest.mark.parametrize("kind", KEY_KINDS)
+def test_every_key_kind_serves_tls(root: CA, intermediate: CA, kind: KeyKind) -> None:
+    """Leaves of every key kind, RSA-PSS SPKI included, complete a verified handshake."""
+    leaf = intermediate.issue("localhost", key_kind=kind)
+    with TLSServer(leaf) as server:
+        with _handshake(server, client_trust_context(root)) as tls:
+            assert tls.getpeercert(binary_form=True) == leaf.cert_der
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _handshake(server, client_trust_context(intermediate.issue("localhost").cert))
+
+
+def test_cross_signed_chain_is_served(root: CA) -> None:
+    """A chain carrying a cross certificate verifies under the old root; without it, it fails."""
+    new_root = CA.root("tlspin successor root")
+    leaf = new_root.issue("localhost")
+    bridged = leaf.with_intermediates([root.cross_sign(new_root)])
+    with TLSServer(bridged) as server:
+        assert _get(server, client_trust_context(root)) == b"ok"
+    with TLSServer(leaf) as server, pytest.raises(ssl.SSLCertVerificationError):
+        _get(server, client_trust_context(root))
 
 
 def test_set_leaf_rotates_certificate_for_new_connections(
@@ -175,6 +197,20 @@ def test_http2_via_alpn(root: CA, origin_leaf: Leaf) -> None:
         assert server.requests == ["GET /two?q=1 HTTP/2", "HEAD /three HTTP/2"]
         assert server.alpn_protocols == ["h2"]
         assert server.received.startswith(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/2"])
+def test_large_body_arrives_whole(root: CA, origin_leaf: Leaf, version: str) -> None:
+    """A body several flow-control windows long arrives intact over HTTP/1.1 and HTTP/2."""
+    body = bytes(range(256)) * 1200  # 300 KiB, more than four initial h2 windows
+    alpn = ("h2", "http/1.1") if version == "HTTP/2" else ("http/1.1",)
+    with (
+        TLSServer(origin_leaf, alpn=alpn, response_body=body) as server,
+        httpx.Client(http2=True, verify=client_trust_context(root)) as client,
+    ):
+        responses = [client.get(server.url_for("localhost", f"/{n}")) for n in range(2)]
+    assert [r.http_version for r in responses] == [version, version]
+    assert all(r.content == body for r in responses)
 
 
 def test_http1_only_server_keeps_h2_clients_on_http1(root: CA, server: TLSServer) -> None:

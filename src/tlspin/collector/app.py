@@ -8,6 +8,7 @@ attacker-controlled.
 from __future__ import annotations
 
 import contextlib
+import os
 import datetime as dt
 import logging
 import time
@@ -175,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.webhooks else None
         ),
         rate_checked={},
-        writer=GroupWriter(db),
+        writer=GroupWriter(db, inline=os.environ.get('TLSPIN_INLINE') == '1'),
     )
 
     @contextlib.asynccontextmanager

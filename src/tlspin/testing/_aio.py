@@ -145,7 +145,7 @@ class LoopService(Recorder):
         if self._server is not None:
             await self._server.wait_closed()
 
-    def track(self, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
+    def _track(self, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
         """Remember *writer*'s current transport so `stop` can abort it."""
         self._transports.add(writer.transport)
         return writer
@@ -154,7 +154,7 @@ class LoopService(Recorder):
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self.track(writer)
+        self._track(writer)
         self._enter()
         try:
             await self._handle(reader, writer)

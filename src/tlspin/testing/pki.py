@@ -94,14 +94,19 @@ def backup_key(
 class Leaf:
     """An end-entity certificate, its private key and the chain a server sends.
 
-    This type has no public constructor; get one from `CA.issue` or `CA.reissue`.
+    Usually made by `CA.issue` or `CA.reissue`; build one directly (or use
+    `with_intermediates`) to serve an unusual chain, e.g. one carrying a cross-signed CA.
     """
 
     __slots__ = ("_cert", "_chain", "_key", "_pss")
 
     def __init__(
-        self, cert: x509.Certificate, key: PrivateKey, intermediates: Sequence[x509.Certificate]
+        self,
+        cert: x509.Certificate,
+        key: PrivateKey,
+        intermediates: Sequence[x509.Certificate] = (),
     ) -> None:
+        """Pair *cert* with its *key*; *intermediates* follow the leaf in the served chain."""
         self._cert = cert
         self._key = key
         self._chain = (cert, *intermediates)
@@ -169,6 +174,10 @@ class Leaf:
     def pin(self) -> str:
         """``sha256/<base64>`` SPKI pin of the leaf (independent of tlspin's own code)."""
         return spki_pin(self.cert_der)
+
+    def with_intermediates(self, intermediates: Sequence[x509.Certificate]) -> Leaf:
+        """Return the same certificate and key served with *intermediates* instead."""
+        return Leaf(self._cert, self._key, intermediates)
 
     def write(self, directory: str | os.PathLike[str], *, name: str = "leaf") -> tuple[Path, Path]:
         """Write ``<name>-chain.pem`` and ``<name>-key.pem`` (mode 0600) into *directory*.

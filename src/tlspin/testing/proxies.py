@@ -13,6 +13,7 @@ import asyncio
 import os
 import ssl
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,7 +104,7 @@ class ConnectProxy(LoopService):
                 return
             try:
                 upstream = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
-                self.track(upstream[1])
+                self._track(upstream[1])
             except (OSError, TimeoutError) as exc:
                 self._append("_errors", f"CONNECT {target}: {exc}")
                 await reply(writer, "502 Bad Gateway", str(exc))
@@ -129,7 +130,7 @@ class ConnectProxy(LoopService):
         up_reader, up_writer = await asyncio.wait_for(
             asyncio.open_connection(address, url.port or 80), TIMEOUT
         )
-        self.track(up_writer)
+        self._track(up_writer)
         try:
             path = url.path or "/"
             lines = [f"{method} {path}{'?' + url.query if url.query else ''} HTTP/1.1"]
@@ -199,7 +200,9 @@ class MitmProxy(LoopService):
         self.reverse_host = reverse_host or "localhost"
         self._leaves: dict[str, Leaf] = {}
         self._contexts: dict[str, ssl.SSLContext] = {}
-        self._sni_seen: dict[int, str] = {}
+        # Keyed by the SSLObject itself (weakly), so a failed handshake cannot leave a stale
+        # name behind for a later connection that happens to reuse the same id().
+        self._sni_seen: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._forge_lock = threading.Lock()
         self._intercepted: list[tuple[str, str]] = []
         self._refused: list[str] = []
@@ -273,7 +276,7 @@ class MitmProxy(LoopService):
 
     def _on_sni(self, sslobj: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if server_name:
-            self._sni_seen[id(sslobj)] = server_name
+            self._sni_seen[sslobj] = server_name
             sslobj.context = self._forge(server_name)[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -313,9 +316,9 @@ class MitmProxy(LoopService):
             self._append("_refused", host)
             self._append("_errors", f"handshake for {host}: {type(exc).__name__}: {exc}")
             return
-        self.track(writer)  # start_tls replaced the transport
+        self._track(writer)  # start_tls replaced the transport
         sslobj = writer.get_extra_info("ssl_object")
-        host = self._sni_seen.pop(id(sslobj), host)
+        host = self._sni_seen.pop(sslobj, host)
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         first = True
         try:
@@ -362,7 +365,7 @@ class MitmProxy(LoopService):
                 ),
                 TIMEOUT,
             )
-            self.track(opened[1])
+            self._track(opened[1])
             return opened
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             self._append("_errors", f"upstream {host}: {type(exc).__name__}: {exc}")

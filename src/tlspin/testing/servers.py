@@ -74,6 +74,7 @@ class TLSServer(Recorder):
         for name, sni_leaf in (sni or {}).items():
             self.set_leaf(sni_leaf, server_name=name)
         self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
         self._port = 0
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()
@@ -102,7 +103,7 @@ class TLSServer(Recorder):
         self._listener = listener
         self._port = listener.getsockname()[1]
         self._stopping.clear()
-        self._spawn(self._accept_loop, listener)
+        self._accept_thread = self._spawn(self._accept_loop, listener)
         return self
 
     def stop(self) -> None:
@@ -113,6 +114,10 @@ class TLSServer(Recorder):
         self._stopping.set()
         with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)
+        # Join the accept loop before sweeping connections, so none is accepted unseen; a
+        # handler that registers after the sweep sees the stop flag and leaves on its own.
+        if self._accept_thread is not None:
+            self._accept_thread.join(5.0)
         listener.close()
         with self._cond:
             live = list(self._live)
@@ -251,10 +256,11 @@ class TLSServer(Recorder):
 
     # --- connection handling ----------------------------------------------------------------
 
-    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+    def _spawn(self, target: Callable[..., None], *args: Any) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, daemon=True, name="tlspin-server")
         self._threads.add(thread)
         thread.start()
+        return thread
 
     def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
@@ -358,49 +364,69 @@ class TLSServer(Recorder):
         # h2 is only needed by tests that exercise HTTP/2, so it is imported on first use.
         from h2.config import H2Configuration
         from h2.connection import H2Connection
-        from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded
-        from h2.exceptions import ProtocolError
+        from h2.events import (
+            ConnectionTerminated,
+            DataReceived,
+            RequestReceived,
+            StreamEnded,
+            StreamReset,
+            WindowUpdated,
+        )
+        from h2.exceptions import H2Error
 
         conn = H2Connection(config=H2Configuration(client_side=False))
-        conn.initiate_connection()
-        tls.sendall(conn.data_to_send())
         methods: dict[int, str] = {}
-        while True:
-            data = self._recv(tls)
-            if not data:
-                return
-            try:
-                events = conn.receive_data(data)
-            except ProtocolError:
-                return
-            for event in events:
-                if isinstance(event, RequestReceived):
-                    fields = {_text(k): _text(v) for k, v in event.headers}
-                    method = methods[event.stream_id] = fields.get(":method", "")
-                    self._record(requests=f"{method} {fields.get(':path', '')} HTTP/2")
-                elif isinstance(event, DataReceived):
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, StreamEnded):
-                    body = self.response_body
-                    head_only = methods.pop(event.stream_id, "") == "HEAD"
-                    conn.send_headers(
-                        event.stream_id,
-                        [
+        pending: dict[int, bytes] = {}  # response bytes waiting for flow-control window
+
+        def flush(stream_id: int) -> None:
+            data = pending.pop(stream_id, b"")
+            while data:
+                room = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+                if room <= 0:
+                    pending[stream_id] = data
+                    return
+                chunk, data = data[:room], data[room:]
+                conn.send_data(stream_id, chunk, end_stream=not data)
+
+        try:
+            conn.initiate_connection()
+            tls.sendall(conn.data_to_send())
+            while data := self._recv(tls):
+                for event in conn.receive_data(data):
+                    if isinstance(event, RequestReceived):
+                        fields = {_text(k): _text(v) for k, v in event.headers}
+                        method = methods[event.stream_id] = fields.get(":method", "")
+                        self._record(requests=f"{method} {fields.get(':path', '')} HTTP/2")
+                    elif isinstance(event, DataReceived):
+                        conn.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                    elif isinstance(event, StreamEnded):
+                        body = self.response_body
+                        head_only = methods.pop(event.stream_id, "") == "HEAD"
+                        headers = [
                             (":status", "200"),
                             ("content-type", "text/plain"),
                             ("content-length", str(len(body))),
-                        ],
-                        end_stream=head_only,
-                    )
-                    if not head_only:
-                        # Test bodies are small: one DATA frame fits the initial 64 KiB window.
-                        conn.send_data(event.stream_id, body, end_stream=True)
-                elif isinstance(event, ConnectionTerminated):
-                    tls.sendall(conn.data_to_send())
-                    return
-            outgoing = conn.data_to_send()
-            if outgoing:
-                tls.sendall(outgoing)
+                        ]
+                        conn.send_headers(
+                            event.stream_id, headers, end_stream=head_only or not body
+                        )
+                        if body and not head_only:
+                            pending[event.stream_id] = body
+                            flush(event.stream_id)
+                    elif isinstance(event, WindowUpdated):
+                        for stream_id in list(pending):
+                            flush(stream_id)
+                    elif isinstance(event, StreamReset):
+                        pending.pop(event.stream_id, None)
+                    elif isinstance(event, ConnectionTerminated):
+                        tls.sendall(conn.data_to_send())
+                        return
+                if outgoing := conn.data_to_send():
+                    tls.sendall(outgoing)
+        except H2Error:
+            return  # a misbehaving client; its bytes are already recorded
 
 
 def _text(value: str | bytes) -> str:
