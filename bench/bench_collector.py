@@ -320,8 +320,8 @@ def _fresh_pg(base: str, name: str) -> str:
 def main() -> None:
     """Run both benchmarks and print a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reports", type=int, default=1500, help="reports per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reports", type=int, default=1000, help="reports per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--senders", type=int, default=8)
     parser.add_argument("--rows", type=int, default=100_000, help="reports for the page test")
     args = parser.parse_args()

@@ -122,11 +122,16 @@ def _context(cafile: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def _der(cert: Any) -> bytes:
+    # SSLSocket's public methods (3.13+) return DER bytes; the C object returns Certificates.
+    return cert if isinstance(cert, bytes) else bytes(cert.public_bytes(_DER))
+
+
 def _chains(sock: ssl.SSLSocket) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    # Python 3.13 made these public on SSLSocket; 3.11/3.12 only have them on the C object.
-    obj: Any = sock if hasattr(sock, "get_verified_chain") else sock._sslobj  # type: ignore[attr-defined]
-    verified = tuple(c.public_bytes(_DER) for c in (obj.get_verified_chain() or ()))
-    served = tuple(c.public_bytes(_DER) for c in (obj.get_unverified_chain() or ()))
+    # The C object has both methods on every supported version (public on SSLSocket from 3.13).
+    obj: Any = sock._sslobj  # type: ignore[attr-defined]
+    verified = tuple(_der(c) for c in (obj.get_verified_chain() or ()))
+    served = tuple(_der(c) for c in (obj.get_unverified_chain() or ()))
     return verified, served
 
 

@@ -8,7 +8,6 @@ attacker-controlled.
 from __future__ import annotations
 
 import contextlib
-import os
 import datetime as dt
 import logging
 import time
@@ -176,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.webhooks else None
         ),
         rate_checked={},
-        writer=GroupWriter(db, inline=os.environ.get('TLSPIN_INLINE') == '1'),
+        writer=GroupWriter(db),
     )
 
     @contextlib.asynccontextmanager

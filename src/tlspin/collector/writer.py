@@ -44,11 +44,9 @@ class GroupWriter:
         max_batch: most reports per transaction.
     """
 
-    def __init__(self, db: Database, *, max_batch: int = 256, inline: bool = False) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 256) -> None:
         self._db = db
         self._max_batch = max_batch
-        self._inline = inline
-        self._flush_scheduled = False
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -70,24 +68,12 @@ class GroupWriter:
                 msg = "the report writer is closed"
                 raise RuntimeError(msg)
             self._jobs.append(_Job(report, received_at, client_ip, loop, future))
-            if self._inline:
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    loop.call_soon(self._flush_inline)
-            elif self._thread is None:
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tlspin-writer",
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify()
         return await future
-
-    def _flush_inline(self) -> None:
-        with self._cond:
-            self._flush_scheduled = False
-            batch = list(self._jobs)
-            self._jobs.clear()
-        for i in range(0, len(batch), self._max_batch):
-            self._write(batch[i : i + self._max_batch])
 
     def _run(self) -> None:
         while True:
