@@ -209,6 +209,7 @@ def preflight(
     anchors: Sequence[bytes],
     *,
     hosts: Sequence[str] = (),
+    also: Sequence[str] = (),
     at: dt.datetime | None = None,
 ) -> PreflightReport:
     """Check a planned served chain (leaf first) against each shipped policy version.
@@ -218,6 +219,7 @@ def preflight(
         served: the planned chain as the server will send it, leaf first.
         anchors: DER root certificates clients trust.
         hosts: host names to check (default: the leaf's names that some rule covers).
+        also: more host names to check besides the default ones (e.g. a live host).
         at: the planned deployment time (default: now).
     """
     if not served:
@@ -228,6 +230,10 @@ def preflight(
     targets = [(canonical_host(h), canonical_host(h)) for h in hosts] or hosts_for(
         served[0], policies
     )
+    for extra in also:
+        host = canonical_host(extra)
+        if host not in dict(targets):
+            targets.append((host, host))
     chains: dict[str, tuple[bytes, ...]] = {}
     errors: dict[str, str] = {}
     for shown, checked in targets:

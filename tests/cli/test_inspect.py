@@ -222,3 +222,26 @@ def test_console_script_runs_without_traceback(world: World) -> None:
     assert failed.returncode == 2
     assert "Traceback" not in failed.stderr
     assert failed.stderr.startswith("error: ")
+
+
+def test_check_expired_rule_fails_open_with_warning(world: World) -> None:
+    """An expired rule is not enforced: check passes, says so, and prints the expiry warning."""
+    path = world.write(
+        "e.toml",
+        f'[[rule]]\nhosts = ["localhost"]\npins = ["{FAKE}", "{world.backup_pin}"]\n'
+        "expires = 2020-01-01\n",
+    )
+    result = invoke("check", world.target, "--cafile", str(world.root_pem), "--policy", str(path))
+    assert result.exit_code == 0, result.stderr
+    assert "every rule for this host has expired" in result.stdout
+    assert "warning: " in result.stderr
+    assert "expired" in result.stderr
+    live = world.write(
+        "l.toml", f'[[rule]]\nhosts = ["localhost"]\npins = ["{FAKE}", "{world.backup_pin}"]\n'
+    )
+    assert (
+        invoke(
+            "check", world.target, "--cafile", str(world.root_pem), "--policy", str(live)
+        ).exit_code
+        == 1
+    )

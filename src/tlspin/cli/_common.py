@@ -142,47 +142,24 @@ def read_input(path: str | Path, *, what: str = "file") -> bytes:
 
 def load_policy(path: str | Path, *, allow_empty: bool = False) -> PinPolicy:
     """Load a policy file (TOML, or JSON by suffix); any problem exits 2 with one line."""
-    import json
-    import tomllib
-
     from tlspin.exceptions import PinConfigurationError, SinglePinWarning
-    from tlspin.policyfile import from_data, load
+    from tlspin.policyfile import load
 
     p = Path(path)
     if not p.exists():
         fail(f"{p}: no such policy file")
     if p.is_dir():
         fail(f"{p}: expected a policy file, found a directory")
-    raw = read_input(p, what="policy file")
     with warnings.catch_warnings():
         # Single-pin rules are reported by lint (TP001); loading must not nag about them.
         warnings.simplefilter("ignore", SinglePinWarning)
         try:
-            # Parse without the source text first: policyfile locates lines for error messages
-            # eagerly, which costs O(rules²) on big files. Only a bad file pays for line numbers.
-            text = raw.decode("utf-8")
-            is_json = p.suffix.lower() == ".json"
-            data = json.loads(text, object_pairs_hook=_unique) if is_json else tomllib.loads(text)
-            policy = from_data(data)
-        except (ValueError, UnicodeDecodeError):
-            try:
-                policy = load(p)
-            except PinConfigurationError as exc:
-                fail(str(exc))
+            policy = load(p)
+        except PinConfigurationError as exc:
+            fail(str(exc))
     if not policy.rules and not allow_empty:
         fail(f"{p}: the policy is empty; expected at least one [[rule]]")
     return policy
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object hook that refuses duplicate keys, as the policy loader does."""
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            msg = f"duplicate JSON key {key!r}"
-            raise ValueError(msg)
-        out[key] = value
-    return out
 
 
 def write_output(

@@ -113,17 +113,8 @@ def preflight(
     if live is not None:
         live_target, result = connect(live, cafile=cafile, port=None, timeout=timeout)
         current = result.verified_chain
-    check_hosts = list(hosts)
-    if live_target is not None and not check_hosts:
-        from tlspin.preflight import hosts_for
-
-        derived = [
-            shown
-            for shown, checked in hosts_for(served[0], [p for _, p in versions])
-            if shown == checked
-        ]
-        check_hosts = list(dict.fromkeys([*derived, canonical_host(live_target.host)]))
-    report = run(versions, served, anchors, hosts=check_hosts, at=at)
+    also = [live_target.host] if live_target is not None and not hosts else []
+    report = run(versions, served, anchors, hosts=hosts, also=also, at=at)
     if not report.versions or not any(v.hosts for v in report.versions):
         fail("no rule of any policy covers the chain's names; give the host with --host")
     live_info: dict[str, Any] | None = None

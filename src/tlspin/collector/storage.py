@@ -31,7 +31,12 @@ __all__ = [
     "save_monitor_run",
 ]
 
-_MIGRATION_LOCK = 74_690_005  # pg_advisory_xact_lock key: one migrator at a time
+_MIGRATION_LOCK = 74_690_005
+_REPORT_COLUMNS = (
+    "received_at", "client_time", "kind", "hostname", "port", "noted_hostname",
+    "include_subdomains", "mode", "reason", "app_id", "app_version", "client_ip",
+    "observed_pins", "known_pins", "chain", "issuer", "incident_id", "raw",
+)  # pg_advisory_xact_lock key: one migrator at a time
 
 
 def normalise_url(url: str) -> str:
@@ -84,6 +89,7 @@ class Database:
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._intake_sql: tuple[Any, Any] | None = None
+        self._report_insert: tuple[str, list[Any]] | None = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -152,8 +158,7 @@ class Database:
                 "resolved_at": None,
             },
         ).returning(Incident.id, Incident.count, Incident.opened_at)
-        add = insert(Report).returning(Report.id, sort_by_parameter_order=True)
-        self._intake_sql = (upsert, add)
+        self._intake_sql = (upsert, None)
         return self._intake_sql
 
     def store_report(
@@ -171,7 +176,7 @@ class Database:
         are inserted with one multi-row statement. Returns one :class:`Stored` per item, in
         order.
         """
-        upsert, add = self._statements()
+        upsert, _ = self._statements()
         groups: dict[str, list[int]] = {}
         for index, (report, _, _) in enumerate(items):
             groups.setdefault(report.incident_key(), []).append(index)
@@ -198,30 +203,54 @@ class Database:
                         incident_id, count - len(members) + 1 + position, opened and not position
                     )
             rows = [
-                {
-                    "received_at": received_at,
-                    "client_time": report.client_time,
-                    "kind": report.kind,
-                    "hostname": report.hostname,
-                    "port": report.port,
-                    "noted_hostname": report.noted_hostname,
-                    "include_subdomains": report.include_subdomains,
-                    "mode": report.mode,
-                    "reason": report.reason,
-                    "app_id": report.app_id,
-                    "app_version": report.app_version,
-                    "client_ip": client_ip,
-                    "observed_pins": report.observed_pins,
-                    "known_pins": list(report.known_pins),
-                    "chain": report.chain,
-                    "issuer": report.issuer,
-                    "incident_id": incident_of[index][0],
-                    "raw": report.raw,
-                }
+                (
+                    received_at, report.client_time, report.kind, report.hostname, report.port,
+                    report.noted_hostname, report.include_subdomains, report.mode,
+                    report.reason, report.app_id, report.app_version, client_ip,
+                    report.observed_pins, list(report.known_pins), report.chain, report.issuer,
+                    incident_of[index][0], report.raw,
+                )
                 for index, (report, received_at, client_ip) in enumerate(items)
             ]
-            ids = [row[0] for row in conn.execute(add, rows)]
+            ids = self._insert_reports(conn, rows)
         return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
+
+    def _insert_reports(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Insert report rows through the driver, with SQLAlchemy's own value processing.
+
+        Intake is the hot path: going straight to the DB-API cursor halves the per-row cost,
+        while each column's bind processor (the same one SQLAlchemy would apply: UTC naive
+        timestamps, JSON, booleans) keeps the stored values identical to the ORM's.
+        """
+        if self._report_insert is None:
+            dialect = self.engine.dialect
+            columns = [Report.__table__.c[name] for name in _REPORT_COLUMNS]
+            processors = [c.type.bind_processor(dialect) for c in columns]
+            marker = "?" if self.is_sqlite else "%s"
+            sql = (f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) "
+                   f"VALUES ({', '.join([marker] * len(columns))})")
+            self._report_insert = (sql, processors)
+        sql, processors = self._report_insert
+        values = [
+            tuple(v if p is None else p(v) for v, p in zip(row, processors, strict=True))
+            for row in rows
+        ]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if self.is_sqlite:
+                ids = []
+                for value in values:
+                    cursor.execute(sql, value)
+                    ids.append(int(cursor.lastrowid))
+                return ids
+            cursor.executemany(sql + " RETURNING id", values, returning=True)
+            ids = []
+            while True:
+                ids.append(int(cursor.fetchone()[0]))
+                if not cursor.nextset():
+                    return ids
+        finally:
+            cursor.close()
 
     def resolve_incident(self, incident_id: int, *, now: dt.datetime | None = None) -> bool:
         """Mark an incident resolved; False if there is no such incident."""

@@ -12,8 +12,8 @@ sets it).
 from __future__ import annotations
 
 import plistlib
-from xml.parsers.expat import ExpatError
 from typing import Any
+from xml.parsers.expat import ExpatError
 
 from tlspin.exceptions import PolicyError
 from tlspin.formats import ExportOptions, Problems
