@@ -92,6 +92,8 @@ def test_exceptions_module_all_matches_classes() -> None:
     public = {
         name
         for name, value in vars(exceptions).items()
-        if isinstance(value, type) and not name.startswith("_") and value.__module__ == exceptions.__name__
+        if isinstance(value, type)
+        and not name.startswith("_")
+        and value.__module__ == exceptions.__name__
     }
     assert public == set(exceptions.__all__)

@@ -222,8 +222,9 @@ def test_json_policy_is_linted(world: World) -> None:
     assert {f["code"] for f in report["findings"]} >= {"TP001", "TP012"}
 
 
-def test_docs_list_every_code() -> None:
-    """docs/cli.md lists every lint code with its severity."""
-    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md"])
+def test_docs_list_every_code(doc: str) -> None:
+    """The README and docs/cli.md list every lint code with its severity."""
+    text = (Path(__file__).parents[2] / doc).read_text(encoding="utf-8")
     for code, (severity, _) in CODES.items():
         assert re.search(rf"\|\s*{code}\s*\|\s*{severity}\s*\|", text), code

@@ -67,10 +67,12 @@ def test_readme_example_fails_for_an_unpinned_client(pytester: pytest.Pytester) 
     result.stdout.fnmatch_lines(["*expected the call to be refused by pinning, but it succeeded*"])
 
 
-def test_docs_show_the_example_verbatim() -> None:
-    """docs/testing.md quotes tests/testing/readme_example.py exactly, so the README runs."""
-    docs = (ROOT / "docs" / "testing.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", docs, flags=re.DOTALL)
+@pytest.mark.parametrize("doc", ["README.md", "docs/testing.md"])
+def test_docs_show_the_example_verbatim(doc: str) -> None:
+    """The README and docs/testing.md quote tests/testing/readme_example.py exactly, so the
+    example they show is the one the suite runs."""
+    text = (ROOT / doc).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     assert EXAMPLE.read_text() in blocks
 
 

@@ -270,8 +270,15 @@ def test_handshake_delay_holds_back_the_server_hello(root: CA, origin_leaf: Leaf
 def test_stop_cuts_idle_connections_and_joins_threads(root: CA, origin_leaf: Leaf) -> None:
     """stop() closes a kept-alive connection and leaves no server thread running."""
 
+    # Servers of other (module- or session-scoped) fixtures may be running: count only ours.
+    others = {t for t in threading.enumerate() if t.name == "tlspin-server"}
+
     def server_threads() -> list[threading.Thread]:
-        return [t for t in threading.enumerate() if t.name == "tlspin-server" and t.is_alive()]
+        return [
+            t
+            for t in threading.enumerate()
+            if t.name == "tlspin-server" and t.is_alive() and t not in others
+        ]
 
     server = TLSServer(origin_leaf).start()
     tls = _handshake(server, client_trust_context(root))

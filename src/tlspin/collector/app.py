@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import BackgroundTasks, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
@@ -251,7 +252,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             503: {"description": "Storage unavailable; retry later."},
         },
     )
-    async def receive_report(request: Request, background: BackgroundTasks) -> Response:
+    async def receive_report(request: Request) -> Response:
         start = time.perf_counter()
         metrics.received.inc()
         ip = client_ip(request, settings)
@@ -287,11 +288,14 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
                            {"Retry-After": "5"})
         metrics.accepted.labels(format=parsed.kind).inc()
         metrics.latency.observe(time.perf_counter() - start)
-        if state.alerts is not None:
-            background.add_task(_alerts_after_intake, state, parsed, stored, received_at)
         return JSONResponse(
             {"status": "accepted", "id": stored.report_id, "incident": stored.incident_id},
             status_code=201,
+            # Alerts run after the response is sent, so a slow webhook never delays intake.
+            background=(
+                BackgroundTask(_alerts_after_intake, state, parsed, stored, received_at)
+                if state.alerts is not None else None
+            ),
         )
 
     if settings.benchmark_noop:
