@@ -304,7 +304,7 @@ def postgres() -> Iterator[str | None]:
         yield f"postgresql://postgres@127.0.0.1:{port}/bench"
     finally:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m",
-                        "immediate", "stop"], capture_output=True, cwd=root)
+                        "immediate", "stop"], capture_output=True, cwd=root, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -6,14 +6,13 @@ which must succeed: it proves the pin is right and that only the forgery made th
 
 from __future__ import annotations
 
-import http.server
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from _httpd import HTTPThread, QuietHandler
 from tlspin.testing.pki import CA, Leaf
 from tlspin.testing.proxies import ConnectProxy
 from tlspin.testing.servers import TLSServer
@@ -129,7 +129,8 @@ def run_audit(
 
 def host_report(report: dict[str, Any]) -> dict[str, Any]:
     """The report entry of the audited host."""
-    [entry] = [h for h in report["hosts"] if h["host"] == HOST]
+    entries: list[dict[str, Any]] = [h for h in report["hosts"] if h["host"] == HOST]
+    [entry] = entries
     return entry
 
 
@@ -286,23 +287,15 @@ def test_curl_with_its_own_trust_store_is_refused(origin: Origin) -> None:
 def test_plain_http_is_flagged(origin: Origin) -> None:
     """A plain http:// request through HTTP_PROXY is reported as PLAINTEXT and forwarded."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as plain:
-        thread = threading.Thread(target=plain.serve_forever, daemon=True)
-        thread.start()
-        try:
-            status, report, _ = run_audit(
-                origin, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                         f"http://localhost:{plain.server_address[1]}/plain?x=1"])
-        finally:
-            plain.shutdown()
+    with contextlib.closing(HTTPThread(Handler)) as plain:
+        status, report, _ = run_audit(
+            origin, ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                     f"http://localhost:{plain.port}/plain?x=1"])
     [entry] = [h for h in report["hosts"] if h["host"] == "localhost"]
     assert entry["verdict"] == "plaintext"
     assert entry["upstream"][0].startswith("forwarded to 127.0.0.1")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,8 @@ from tlspin import (
     PinMismatchError,
     PinningUnavailableError,
     PinPolicy,
+    PinRule,
+    PinVerificationError,
     create_context,
     pin_context,
     policy_of,
@@ -412,3 +416,262 @@ def test_create_context_defaults(chain: Chain) -> None:
     assert ctx.check_hostname
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
     assert policy_of(ctx) == _good(chain)
+
+
+# -- adversarial paths -----------------------------------------------------------------------------
+
+
+class _Relay:
+    """A loopback TCP relay that records every byte the client sends, encrypted or not."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self._target = target
+        self._listener = socket.create_server((HOST, 0))
+        self.address = self._listener.getsockname()[:2]
+        self._lock = threading.Lock()
+        self._sent = bytearray()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def client_bytes(self) -> bytes:
+        """Everything the client sent so far, as seen on the wire."""
+        with self._lock:
+            return bytes(self._sent)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, record: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                if record:
+                    with self._lock:
+                        self._sent += chunk
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _run(self) -> None:
+        client, _ = self._listener.accept()
+        upstream = socket.create_connection(self._target, timeout=5)
+        back = threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True)
+        back.start()
+        self._pump(client, upstream, True)
+        back.join(5)
+        client.close()
+        upstream.close()
+        self._done.set()
+
+    def close(self) -> None:
+        """Wait for the relay to finish (both sides closed) and release its socket."""
+        self._done.wait(5)
+        self._listener.close()
+
+
+SECRET = b"Authorization: Bearer SECRET-TOKEN\r\n"
+_PLAIN_CALLS = {
+    "send": lambda s: s.send(SECRET),
+    "sendall": lambda s: s.sendall(SECRET),
+    "sendfile": lambda s: s.sendfile(io.BytesIO(SECRET)),
+    "sendto": lambda s: s.sendto(SECRET, s.getpeername()),
+    "recv": lambda s: s.recv(100),
+    "recv_into": lambda s: s.recv_into(bytearray(100)),
+    "recvfrom": lambda s: s.recvfrom(100),
+    "recvfrom_into": lambda s: s.recvfrom_into(bytearray(100)),
+    "makefile": lambda s: s.makefile("rwb").write(SECRET),
+}
+
+
+@pytest.fixture(scope="module")
+def forged(chain: Chain) -> Leaf:
+    """A leaf for the same names from a CA the client does not trust."""
+    return CA.root("tlspin context untrusted").issue(HOST, "localhost")
+
+
+@pytest.mark.parametrize("failure", ["pin-mismatch", "untrusted-ca"])
+@pytest.mark.parametrize("call", list(_PLAIN_CALLS))
+def test_no_clear_text_after_a_failed_connect(
+    chain: Chain, forged: Leaf, failure: str, call: str
+) -> None:
+    """After connect() fails its handshake, no I/O call sends or reads bytes in clear."""
+    leaf = chain.leaf if failure == "pin-mismatch" else forged
+    with TLSServer(leaf, host=HOST) as server:
+        relay = _Relay(server.address)
+        ctx = create_context(_bad(chain), cafile=chain.cafile)
+        sock = ctx.wrap_socket(socket.socket(), server_hostname=HOST)
+        sock.settimeout(5)
+        with pytest.raises(ssl.SSLCertVerificationError):
+            sock.connect(relay.address)  # ssl.SSLSocket drops the TLS layer, keeps the TCP one
+        with pytest.raises(PinVerificationError):
+            _PLAIN_CALLS[call](sock)
+        sock.close()
+        relay.close()
+        assert SECRET not in relay.client_bytes
+        server.wait_idle()
+        assert server.received == b""
+
+
+def test_connect_path_twin_passes_when_pinned(chain: Chain, server: TLSServer) -> None:
+    """A socket wrapped before connect() is checked in connect() and then carries the request."""
+    ctx = create_context(_good(chain), cafile=chain.cafile)
+    with ctx.wrap_socket(socket.socket(), server_hostname=HOST) as sock:
+        sock.settimeout(5)
+        sock.connect(server.address)
+        assert isinstance(sock, PinnedSSLSocket)
+        assert sock.tlspin_checked
+        sock.sendfile(io.BytesIO(REQUEST))
+        assert _read_response(sock) == b"ok"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "policy_host"),
+    [("127.0.0.01", HOST), ("127.000.000.001", HOST), ("LOCALHOST", "localhost")],
+)
+def test_other_spellings_of_a_pinned_host_are_checked(
+    chain: Chain, server: TLSServer, spelling: str, policy_host: str
+) -> None:
+    """A server name OpenSSL verifies as the pinned host never skips its pins; 0 bytes sent."""
+    policy = _policy(chain.stranger_pin, CA.root("z").pin, host=policy_host)
+    ctx = create_context(policy, cafile=chain.cafile)
+    with pytest.raises(PinVerificationError):
+        _connect_as(ctx, server, spelling)
+    server.wait_idle()
+    assert server.received == b""
+
+
+def _connect_as(ctx: ssl.SSLContext, server: TLSServer, name: str) -> ssl.SSLSocket:
+    raw = socket.create_connection(server.address, timeout=5)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=name)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def test_uppercase_spelling_twin_passes_when_pinned(chain: Chain, server: TLSServer) -> None:
+    """The same spelling with the right pins passes: the check keys on the canonical name."""
+    policy = _policy(chain.leaf.pin, chain.stranger_pin, host="localhost")
+    ctx = create_context(policy, cafile=chain.cafile)
+    with _connect_as(ctx, server, "LOCALHOST") as sock:
+        assert sock.tlspin_checked
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+@pytest.mark.parametrize("seen_first", [True, False], ids=["seen-leaf", "fresh-policy"])
+def test_resumed_session_with_root_pin_and_deny_pins(
+    chain: Chain, resuming_server: TLSServer, seen_first: bool
+) -> None:
+    """Deny pins do not refuse a resumed session whose leaf passed; an unseen leaf still fails."""
+
+    def policy() -> PinPolicy:
+        rule = PinRule(HOST, [chain.root.pin, chain.stranger_pin], deny=[CA.root("bad").pin])
+        return PinPolicy([rule])
+
+    ctx = create_context(policy(), cafile=chain.cafile)
+    session = _first_session(ctx, resuming_server)
+    if not seen_first:
+        pin_context(ctx, policy())
+        with pytest.raises(PinningUnavailableError, match="resumed"):
+            _connect(ctx, resuming_server, session=session)
+        return
+    with _connect(ctx, resuming_server, session=session) as sock:
+        assert sock.session_reused
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+@pytest.mark.parametrize("mode", ["report", "enforce"])
+def test_interrupted_check_is_not_sticky(chain: Chain, server: TLSServer, mode: str) -> None:
+    """Ctrl-C in an observer propagates; the next write re-runs the check instead of re-raising."""
+    calls: list[str] = []
+
+    def observer(violation: tlspin.Violation) -> None:
+        calls.append(violation.mode)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    rule = PinRule(HOST, [chain.stranger_pin, CA.root("w").pin], mode=mode)  # type: ignore[arg-type]
+    ctx = create_context(PinPolicy([rule], observers=[observer]), cafile=chain.cafile)
+    with _connect(ctx, server, do_handshake_on_connect=False) as sock:
+        with pytest.raises(KeyboardInterrupt):
+            sock.do_handshake()
+        if mode == "report":
+            sock.sendall(REQUEST)
+            assert _read_response(sock) == b"ok"
+        else:
+            with pytest.raises(PinMismatchError):
+                sock.sendall(REQUEST)
+    assert calls == [mode, mode]
+    if mode == "enforce":
+        server.wait_idle()
+        assert server.received == b""
+
+
+def test_served_chain_is_what_the_server_sent(chain: Chain, tmp_path: Path) -> None:
+    """A forged leaf with the pinned certificates appended: the event shows both chains."""
+    attacker = CA.root("tlspin context attacker")
+    forged = attacker.issue(HOST)
+    appended = Leaf(forged.cert, forged.key, [chain.intermediate.cert, chain.root.cert])
+    cafile = tmp_path / "both.pem"
+    cafile.write_bytes(chain.root.cert_pem + attacker.cert_pem)
+    seen: list[tlspin.Violation] = []
+    policy = PinPolicy.from_mapping(
+        {HOST: [chain.intermediate.pin, chain.root.pin]}, observers=[seen.append]
+    )
+    with TLSServer(appended, host=HOST) as server:
+        with pytest.raises(PinMismatchError):
+            _connect(create_context(policy, cafile=str(cafile)), server)
+        server.wait_idle()
+        assert server.received == b""
+    (violation,) = seen
+    assert violation.served_chain == (
+        forged.cert_der,
+        chain.intermediate.cert_der,
+        chain.root.cert_der,
+    )
+    assert violation.verified_chain == (forged.cert_der, attacker.cert_der)
+    assert violation.hostname == HOST
+
+
+def test_concurrent_handshakes_on_one_context(chain: Chain, server: TLSServer) -> None:
+    """8 threads share one pinned context: pinned names pass, mis-pinned spellings all fail."""
+    policy = PinPolicy(
+        [
+            PinRule(HOST, [chain.leaf.pin, chain.stranger_pin]),
+            PinRule("localhost", [chain.stranger_pin, CA.root("v").pin]),
+        ]
+    )
+    ctx = create_context(policy, cafile=chain.cafile)
+    names = [HOST, "localhost", "LocalHost", HOST]
+    outcomes: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for name in names:
+            try:
+                with _connect_as(ctx, server, name) as sock:
+                    sock.sendall(REQUEST)
+                    result = "ok" if _read_response(sock) == b"ok" else "bad body"
+            except PinMismatchError as exc:
+                result = f"refused {exc.hostname}"
+            except BaseException as exc:
+                result = repr(exc)
+            with lock:
+                outcomes.append((name, result))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == sorted(
+        (name, "ok" if name == HOST else "refused localhost") for name in names * 8
+    )
+    server.wait_idle()
+    assert server.requests == ["GET / HTTP/1.1"] * 16

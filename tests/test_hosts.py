@@ -150,10 +150,16 @@ def test_any_depth_wildcard_matches_every_subdomain(labels: list[str], base: str
     assert matches(f"**.{base}", ".".join([*labels, base]))
 
 
-@given(LABELS, BASES, st.lists(LABEL, min_size=1, max_size=3))
-def test_suffix_appended_never_matches(labels: list[str], base: str, tail: list[str]) -> None:
+# A last label never looks like a number (those names are refused, see test_numeric_hosts).
+TLD = st.from_regex(r"[a-z]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+
+
+@given(LABELS, BASES, st.lists(LABEL, max_size=2), TLD)
+def test_suffix_appended_never_matches(
+    labels: list[str], base: str, middle: list[str], tld: str
+) -> None:
     """A host that merely contains the base followed by more labels never matches."""
-    host = ".".join([*labels, base, *tail])
+    host = ".".join([*labels, base, *middle, tld])
     for pattern in (base, f"*.{base}", f"**.{base}"):
         assert not matches(pattern, host)
 
@@ -171,3 +177,118 @@ def test_exact_pattern_matches_only_itself(labels: list[str], base: str) -> None
 def test_label_prefix_is_not_a_subdomain(label: str, base: str) -> None:
     """'**.base' does not match a host that only ends with the base's text."""
     assert not matches(f"**.{base}", f"{label}{base}")
+
+
+# -- hostile and unusual spellings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.01",  # OpenSSL verifies this as the IP address 127.0.0.1
+        "127.000.000.001",
+        "127.1",  # the resolver connects these to 127.0.0.1
+        "0x7f000001",
+        "0x7f.0.0.1",
+        "2130706433",
+        "example.com.1",
+        "a.0x",
+    ],
+)
+def test_numeric_names_that_are_not_canonical_ips_are_refused(host: str) -> None:
+    """A name ending in a number is an IP address in disguise: refused, never 'unpinned'."""
+    with pytest.raises(PolicyError, match="ends in a number"):
+        canonical_host(host)
+    with pytest.raises(PolicyError):
+        HostPattern.parse(host)
+    # The handshake treats a name it cannot canonicalise as pinned (fail closed).
+    with pytest.raises(PolicyError):
+        PinPolicy([PinRule(["127.0.0.1"], PINS)]).rules_for(host)
+
+
+@pytest.mark.parametrize("host", ["1e100.net", "a.0xg", "0x.example", "123.example.com"])
+def test_names_with_digits_before_the_last_label_stay_names(host: str) -> None:
+    """Digits and hex-like labels anywhere but last are ordinary DNS labels."""
+    assert canonical_host(host) == host
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.1"),  # IPv4-mapped IPv6 reaches the IPv4 host
+        ("[::ffff:7f00:1]", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("0:0:0:0:0:0:0:1", "::1"),
+        ("１２７.0.0.1", "127.0.0.1"),  # full-width digits, as IDNA maps them
+        ("127。0。0。1", "127.0.0.1"),  # ideographic full stops
+        ("api。example。com", "api.example.com"),
+        ("bücher。example", "xn--bcher-kva.example"),
+        ("localhost.", "localhost"),
+        ("LocalHost.", "localhost"),
+        ("_srv.example.com", "_srv.example.com"),
+        ("a" * 63 + ".example.com", "a" * 63 + ".example.com"),
+    ],
+)
+def test_spellings_of_one_host_share_its_pins(spelling: str, canonical: str) -> None:
+    """Every spelling of an address or name canonicalises to the one its pins are keyed by."""
+    assert canonical_host(spelling) == canonical
+    policy = PinPolicy([PinRule([canonical], PINS)])
+    assert policy.rules_for(spelling) == policy.rules
+    assert HostPattern.parse(spelling).text == canonical
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api\n.example.com",  # "$" once matched before a trailing newline inside a label
+        "api.example\n.com",
+        "a\x00.example.com",
+        "a\t.example.com",
+        "api..example.com",
+        ".example.com",
+        "example.com..",
+        "a" * 64 + ".example.com",
+        ("a" * 60 + ".") * 5 + "com",  # longer than 253 characters
+        "api.example.com/",
+        "user@api.example.com",
+        "api.example.com:443",
+        "[api.example.com]",
+        "\ud800.example.com",  # a lone surrogate
+    ],
+)
+def test_malformed_host_names_are_refused(host: str) -> None:
+    """Control characters, empty labels, over-long names and URL pieces raise PolicyError."""
+    with pytest.raises(PolicyError):
+        canonical_host(host)
+
+
+@pytest.mark.parametrize("pattern", ["**.", "*.", "**", "**.github.io", "*.github.io"])
+def test_bare_wildcards_and_private_suffixes_are_refused(pattern: str) -> None:
+    """A wildcard with no domain, or over a private public suffix like github.io, is refused."""
+    with pytest.raises(PolicyError):
+        HostPattern.parse(pattern)
+    # Twin: a registrable domain under that suffix is fine.
+    assert HostPattern.parse("*.me.github.io").base == "me.github.io"
+
+
+HOSTY = st.text(alphabet="ab0129xX.-_*[]:。．\n\x00 Üß", max_size=24)
+
+
+@given(st.one_of(st.text(max_size=40), HOSTY))
+def test_arbitrary_text_never_crashes_host_parsing(text: str) -> None:
+    """Any text is a host name and pattern, or raises PolicyError, never anything else."""
+    for parse in (canonical_host, HostPattern.parse):
+        try:
+            parse(text)
+        except PolicyError:
+            pass
+
+
+@given(HOSTY)
+def test_canonical_host_is_idempotent(text: str) -> None:
+    """A canonical name canonicalises to itself, so every spelling meets in one cache key."""
+    try:
+        host = canonical_host(text)
+    except PolicyError:
+        return
+    assert canonical_host(host) == host

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlspin import CertificatePin, InvalidPinError, Pin, spki_sha256
+from tlspin import CertificatePin, InvalidPinError, Pin, _der, spki_sha256
 from tlspin.testing.pki import CA, KeyKind, backup_key
 
 OPENSSL = shutil.which("openssl")
@@ -364,3 +364,128 @@ def test_arbitrary_bytes_never_crash_certificate_parsing(data: bytes) -> None:
         Pin.from_certificate(data)
     except InvalidPinError:
         pass
+
+
+# -- hostile input -------------------------------------------------------------------------------
+
+_BIG_CERT = CA.root("tlspin hostile der").cert_der
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x30",
+        b"\x30\x00",  # an empty outer SEQUENCE once indexed past the end
+        b"\x30\x02\x30\x00",  # an empty TBSCertificate
+        b"\x30\x80\x30\x00\x00\x00",  # BER indefinite length
+        b"\x30\x85\x00\x00\x00\x00\x02\x30\x00",  # a length of more than 4 bytes
+        b"\x30\x81\x02\x30\x00",  # a non-minimal length
+        b"\x30\x82\x00\x02\x30\x00",  # a non-minimal two-byte length
+        b"\x30\x84\xff\xff\xff\xff",  # a length far past the end
+        b"\x3f\x01\x00",  # a multi-byte tag
+        b"\x02\x01\x00",  # not a SEQUENCE
+        _BIG_CERT[:-1],  # truncated
+        _BIG_CERT + b"\x00",  # trailing garbage
+        _BIG_CERT[:4] + b"\x02\x01\x00" + _BIG_CERT[4:],  # an element overrunning its parent
+    ],
+)
+def test_hostile_der_raises_a_clean_error(data: bytes) -> None:
+    """Truncated, indefinite, over-long or padded DER raises DERError/InvalidPinError only."""
+    with pytest.raises(_der.DERError):
+        _der.spki_from_certificate(data)
+    with pytest.raises(InvalidPinError):
+        spki_sha256(data)
+    with pytest.raises(InvalidPinError):
+        Pin.from_certificate(data)
+
+
+def test_hostile_der_twin_real_certificate_parses() -> None:
+    """The untouched certificate of the hostile cases parses to its public key."""
+    assert Pin(spki_sha256(_BIG_CERT)) == Pin.from_certificate(_BIG_CERT)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return _der.encode_tlv(tag, body)
+
+
+# Nested TLVs shaped like certificates, then truncated, spliced or padded.
+_TREES = st.recursive(
+    st.builds(_tlv, st.sampled_from([0x02, 0x03, 0x06, 0x05, 0x0C]), st.binary(max_size=6)),
+    lambda kids: st.builds(
+        lambda tag, items: _tlv(tag, b"".join(items)),
+        st.sampled_from([0x30, 0x30, 0x31, 0xA0, 0xA3]),
+        st.lists(kids, max_size=8),
+    ),
+    max_leaves=24,
+)
+
+
+@st.composite
+def _hostile_der(draw: st.DrawFn) -> bytes:
+    data = draw(_TREES)
+    cut = draw(st.integers(0, len(data)))
+    return draw(
+        st.sampled_from(
+            [
+                data,
+                data[:cut],
+                data[:cut] + draw(st.binary(max_size=4)) + data[cut:],
+                data + draw(st.binary(min_size=1, max_size=4)),
+            ]
+        )
+    )
+
+
+@given(_hostile_der())
+def test_structured_der_never_crashes(data: bytes) -> None:
+    """Certificate-shaped DER, truncated or spliced, yields an SPKI slice or a clean error."""
+    try:
+        spki = _der.spki_from_certificate(data)
+    except _der.DERError:
+        with pytest.raises(InvalidPinError):
+            spki_sha256(data)
+        return
+    assert spki[0] == 0x30
+    assert spki in data
+    assert spki_sha256(data) == hashlib.sha256(spki).digest()
+
+
+@given(_hostile_der())
+def test_structured_der_never_crashes_csr_parsing(data: bytes) -> None:
+    """Certificate-request parsing of the same inputs raises InvalidPinError or pins a slice."""
+    try:
+        Pin.from_csr(data)
+    except InvalidPinError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sha256/" + "-" * 42 + "A=",  # base64url alphabet
+        "sha256/" + "_" * 42 + "A=",
+        "sha256/" + "A" * 43 + "===",  # extra padding
+        "sha256/" + "A" * 43 + "=\nsha256/" + "B" * 43 + "=",  # two pins on two lines
+        "sha256/" + "A" * 22 + " " + "A" * 21 + "=",  # inner whitespace
+        "sha256/" + "A" * 43 + "=garbage",  # trailing garbage
+        "garbage sha256/" + "A" * 43 + "=",  # leading garbage
+        'pin-sha256="' + "A" * 43 + '="; max-age=600',  # a whole HPKP header
+    ],
+)
+def test_malformed_notations_are_refused(text: str) -> None:
+    """base64url, bad padding, whitespace and garbage around a pin raise InvalidPinError."""
+    with pytest.raises(InvalidPinError, match="accepted forms"):
+        Pin.parse(text)
+
+
+def test_huge_input_gives_a_short_error() -> None:
+    """A megabyte of junk is refused with a message that quotes only its start."""
+    for junk in ("x" * 1_000_000, "sha256/" + "A" * 1_000_000, "pin-" + "a" * 1_000_000 + "=x"):
+        with pytest.raises(InvalidPinError) as excinfo:
+            Pin.parse(junk)
+        assert len(str(excinfo.value)) < 600
+        assert f"({len(junk)} characters)" in str(excinfo.value)
+    # Short input is still quoted in full.
+    with pytest.raises(InvalidPinError, match="'sha1/abc'"):
+        Pin.parse("sha1/abc")

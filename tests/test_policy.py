@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import pickle
+import threading
 import warnings
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tlspin import (
     CertificatePin,
@@ -325,3 +329,222 @@ def test_violation_fields(chain: Chain) -> None:
     assert v.include_subdomains
     assert v.expires == dt.date(2031, 1, 1)
     assert "Certificate pinning failure!" in v.message()
+
+
+# -- hostile policy documents -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "detail"),
+    [
+        ("[" * 100_000, "json", "nested too deeply"),
+        ('{"rule": ' + "[" * 50_000 + "]" * 50_000 + "}", "json", "nested too deeply"),
+        ("x = " + "[" * 100_000, "toml", "nested too deeply"),
+        ("x = " + "{a = " * 50_000 + "1" + "}" * 50_000, "toml", "nested too deeply"),
+        ('{"on_expiry": ' + "9" * 5000 + "}", "json", "cannot be read"),
+        ("on_expiry = " + "9" * 5000, "toml", "cannot be read"),
+    ],
+)
+def test_hostile_documents_raise_policy_error(text: str, fmt: str, detail: str) -> None:
+    """Deep nesting and giant integers raise PolicyError, not RecursionError or ValueError."""
+    with pytest.raises(PolicyError, match=detail) as excinfo:
+        PinPolicy.loads(text, format=fmt)  # type: ignore[arg-type]
+    assert type(excinfo.value) is PolicyError
+    assert "set_int_max_str_digits" not in str(excinfo.value)
+
+
+def test_hostile_documents_twin_shallow_json_loads() -> None:
+    """The same shapes, shallow and with short numbers, parse or fail on the schema only."""
+    pins = [_unrelated(), _unrelated()]
+    doc = json.dumps({"rule": [{"hosts": ["api.example.com"], "pins": pins}]})
+    assert len(PinPolicy.loads(doc, format="json").rules) == 1
+    with pytest.raises(PolicyError, match="on_expiry must be"):
+        PinPolicy.loads('{"on_expiry": 9}', format="json")
+
+
+_KEYS = st.sampled_from(
+    "rule on_expiry hosts pins pin role note not_after mode deny expires include_subdomains "
+    "report_uri x".split()
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["sha256/" + "A" * 43 + "=", "**.co.uk", "*.example.com", "report", "enforce"]
+        + ["2030-01-01", "fail-open", "127.0.0.01", "backup"]
+    ),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(_KEYS, kids, max_size=6)),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(_KEYS, _VALUES, max_size=4))
+def test_arbitrary_json_documents_raise_only_policy_error(data: dict[str, object]) -> None:
+    """Schema-shaped random JSON yields a policy or PolicyError, never another exception."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinglePinWarning)
+        try:
+            PinPolicy.loads(json.dumps(data), format="json")
+        except PolicyError:
+            pass
+
+
+@given(st.text(alphabet='[]{}=",.\n #a1-_:"\'rulehostpins', max_size=60))
+def test_arbitrary_toml_and_json_text_raise_only_policy_error(text: str) -> None:
+    """Any text, read as TOML or as JSON, yields a policy or PolicyError only."""
+    for fmt in ("toml", "json"):
+        try:
+            PinPolicy.loads(text, format=fmt)  # type: ignore[arg-type]
+        except PolicyError:
+            pass
+
+
+# -- host spellings, caches, threads -------------------------------------------------------------
+
+
+def test_events_and_errors_name_the_canonical_host(chain: Chain) -> None:
+    """Verdicts, violations and errors name 'api.example.com', however the host was spelt."""
+    seen: list[Violation] = []
+    report = PinRule(["**.example.com"], [chain.other.pin], mode="report")
+    policy = PinPolicy([report], observers=[seen.append])
+    verdict = policy.check("API.Example.COM.", chain.der)
+    assert verdict.hostname == HOST
+    (violation,) = seen
+    assert violation.hostname == HOST
+    assert violation.noted_hostname == "example.com"
+    enforce = PinPolicy([PinRule([HOST], [chain.other.pin, _unrelated()])])
+    with pytest.raises(PinMismatchError) as excinfo:
+        enforce.check("API.example.com.", chain.der)
+    assert excinfo.value.hostname == HOST
+    assert f"Pinned certificates for {HOST}:" in str(excinfo.value)
+    assert PinPolicy([report]).check("Unpinned.Example.ORG.", chain.der).hostname == (
+        "unpinned.example.org"
+    )
+
+
+def test_plan_cache_keeps_each_spelling_right(chain: Chain) -> None:
+    """Spellings of one host share its outcome; a cached spelling never leaks to another host."""
+    policy = PinPolicy(
+        [
+            PinRule([HOST], [chain.root.pin, _unrelated()]),
+            PinRule(["www.example.com"], [chain.other.pin, _unrelated()]),
+        ]
+    )
+    bad = [CA.root("x").issue(HOST).cert_der]
+    for _ in range(2):  # the second round runs on cached plans
+        for spelling in (HOST, "API.example.com.", "api.EXAMPLE.com"):
+            assert policy.check(spelling, chain.der).pinned
+            with pytest.raises(PinMismatchError):
+                policy.check(spelling, bad)
+        for spelling in ("www.example.com", "WWW.example.com."):
+            with pytest.raises(PinMismatchError):
+                policy.check(spelling, chain.der)
+        assert not policy.check("example.com", chain.der).pinned
+    assert set(policy._plans) >= {HOST, "API.example.com.", "www.example.com", "example.com"}
+
+
+def test_plan_cache_is_bounded(chain: Chain) -> None:
+    """Asking for thousands of distinct names keeps the per-host caches bounded and correct."""
+    policy = PinPolicy([PinRule(["**.example.com"], [chain.root.pin, _unrelated()])])
+    for i in range(10_050):
+        assert policy.check(f"h{i}.example.com", chain.der).pinned
+    assert len(policy._plans) <= 10_001
+    assert len(policy._lookup) <= 10_001
+    with pytest.raises(PinMismatchError):
+        policy.check("h1.example.com", [chain.other.cert_der])
+
+
+def test_concurrent_checks_agree_with_serial_ones(chain: Chain) -> None:
+    """8 threads checking spellings, chains and expiring rules at once get the serial answers."""
+    expiring = PinRule(["*.example.com"], [chain.other.pin, _unrelated()], expires="2030-01-01")
+    policy = PinPolicy([PinRule([HOST], [chain.root.pin, _unrelated()]), expiring])
+    bad = [CA.root("y").issue(HOST).cert_der]
+    cases = [
+        (host, der, now)
+        for host in (HOST, "API.example.com.", "www.example.com", "WWW.Example.com", "other.org")
+        for der in (chain.der, bad)
+        for now in (NOW, dt.datetime(2029, 1, 1, tzinfo=dt.UTC))
+    ]
+
+    def outcome(host: str, der: list[bytes], now: dt.datetime) -> str:
+        try:
+            verdict = policy.check(host, der, now=now)
+        except PinMismatchError as exc:
+            return f"refused {exc.hostname}"
+        return f"{verdict.hostname} pinned={verdict.pinned} ok={verdict.ok}"
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PinPolicyExpiredWarning)
+        serial = [outcome(*case) for case in cases]
+        assert "refused api.example.com" in serial
+        assert "www.example.com pinned=True ok=True" in serial  # expired: fail open
+        results: list[list[str]] = []
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                mine = []
+                for _ in range(25):
+                    policy._plans.clear()  # keep rebuilding plans while others read them
+                    mine.append([outcome(*case) for case in cases])
+                results.extend(mine)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert len(results) == 8 * 25
+    assert all(r == serial for r in results)
+
+
+# -- deny pins and observers --------------------------------------------------------------------
+
+
+def test_deny_hit_message_names_the_denied_key(chain: Chain) -> None:
+    """A deny-list refusal says so, names the denied key, and still lists the accepted pins."""
+    accepted = [chain.leaf.pin, _unrelated()]
+    seen: list[Violation] = []
+    rule = PinRule([HOST], accepted, deny=[chain.intermediate.pin, _unrelated()])
+    with pytest.raises(PinMismatchError) as excinfo:
+        PinPolicy([rule], observers=[seen.append]).check(HOST, chain.der)
+    err = excinfo.value
+    message = str(err)
+    assert err.reason == "denied"
+    assert err.hostname == HOST
+    assert list(err.expected) == accepted
+    assert "A denied key is in the verified chain." in message
+    denied_block = message.split("Denied keys found:")[1].split(
+        "Peer certificate chain", maxsplit=1
+    )[0]
+    assert denied_block.split() == [chain.intermediate.pin]
+    assert seen[0].denied() == (Pin.parse(chain.intermediate.pin),)
+    # Twin: a plain mismatch names no denied key.
+    with pytest.raises(PinMismatchError) as mismatch:
+        PinPolicy([PinRule([HOST], [chain.other.pin, _unrelated()])]).check(HOST, chain.der)
+    assert mismatch.value.reason == "mismatch"
+    assert "Denied keys" not in str(mismatch.value)
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_observer_stopping_the_program_propagates(chain: Chain, stop: type) -> None:
+    """KeyboardInterrupt or SystemExit from an observer is not swallowed like an Exception."""
+
+    def observer(_: Violation) -> None:
+        raise stop
+
+    report = PinPolicy([PinRule([HOST], [chain.other.pin], mode="report")], observers=[observer])
+    with pytest.raises(stop):
+        report.check(HOST, chain.der)
+    # Twin: a passing chain never calls the observer.
+    ok = PinPolicy([PinRule([HOST], [chain.root.pin], mode="report")], observers=[observer])
+    assert ok.check(HOST, chain.der).ok

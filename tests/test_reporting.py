@@ -192,7 +192,8 @@ def test_real_pin_failure_is_reported(pki: PKI, origin: TLSServer, collector: An
         _pinned_get(origin, policy, pki)
     assert reporter.flush(10)
     reporter.close()
-    assert sink.wait(1) and len(sink.bodies) == 1
+    assert sink.wait(1)
+    assert len(sink.bodies) == 1
     report = sink.bodies[0]
     assert (report["hostname"], report["port"], report["noted-hostname"]) == (
         "localhost", origin.port, "localhost")
@@ -253,14 +254,16 @@ def test_blackholed_collector_never_delays_the_request(
     """With the collector hung, a failing pinned request returns far before the report timeout."""
     timeout = 10.0
     reporter = Reporter(blackhole.url, timeout=timeout)
-    policy = reporter.attach(tlspin.PinPolicy([_rule("localhost", [pki.other.pin, pki.backup.pin])]))
+    policy = reporter.attach(
+        tlspin.PinPolicy([_rule("localhost", [pki.other.pin, pki.backup.pin])]))
     started = time.monotonic()
     for _ in range(3):
         with pytest.raises(ssl.SSLCertVerificationError):
             _pinned_get(origin, policy, pki)
     elapsed = time.monotonic() - started
     assert blackhole.accepted.wait(5)  # the report really is stuck in the hung collector
-    assert reporter.stats.sent == 0 and reporter.stats.pending >= 1
+    assert reporter.stats.sent == 0
+    assert reporter.stats.pending >= 1
     assert elapsed < timeout / 5, f"three refused requests took {elapsed:.2f}s"
     reporter.close(timeout=0)
 
@@ -340,7 +343,8 @@ def test_transient_failures_back_off_exponentially(pki: PKI, collector: Any) -> 
     assert sink.wait(3)
     assert reporter.flush(10)
     gaps = [b - a for a, b in zip(sink.times, sink.times[1:], strict=False)]
-    assert gaps[0] >= 0.2 and gaps[1] >= 0.4
+    assert gaps[0] >= 0.2
+    assert gaps[1] >= 0.4
     stats = reporter.stats
     assert (stats.sent, stats.retried, stats.failed) == (1, 2, 0)
     reporter.close()
@@ -354,7 +358,8 @@ def test_permanent_failures_are_not_retried(pki: PKI, collector: Any) -> None:
     two = Reporter(failing.url, backoff=0.01, max_attempts=3)
     one(_violations(pki, 1)[0])
     two(_violations(pki, 1)[0])
-    assert one.flush(10) and two.flush(10)
+    assert one.flush(10)
+    assert two.flush(10)
     assert (len(refused.bodies), one.stats.failed) == (1, 1)
     assert (len(failing.bodies), two.stats.failed, two.stats.retried) == (3, 1, 2)
     one.close()
@@ -372,7 +377,9 @@ def test_report_never_goes_to_the_failing_host(pki: PKI, collector: Any) -> None
     covered(_violations(pki, 1, pattern="**.tlspin.test")[0])
     fine = Reporter(f"http://localhost:{port}/reports")
     fine(_violations(pki, 1)[0])
-    assert fine.flush(10) and looping.flush(1) and covered.flush(1)
+    assert fine.flush(10)
+    assert looping.flush(1)
+    assert covered.flush(1)
     assert (looping.stats.refused, covered.stats.refused, fine.stats.refused) == (1, 1, 0)
     assert [b["hostname"] for b in sink.bodies] == [HOST]
     for r in (looping, covered, fine):

@@ -8,24 +8,23 @@ loopback addresses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
 from urllib.parse import urlsplit
+
+from tlspin._loopserver import TIMEOUT, LoopService, reply, tunnel
+from tlspin._net import resolve_loopback, split_target
 
 if TYPE_CHECKING:
     from tlspin.testing.pki import CA
 
 __all__ = ["AuditProxy", "Connection", "redact_request_line"]
 
-_TIMEOUT = 10.0
 # How long a program may sit on a forged session before sending its first request.
 _FIRST_BYTE_TIMEOUT = 60.0
 _MAX_LINE = 8192
@@ -89,14 +88,6 @@ def redact_request_line(line: bytes) -> str:
     return f"{method} {target} {version[:10]}"
 
 
-def _split_target(target: str) -> tuple[str, int]:
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 443
-    host, sep, port = target.rpartition(":")
-    return (host, int(port)) if sep else (target, 443)
-
-
 def _tls_detail(exc: BaseException, *, during_handshake: bool) -> str:
     when = "handshake aborted" if during_handshake else "after the handshake"
     reason = getattr(exc, "reason", None)
@@ -115,7 +106,7 @@ def _tls_detail(exc: BaseException, *, during_handshake: bool) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class AuditProxy:
+class AuditProxy(LoopService):
     """A loopback HTTP proxy that forges certificates and records what each program sends.
 
     Args:
@@ -133,6 +124,7 @@ class AuditProxy:
     ) -> None:
         from tlspin.testing.pki import CA
 
+        super().__init__("127.0.0.1", None, thread_name="tlspin-audit")
         self.ca = ca if ca is not None else CA.root("tlspin audit CA (temporary)")
         self._resolve = {k.lower().rstrip("."): v for k, v in (resolve or {}).items()}
         for name, address in self._resolve.items():
@@ -141,75 +133,14 @@ class AuditProxy:
         self._upstream_cafile = None if upstream_cafile is None else os.fspath(upstream_cafile)
         self._upstream_ctx: ssl.SSLContext | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
-        self._lock = threading.Condition()
         self._connections: list[Connection] = []
-        self._active = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._port = 0
-        self._errors: list[str] = []
 
-    # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> Self:
-        """Listen on an ephemeral port of 127.0.0.1."""
+        """Listen on an ephemeral port of 127.0.0.1 (`url` is ``http://127.0.0.1:PORT``)."""
         logging.getLogger("asyncio").addFilter(_QUIET_EOF)  # idempotent: same filter object
-        loop = asyncio.new_event_loop()
-        # asyncio would log every handshake a pinned program aborts; those are findings, and
-        # they are recorded as such, so keep the loop's own reports for debugging only.
-        loop.set_exception_handler(lambda _loop, context: self._errors.append(str(context)))
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-audit")
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._open(), loop).result(_TIMEOUT)
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, and end the thread."""
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(_TIMEOUT)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(_TIMEOUT)
-        loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _open(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self._port = self._server.sockets[0].getsockname()[1]
-
-    async def _close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
-        # Closed transports finish in a later loop iteration; let them, before the loop stops.
-        await asyncio.sleep(0)
+        return super().start()
 
     # --- records ----------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self._port}"
-
     @property
     def ca_pem(self) -> bytes:
         """The forging CA's certificate (PEM), to be trusted by the audited program."""
@@ -218,77 +149,44 @@ class AuditProxy:
     @property
     def connections(self) -> list[Connection]:
         """Every finished connection, in the order they ended."""
-        with self._lock:
+        with self._cond:
             return list(self._connections)
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no connection is open; return False on timeout."""
-        with self._lock:
-            return self._lock.wait_for(lambda: self._active == 0, timeout)
-
     def _record(self, conn: Connection) -> None:
-        with self._lock:
-            self._connections.append(conn)
-            self._lock.notify_all()
+        self._append("_connections", conn)
 
     # --- serving ----------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        with self._lock:
-            self._active += 1
-        try:
-            await self._handle(reader, writer)
-        except (OSError, EOFError, ssl.SSLError, ValueError, TimeoutError):
-            pass  # the program went away mid-way; what mattered is already recorded
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            self._tasks.discard(task)
-            with self._lock:
-                self._active -= 1
-                self._lock.notify_all()
-
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _TIMEOUT)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         line = head.split(b"\r\n", 1)[0]
         method, _, rest = line.decode("latin-1").strip().partition(" ")
         target = rest.rpartition(" ")[0]
         if method.upper() == "CONNECT":
-            host, port = _split_target(target)
+            host, port = split_target(target, 443)
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             await self._intercept(reader, writer, host, port)
             return
         url = urlsplit(target)
         if url.scheme != "http" or not url.hostname:
-            await _reply(writer, "405 Method Not Allowed", "tlspin audit: expected CONNECT or http://")
+            await reply(writer, "405 Method Not Allowed", "tlspin audit: expected CONNECT or http://")
             return
         port = url.port or 80
         address = self._loopback(url.hostname)
         if address is None:
             self._record(Connection(url.hostname, port, "plaintext", redact_request_line(line),
                                     upstream=self._not_contacted(url.hostname)))
-            await _reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
+            await reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
             return
         self._record(Connection(url.hostname, port, "plaintext", redact_request_line(line),
                                 upstream=f"forwarded to {address}:{port}"))
-        up_reader, up_writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port), _TIMEOUT
-        )
-        up_writer.write(head)
-        await _relay((reader, writer), (up_reader, up_writer))
+        up = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
+        up[1].write(head)
+        await self._relay((reader, writer), up)
 
     def _loopback(self, host: str) -> str | None:
         # Never consults DNS: only localhost, loopback literals and the --resolve map.
-        name = host.strip("[]").lower().rstrip(".")
-        address = self._resolve.get(name, "127.0.0.1" if name == "localhost" else name)
-        try:
-            return address if ipaddress.ip_address(address).is_loopback else None
-        except ValueError:
-            return None
+        return resolve_loopback(host, self._resolve)
 
     @staticmethod
     def _not_contacted(host: str) -> str:
@@ -301,7 +199,7 @@ class AuditProxy:
         from tlspin.testing.pki import server_context
 
         name = host.strip("[]").lower().rstrip(".")
-        with self._lock:
+        with self._cond:
             ctx = self._contexts.get(name)
             if ctx is None:
                 ctx = server_context(self.ca.issue(name), alpn=["http/1.1"])
@@ -315,10 +213,11 @@ class AuditProxy:
             self._record(Connection(host, port, verdict, line, **more))
 
         try:
-            await writer.start_tls(self._forged_context(host), ssl_handshake_timeout=_TIMEOUT)
+            await writer.start_tls(self._forged_context(host), ssl_handshake_timeout=TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             record("refused", detail=_tls_detail(exc, during_handshake=True))
             return
+        self._track(writer)  # start_tls replaced the transport
         # The verdict hangs on one question: does any application byte follow the handshake?
         try:
             line = await asyncio.wait_for(reader.readuntil(b"\n"), _FIRST_BYTE_TIMEOUT)
@@ -341,20 +240,31 @@ class AuditProxy:
         upstream = f"forwarded to {address}:{port}" if address else self._not_contacted(host)
         record("not-pinned", redact_request_line(line), upstream=upstream)
         if address is None:
-            await _reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
+            await reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
             return
         try:
             up = await asyncio.wait_for(
                 asyncio.open_connection(
                     address, port, ssl=self._upstream_context(), server_hostname=host.strip("[]")
                 ),
-                _TIMEOUT,
+                TIMEOUT,
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
-            await _reply(writer, "502 Bad Gateway", f"tlspin audit: upstream failed: {exc}")
+            await reply(writer, "502 Bad Gateway", f"tlspin audit: upstream failed: {exc}")
             return
         up[1].write(line)
-        await _relay((reader, writer), up)
+        await self._relay((reader, writer), up)
+
+    async def _relay(
+        self,
+        program: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    ) -> None:
+        self._track(upstream[1])
+        try:
+            await tunnel(program, upstream)
+        finally:
+            upstream[1].close()
 
     def _upstream_context(self) -> ssl.SSLContext:
         if self._upstream_ctx is None:
@@ -363,36 +273,3 @@ class AuditProxy:
             self._upstream_ctx = ctx
         return self._upstream_ctx
 
-
-async def _reply(writer: asyncio.StreamWriter, status: str, text: str) -> None:
-    body = text.encode()
-    writer.write(
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n".encode() + body
-    )
-    await writer.drain()
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, ssl.SSLError):
-        pass
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            if writer.can_write_eof():
-                writer.write_eof()
-            else:
-                writer.close()
-
-
-async def _relay(
-    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-) -> None:
-    try:
-        await asyncio.gather(_pipe(a[0], b[1]), _pipe(b[0], a[1]))
-    finally:
-        b[1].close()

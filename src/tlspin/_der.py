@@ -108,7 +108,7 @@ def spki_from_certificate(cert_der: bytes) -> bytes:
     if end != size:
         msg = "not a DER certificate: trailing bytes after the outer SEQUENCE"
         raise DERError(msg)
-    if cert_der[start] != _SEQUENCE:
+    if start >= end or cert_der[start] != _SEQUENCE:
         msg = "not a DER certificate: expected a TBSCertificate SEQUENCE"
         raise DERError(msg)
     pos, tbs_end = _span(cert_der, start, end)

@@ -130,7 +130,11 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
 
 
 class PinnedSSLSocket(ssl.SSLSocket):
-    """An :class:`ssl.SSLSocket` that checks pins when its handshake completes."""
+    """An :class:`ssl.SSLSocket` that checks pins when its handshake completes.
+
+    Every method that moves application bytes first makes sure the check ran, and refuses to
+    carry bytes in clear on a socket whose TLS handshake never completed.
+    """
 
     _tlspin_ok = False
     _tlspin_error: BaseException | None = None
@@ -152,7 +156,10 @@ class PinnedSSLSocket(ssl.SSLSocket):
                 port = None
             try:
                 _enforce(self, port)
-            except BaseException as exc:
+            except Exception as exc:
+                # Sticky: every later call on this connection raises the same refusal. A
+                # KeyboardInterrupt or SystemExit (from an observer) is not kept: the check did
+                # not finish, so the next read or write runs it again.
                 self._tlspin_error = exc
                 raise
             self._tlspin_ok = True
@@ -160,9 +167,21 @@ class PinnedSSLSocket(ssl.SSLSocket):
     def _tlspin_guard(self) -> None:
         if self._tlspin_error is not None:
             raise self._tlspin_error
-        # _sslobj is None until the socket is connected (typeshed does not declare it).
-        if not self._tlspin_ok and not self.server_side and self._sslobj is not None:  # type: ignore[attr-defined]
+        if self._tlspin_ok or self.server_side:
+            return
+        # _sslobj and _connected are ssl.SSLSocket internals (typeshed declares neither);
+        # _create() itself calls recv() before it sets _connected.
+        if self._sslobj is not None:  # type: ignore[attr-defined]
             self.do_handshake()
+        elif getattr(self, "_connected", False):
+            # A failed handshake inside connect() drops the TLS layer (ssl.SSLSocket sets
+            # _sslobj to None) but keeps the TCP connection: the stdlib would now send and
+            # receive in clear, to and from whoever answered.
+            msg = (
+                f"refused to send or receive in clear on a TLS socket to {self.server_hostname}: "
+                "its handshake failed or was never checked"
+            )
+            raise PinningUnavailableError(msg, hostname=self.server_hostname, reason="no-handshake")
 
     def send(self, data: Any, flags: int = 0) -> int:
         """Send, after making sure the pin check ran."""
@@ -174,6 +193,16 @@ class PinnedSSLSocket(ssl.SSLSocket):
         self._tlspin_guard()
         super().sendall(data, flags)
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """Send a file, after making sure the pin check ran (never os.sendfile in clear)."""
+        self._tlspin_guard()
+        return super().sendfile(file, offset, count)
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:
+        """Refused on TLS sockets, as by the stdlib; never sends in clear before a check."""
+        self._tlspin_guard()
+        return super().sendto(data, flags_or_addr, addr)
+
     def write(self, data: Any) -> int:
         """Write, after making sure the pin check ran."""
         self._tlspin_guard()
@@ -183,6 +212,28 @@ class PinnedSSLSocket(ssl.SSLSocket):
         """Read, after making sure the pin check ran (a MITM's bytes are never returned)."""
         self._tlspin_guard()
         return super().read(len, buffer)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """Receive, after making sure the pin check ran."""
+        self._tlspin_guard()
+        return super().recv(buflen, flags)
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        """Receive into a buffer, after making sure the pin check ran."""
+        self._tlspin_guard()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> tuple[bytes, Any]:
+        """Refused on TLS sockets, as by the stdlib; never reads in clear before a check."""
+        self._tlspin_guard()
+        return super().recvfrom(buflen, flags)
+
+    def recvfrom_into(
+        self, buffer: Any, nbytes: int | None = None, flags: int = 0
+    ) -> tuple[int, Any]:
+        """Refused on TLS sockets, as by the stdlib; never reads in clear before a check."""
+        self._tlspin_guard()
+        return super().recvfrom_into(buffer, nbytes, flags)
 
 
 class PinnedSSLObject(ssl.SSLObject):
@@ -204,7 +255,7 @@ class PinnedSSLObject(ssl.SSLObject):
         if not self._tlspin_ok and not self.server_side:
             try:
                 _enforce(self, None)
-            except BaseException as exc:
+            except Exception as exc:  # sticky, as PinnedSSLSocket.do_handshake
                 self._tlspin_error = exc
                 raise
             self._tlspin_ok = True

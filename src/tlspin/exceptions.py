@@ -122,7 +122,9 @@ class PinningUnavailableError(PinVerificationError):
     """The pins could not be checked, so the connection was refused (fail closed).
 
     Raised for a resumed TLS session whose leaf was never checked, a context whose verification
-    was switched off after it was pinned, or a connection without a server name.
+    was switched off after it was pinned, a connection without a server name or with one that
+    cannot be canonicalised, and for bytes sent or read in clear on a pinned socket whose
+    handshake failed.
     """
 
 

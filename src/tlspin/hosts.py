@@ -23,7 +23,7 @@ from tlspin.exceptions import PolicyError
 
 __all__ = ["HostPattern", "canonical_host", "is_public_suffix"]
 
-_LDH_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+_LDH_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 class Kind(Enum):
@@ -37,9 +37,18 @@ class Kind(Enum):
 def _canonical_ip(text: str) -> str | None:
     candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        return ipaddress.ip_address(candidate).compressed
+        ip = ipaddress.ip_address(candidate)
     except ValueError:
         return None
+    # "::ffff:127.0.0.1" reaches the IPv4 host on a dual-stack socket: same host, same pins.
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.compressed
+    return ip.compressed
+
+
+# The last label of a name that resolvers and OpenSSL may read as an IPv4 address: all digits,
+# or hex (as the WHATWG URL standard's "ends in a number" test). See canonical_host().
+_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,10 +80,22 @@ def canonical_host(host: str) -> str:
             name = idna.encode(name, uts46=True).decode("ascii")
         except idna.IDNAError as exc:
             raise PolicyError(f"host name {host!r} is not a valid IDN: {exc}") from None
+        ip = _canonical_ip(name)  # full-width digits and dots map to an IP address
+        if ip is not None:
+            return ip
     if len(name) > 253:
         raise PolicyError(f"host name {host!r} is longer than 253 characters")
-    for label in name.split("."):
-        if not _LDH_LABEL.match(label):
+    labels = name.split(".")
+    if _NUMERIC_LABEL.fullmatch(labels[-1]):
+        # Not a canonical IP address, yet numeric: OpenSSL verifies "127.0.0.01" as the IP
+        # 127.0.0.1 and the resolver connects "127.1" or "0x7f000001" to it, while a name
+        # lookup would find no pins for it. No DNS name ends in a number, so refuse it.
+        raise PolicyError(
+            f"host name {host!r} ends in a number but is not an IP address in canonical form "
+            "(expected e.g. '127.0.0.1' or '::1'; leading zeros, hex and short forms are refused)"
+        )
+    for label in labels:
+        if not _LDH_LABEL.fullmatch(label):
             raise PolicyError(
                 f"host name {host!r} has an invalid label {label!r}: expected letters, digits and "
                 "inner hyphens, 1 to 63 characters"

@@ -62,6 +62,13 @@ def spki_sha256(cert_der: bytes) -> bytes:
     return digest
 
 
+def _shown(text: object) -> str:
+    """``repr(text)``, cut short: errors echo hostile input without carrying megabytes of it."""
+    if isinstance(text, str) and len(text) > 100:
+        return f"{text[:60]!r}… ({len(text)} characters)"
+    return repr(text)
+
+
 def _hex_hint(original: str) -> str:
     compact = original.strip().replace(":", "")
     if _HEX.match(original.strip()) and len(compact) == 64:
@@ -76,17 +83,17 @@ def _b64decode(text: str, original: str) -> bytes:
     text = text.strip()
     if not text or not _B64.match(text):
         hint = _hex_hint(original)
-        msg = f"pin {original!r} is not base64.{hint} {_ACCEPTED}"
+        msg = f"pin {_shown(original)} is not base64.{hint} {_ACCEPTED}"
         raise InvalidPinError(msg)
     padded = text + "=" * (-len(text) % 4)
     try:
         raw = base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidPinError(f"pin {original!r} is not valid base64; {_ACCEPTED}") from None
+        raise InvalidPinError(f"pin {_shown(original)} is not valid base64; {_ACCEPTED}") from None
     if len(raw) != 32:
         hint = _hex_hint(original)
         raise InvalidPinError(
-            f"pin {original!r} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest)."
+            f"pin {_shown(original)} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest)."
             f"{hint} {_ACCEPTED}"
         )
     return raw
@@ -156,7 +163,7 @@ class Pin:
             name, sep, value = s.partition("=")
             algo = name[4:].strip().lower()
             if not sep:
-                msg = f"pin {text!r} has no '=' after {name!r}; {_ACCEPTED}"
+                msg = f"pin {_shown(text)} has no '=' after {_shown(name)}; {_ACCEPTED}"
                 raise InvalidPinError(msg)
             cls._require_sha256(algo, text)
             value = value.strip()
@@ -165,7 +172,7 @@ class Pin:
             return cls(_b64decode(value, text))
         if lower.startswith("cert-sha256"):
             raise InvalidPinError(
-                f"{text!r} is a whole-certificate pin; use CertificatePin.parse() for those"
+                f"{_shown(text)} is a whole-certificate pin; use CertificatePin.parse() for those"
             )
         prefixed = _PREFIXED.match(s)
         if prefixed is not None and not _b64_is_digest(s):
@@ -184,10 +191,12 @@ class Pin:
             return
         if algo in ("sha1", "sha-1"):
             raise InvalidPinError(
-                f"pin {text!r} uses SHA-1, which tlspin does not accept (only SHA-256); {_ACCEPTED}"
+                f"pin {_shown(text)} uses SHA-1, which tlspin does not accept (only SHA-256); "
+                f"{_ACCEPTED}"
             )
         raise InvalidPinError(
-            f"pin {text!r} uses unknown algorithm {algo!r}, expected sha256; {_ACCEPTED}"
+            f"pin {_shown(text)} uses unknown algorithm {_shown(algo)}, expected sha256; "
+            f"{_ACCEPTED}"
         )
 
     @property
@@ -394,7 +403,7 @@ class CertificatePin:
         compact = s.replace(":", "")
         if not _HEX.match(s) or len(compact) != 64:
             raise InvalidPinError(
-                f"certificate fingerprint {text!r} is not 64 hex digits of SHA-256 "
+                f"certificate fingerprint {_shown(text)} is not 64 hex digits of SHA-256 "
                 "(accepted: 'cert-sha256/<hex>', 'AB:CD:…' or plain hex; MD5 and SHA-1 are refused)"
             )
         return cls(bytes.fromhex(compact))

@@ -244,12 +244,27 @@ def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:
             data = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as exc:
             raise PolicyError(f"line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, PolicyError):
+                raise
+            raise PolicyError(f"invalid JSON: {_parser_failure(exc)}") from None
         return from_data(data)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"invalid TOML: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise PolicyError(f"invalid TOML: {_parser_failure(exc)}") from None
     return from_data(data, text=text)
+
+
+def _parser_failure(exc: ValueError | RecursionError) -> str:
+    # Both parsers recurse per nesting level and convert integers with int(); hostile input
+    # hits Python's recursion limit or its limit on integer digits, not a decode error.
+    if isinstance(exc, RecursionError):
+        return "arrays or tables are nested too deeply"
+    # The digit-limit message ends by suggesting sys.set_int_max_str_digits(): not for a policy.
+    return f"a value cannot be read ({str(exc).split(';')[0]})"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
+
+from tlspin._probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
 
 __all__ = ["ProbeResult", "Target", "parse_target", "probe"]
 
 ErrorKind = Literal["dns", "connect", "timeout", "tls", "verify"]
-
-# The stdlib's DER encoding constant for ssl Certificate objects (3.11/3.12 have no public name).
-_DER: int = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,48 +90,16 @@ def parse_target(text: str, *, default_port: int = 443) -> Target:
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """The outcome of one probe.
+class ProbeResult(ProbeOutcome[Target, ErrorKind]):
+    """The outcome of one probe (fields as in ``ProbeOutcome``; both chains empty on error).
 
-    Attributes:
-        target: what was probed.
-        verified_chain: DER certificates of the verified chain, leaf first (empty on error).
-        served_chain: DER certificates as the server sent them (empty on error).
-        error: a one-line description of the failure, or None.
-        error_kind: ``dns``, ``connect``, ``timeout``, ``tls`` or ``verify``; None on success.
-        tls_version: the negotiated protocol version.
+    *error_kind* is ``dns``, ``connect``, ``timeout``, ``tls`` or ``verify``; None on success.
     """
-
-    target: Target
-    verified_chain: tuple[bytes, ...] = ()
-    served_chain: tuple[bytes, ...] = ()
-    error: str | None = None
-    error_kind: ErrorKind | None = None
-    tls_version: str | None = None
 
     @property
     def ok(self) -> bool:
         """True when the connection was made and verified."""
         return self.error is None
-
-
-def _context(cafile: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=cafile)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
-def _der(cert: Any) -> bytes:
-    # SSLSocket's public methods (3.13+) return DER bytes; the C object returns Certificates.
-    return cert if isinstance(cert, bytes) else bytes(cert.public_bytes(_DER))
-
-
-def _chains(sock: ssl.SSLSocket) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    # The C object has both methods on every supported version (public on SSLSocket from 3.13).
-    obj: Any = sock._sslobj  # type: ignore[attr-defined]
-    verified = tuple(_der(c) for c in (obj.get_verified_chain() or ()))
-    served = tuple(_der(c) for c in (obj.get_unverified_chain() or ()))
-    return verified, served
 
 
 def probe(
@@ -156,7 +123,7 @@ def probe(
     """
     if isinstance(target, str):
         target = parse_target(target)
-    ctx = context if context is not None else _context(cafile)
+    ctx = context if context is not None else verifying_context(cafile=cafile)
     try:
         raw = socket.create_connection((target.host, target.port), timeout=timeout)
     except socket.gaierror as exc:
@@ -172,13 +139,12 @@ def probe(
         )
     try:
         with ctx.wrap_socket(raw, server_hostname=target.host) as sock:
-            verified, served = _chains(sock)
+            verified, served = peer_chains(sock)
             version = sock.version()
     except ssl.SSLCertVerificationError as exc:
-        reason = exc.verify_message or exc.reason or str(exc)
         return ProbeResult(
             target,
-            error=f"certificate verification failed for {target}: {reason}",
+            error=f"certificate verification failed for {target}: {verify_reason(exc)}",
             error_kind="verify",
         )
     except TimeoutError:

@@ -319,21 +319,19 @@ class Reporter:
             log.exception("tlspin reporter could not queue a violation report; ignored")
 
     def _offer(self, violation: Violation) -> None:
+        # Destinations and the loop rule are worked out before taking the lock, which the
+        # sender thread shares, so that the handshake path holds it only for a few look-ups.
+        targets = [(d, self._loops(d, violation)) for d in self._destinations(violation)]
+        refused = [d for d, loops in targets if loops]
         start_thread = False
         with self._cond:
             if self._closed:
                 self._counts["dropped"] += 1
                 return
             now = time.monotonic()
-            for destination in self._destinations(violation):
-                if self._loops(destination, violation):
-                    self._counts["refused"] += 1
-                    log.warning(
-                        "not sending a pin report for %s to %s: the report endpoint is on the "
-                        "host whose connection failed",
-                        violation.hostname,
-                        destination,
-                    )
+            self._counts["refused"] += len(refused)
+            for destination, loops in targets:
+                if loops:
                     continue
                 key = (
                     destination, violation.hostname, violation.port, violation.mode,
@@ -359,6 +357,11 @@ class Reporter:
                         target=self._run, name="tlspin-reporter", daemon=True
                     )
                     self._thread.start()
+        for destination in refused:
+            log.warning(
+                "not sending a pin report for %s to %s: the report endpoint is on the host "
+                "whose connection failed", violation.hostname, destination,
+            )
 
     def _destinations(self, violation: Violation) -> list[str]:
         out: dict[str, None] = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from tlspin.exceptions import PinMismatchError, PinningUnavailableError, PinPolicyExpiredWarning
+from tlspin.hosts import canonical_host
 from tlspin.pins import _SPKI_CACHE, CertificatePin, Pin, spki_sha256
 
 if TYPE_CHECKING:
@@ -81,7 +82,21 @@ class Violation:
 
     def message(self) -> str:
         """A human-readable explanation in the manner of OkHttp's pinning failure."""
-        return _failure_message(self.hostname, self.verified_chain, self.expected, self.reason)
+        return _failure_message(
+            self.hostname, self.verified_chain, self.expected, self.reason, self.denied()
+        )
+
+    def denied(self) -> tuple[AnyPin, ...]:
+        """The deny pins of the failing rules that the verified chain matched."""
+        if self.reason != "denied":
+            return ()
+        spki = {spki_sha256(der) for der in self.verified_chain}
+        whole = {hashlib.sha256(der).digest() for der in self.verified_chain}
+        return tuple(
+            pin
+            for pin in dict.fromkeys(p for r in self.rules for p in r.deny)
+            if pin.digest in (spki if isinstance(pin, Pin) else whole)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,7 @@ class _Plan(NamedTuple):
     check of an expiring rule, and tuples are several times cheaper to construct.
     """
 
+    host: str  # canonical: what verdicts, violations and errors name
     rules: tuple[PinRule, ...]
     has_expiry: bool
     enforce_spki: frozenset[bytes]
@@ -136,7 +152,7 @@ class _Plan(NamedTuple):
     simple: bool  # enforced SPKI pins only: no deny, report-only or certificate pins
 
 
-def _plan(rules: Sequence[PinRule], today: dt.date | None, on_expiry: str) -> _Plan:
+def _plan(host: str, rules: Sequence[PinRule], today: dt.date | None, on_expiry: str) -> _Plan:
     enforce: list[PinRule] = []
     report: list[PinRule] = []
     for rule in rules:
@@ -153,6 +169,7 @@ def _plan(rules: Sequence[PinRule], today: dt.date | None, on_expiry: str) -> _P
     deny_spki = frozenset(p.digest for p in denied if isinstance(p, Pin))
     deny_cert = frozenset(p.digest for p in denied if isinstance(p, CertificatePin))
     return _Plan(
+        host=host,
         rules=tuple(rules),
         has_expiry=any(r.expires is not None for r in rules),
         enforce_spki=enforce_spki,
@@ -170,9 +187,11 @@ def _plan(rules: Sequence[PinRule], today: dt.date | None, on_expiry: str) -> _P
 _PLANS_ATTR = "_plans"
 
 
-def _get_plan(policy: PinPolicy, hostname: str, today: dt.date | None) -> _Plan | None:
+def _get_plan(policy: PinPolicy, hostname: str, today: dt.date | None) -> _Plan | str:
+    """Return the plan for *hostname*, or its canonical form (a str) when no rule covers it."""
     # Plans are memoised on the (immutable) policy per host name as given, so repeated
-    # connections skip canonicalisation and rule matching entirely.
+    # connections skip canonicalisation and rule matching entirely. Every spelling of a host
+    # gets its own entry, each built from the canonical name.
     cache: dict[str, object] = getattr(policy, _PLANS_ATTR)
     key = hostname
     plan = cache.get(key)
@@ -180,20 +199,21 @@ def _get_plan(policy: PinPolicy, hostname: str, today: dt.date | None) -> _Plan 
         if len(cache) > 10_000:
             cache.clear()
         rules = policy.rules_for(hostname)
+        host = canonical_host(hostname)
         if not rules:
-            cache[key] = False
-            return None
-        plan = _plan(rules, None, policy.on_expiry)
+            cache[key] = host
+            return host
+        plan = _plan(host, rules, None, policy.on_expiry)
         cache[key] = plan
-    if plan is False:
-        return None
+    if type(plan) is str:
+        return plan
     assert isinstance(plan, _Plan)
     if plan.has_expiry and today is not None:
         expired = [r for r in plan.rules if r.expired(today)]
         if expired:
             _warn_expired(policy, expired)
             if policy.on_expiry == "fail-open":
-                plan = _plan(plan.rules, today, policy.on_expiry)
+                plan = _plan(plan.host, plan.rules, today, policy.on_expiry)
     return plan
 
 
@@ -235,16 +255,17 @@ def check(
     if type(cached) is _Plan and not cached.has_expiry:
         plan = cached  # the hot path: a known host whose rules never expire
     else:
-        if cached is False:
-            return Verdict(hostname, False)
+        if type(cached) is str:
+            return Verdict(cached, False)
         found = _get_plan(policy, hostname, (now or dt.datetime.now(dt.UTC)).date())
-        if found is None:
-            return Verdict(hostname, False)
+        if type(found) is str:
+            return Verdict(found, False)
+        assert isinstance(found, _Plan)
         plan = found
     cached_spki = _SPKI_CACHE.get
     digests = tuple([cached_spki(der) or spki_sha256(der) for der in chain])
     if plan.simple and not plan.enforce_spki.isdisjoint(digests):
-        return Verdict(hostname, True, digests, (), plan.rules)
+        return Verdict(plan.host, True, digests, (), plan.rules)
     cert_digests: tuple[bytes, ...] = ()
     if plan.enforce_cert or plan.report_cert or plan.deny_cert:
         cert_digests = tuple(hashlib.sha256(der).digest() for der in chain)
@@ -264,10 +285,10 @@ def check(
         elif plan.report_spki.isdisjoint(digests) and plan.report_cert.isdisjoint(cert_digests):
             failures.append(("report", "mismatch", plan.report_rules))
     if not failures:
-        return Verdict(hostname, True, digests, (), plan.rules)
+        return Verdict(plan.host, True, digests, (), plan.rules)
     return _fail(
         policy,
-        hostname,
+        plan.host,
         chain,
         digests=digests,
         port=port,
@@ -339,7 +360,14 @@ def _fail(
 
 
 def notify(policy: PinPolicy, violation: Violation) -> None:
-    """Log *violation* and hand it to the policy's observers; never raises."""
+    """Log *violation* and hand it to the policy's observers.
+
+    An observer that raises an :class:`Exception` is logged and skipped. ``KeyboardInterrupt``
+    and ``SystemExit`` (any ``BaseException`` that is not an ``Exception``) propagate: they ask
+    the program to stop, and swallowing them here would hide that. The connection then fails
+    with that exception, since its check did not finish; a pinned socket runs the check again
+    on its next read or write.
+    """
     log.warning(
         "pin %s for %s (%s mode)%s",
         "violation" if violation.reason != "denied" else "deny-list hit",
@@ -373,12 +401,15 @@ def check_resumed(
         PinningUnavailableError: the leaf cannot be vouched for.
     """
     plan = _get_plan(policy, hostname, dt.datetime.now(dt.UTC).date())
-    if plan is None:
-        return Verdict(hostname, False)
+    if type(plan) is str:
+        return Verdict(plan, False)
+    assert isinstance(plan, _Plan)
+    host = plan.host
     if (hostname, leaf_der) in seen_leaves:
-        return check(policy, hostname, [leaf_der], port=port) if plan.deny_spki else Verdict(
-            hostname, True, (spki_sha256(leaf_der),), (), plan.rules
-        )
+        # This leaf passed the full check for this host, deny pins included, on its whole
+        # verified chain and under this same policy (the caller keeps one set per policy).
+        # Checking the lone leaf again would refuse a chain whose pin is on a CA certificate.
+        return Verdict(host, True, (spki_sha256(leaf_der),), (), plan.rules)
     digest = spki_sha256(leaf_der)
     cert_digest = hashlib.sha256(leaf_der).digest()
     pinned = (digest in plan.enforce_spki or cert_digest in plan.enforce_cert) or (
@@ -389,24 +420,24 @@ def check_resumed(
     if not plan.enforce_rules:
         # Only report-only rules: never refuse, but report that the chain could not be checked.
         violation = Violation(
-            hostname, port, dt.datetime.now(dt.UTC), (leaf_der,), (leaf_der,),
+            host, port, dt.datetime.now(dt.UTC), (leaf_der,), (leaf_der,),
             tuple(p for r in plan.rules for p in r.pins), "report", plan.rules, "resumption",
         )
         notify(policy, violation)
-        return Verdict(hostname, True, (digest,), (violation,), plan.rules)
+        return Verdict(host, True, (digest,), (violation,), plan.rules)
     violation = Violation(
-        hostname, port, dt.datetime.now(dt.UTC), (leaf_der,), (leaf_der,),
+        host, port, dt.datetime.now(dt.UTC), (leaf_der,), (leaf_der,),
         tuple(p for r in plan.enforce_rules for p in r.pins), "enforce", plan.enforce_rules,
         "resumption",
     )
     notify(policy, violation)
     msg = (
-        f"refused a resumed TLS session to {hostname}: a resumed session has no verified chain, "
+        f"refused a resumed TLS session to {host}: a resumed session has no verified chain, "
         "and its leaf key is neither pinned itself nor known from an earlier full check in this "
         "process (pin the leaf key as well, or let the client make a full handshake)"
     )
     raise PinningUnavailableError(
-        msg, hostname=hostname, chain=describe_chain([leaf_der]),
+        msg, hostname=host, chain=describe_chain([leaf_der]),
         expected=[str(p) for p in violation.expected], reason="resumption",
     )
 
@@ -427,11 +458,17 @@ def describe_chain(chain: Sequence[bytes]) -> list[tuple[str, str]]:
 
 
 def _failure_message(
-    hostname: str, chain: Sequence[bytes], expected: Sequence[AnyPin], reason: str
+    hostname: str,
+    chain: Sequence[bytes],
+    expected: Sequence[AnyPin],
+    reason: str,
+    denied: Sequence[AnyPin] = (),
 ) -> str:
     lines = ["Certificate pinning failure!"]
     if reason == "denied":
         lines[0] = "Certificate pinning failure! A denied key is in the verified chain."
+        lines.append("  Denied keys found:")
+        lines += [f"    {pin}" for pin in denied]
     lines.append("  Peer certificate chain (verified):")
     for subject, pin in describe_chain(chain):
         lines.append(f"    {pin}: {subject}")

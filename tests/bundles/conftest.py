@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from _httpd import HTTPThread, QuietHandler
 from tlspin import PinPolicy, PinRule
 from tlspin.bundles import Document, KeySet, PublicKey, sign_bundle
 from tlspin.testing.pki import CA, Leaf, server_context
@@ -104,7 +105,7 @@ def make(
     )
 
 
-class BundleServer:
+class BundleServer(HTTPThread):
     """HTTPS on 127.0.0.1 serving one mutable body, with ETags, or an endless stream."""
 
     def __init__(self, leaf: Leaf) -> None:
@@ -117,7 +118,7 @@ class BundleServer:
         context = server_context(leaf)
         owner = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 with owner.lock:
                     owner.requests.append({k.lower(): v for k, v in self.headers.items()})
@@ -147,9 +148,6 @@ class BundleServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
 
@@ -168,11 +166,8 @@ class BundleServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass
 
-        self.httpd = Server((BUNDLE_HOST, 0), Handler)
-        self.port = self.httpd.server_address[1]
+        super().__init__(Handler, host=BUNDLE_HOST, server_class=Server)
         self.url = f"https://{BUNDLE_HOST}:{self.port}/pins/bundle.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
 
     def serve(self, body: bytes | Document, *, etags: bool = True) -> None:
         """Serve *body* (a document is serialised) from now on."""
@@ -181,18 +176,13 @@ class BundleServer:
             self.etags = etags
             self.stream_total = 0
 
-    def stop(self) -> None:
-        """Stop serving."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture(scope="module")
 def bundle_server(pki: Pki) -> Iterator[BundleServer]:
     """A running bundle server whose certificate chains to the session CA."""
     server = BundleServer(pki.bundle_leaf)
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

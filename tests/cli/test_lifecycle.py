@@ -192,7 +192,7 @@ def test_backup_key_add_to_policy(world: World, tmp_path: Path) -> None:
     """--add-to appends the pin with role backup; lint --live then finds no missing backup."""
     policy = tmp_path / "p.toml"
     invoke("init", world.target, "--cafile", str(world.root_pem), "--out", str(policy))
-    before = invoke(
+    live_lint = (
         "lint",
         str(policy),
         "--live",
@@ -201,6 +201,7 @@ def test_backup_key_add_to_policy(world: World, tmp_path: Path) -> None:
         "--port",
         str(world.server.port),
     )
+    before = invoke(*live_lint)
     assert "TP002" in before.stdout
     result = invoke(
         "backup-key",
@@ -216,15 +217,7 @@ def test_backup_key_add_to_policy(world: World, tmp_path: Path) -> None:
     new_pin = rule.pins[-1]
     assert str(new_pin) == result.stdout.strip()
     assert rule.info(new_pin).role == "backup"  # type: ignore[union-attr]
-    after = invoke(
-        "lint",
-        str(policy),
-        "--live",
-        "--cafile",
-        str(world.root_pem),
-        "--port",
-        str(world.server.port),
-    )
+    after = invoke(*live_lint)
     assert "TP002" not in after.stdout, after.stdout
     assert after.exit_code == 0, after.stdout
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import secrets
+import shutil
 import socket
 import sys
 import threading
@@ -158,7 +158,7 @@ def unique_host() -> str:
 
 
 @pytest.fixture(scope="session")
-def _shared_sqlite(
+def shared_sqlite(
     tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path
 ) -> Iterator[LiveServer]:
     from tlspin.collector import Settings, create_app
@@ -172,7 +172,7 @@ def _shared_sqlite(
 
 
 @pytest.fixture(scope="session")
-def _shared_pg() -> Iterator[LiveServer]:
+def shared_pg() -> Iterator[LiveServer]:
     from tlspin.collector import Settings, create_app
 
     with _pg_schema() as url:
@@ -186,7 +186,7 @@ def _shared_pg() -> Iterator[LiveServer]:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def shared(request: pytest.FixtureRequest) -> LiveServer:
     """A collector shared by many tests, on each database (use unique_host() for isolation)."""
-    return request.getfixturevalue(f"_shared_{'pg' if request.param == 'postgres' else 'sqlite'}")
+    return request.getfixturevalue("shared_pg" if request.param == "postgres" else "shared_sqlite")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

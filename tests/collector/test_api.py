@@ -21,10 +21,10 @@ from .conftest import HOST, PKI, TOKEN, LiveServer, unique_host
      {"Cookie": "tlspin_session=9999999999.deadbeef"}],
 )
 def test_query_api_needs_the_token(
-    _shared_sqlite: LiveServer, headers: dict[str, str]
+    shared_sqlite: LiveServer, headers: dict[str, str]
 ) -> None:
     """Without the bearer token (or with a forged session) the API answers 401."""
-    server = _shared_sqlite
+    server = shared_sqlite
     with server.client(token=None) as client:
         for path in ("/api/reports", "/api/incidents", "/api/reports.csv", "/api/monitor/latest"):
             response = client.get(path, headers=headers)
@@ -57,7 +57,8 @@ def test_filters_and_pagination(shared: LiveServer, make_report: Any) -> None:
         assert len(seen) == len(set(seen)) == 7
         assert seen == sorted(seen, reverse=True)
         app1 = client.get("/api/reports", params={"app": f"{tag}-1"}).json()["items"]
-        assert {r["hostname"] for r in app1} == {host} and len(app1) == 3
+        assert {r["hostname"] for r in app1} == {host}
+        assert len(app1) == 3
         future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
         window = {"host": other, "since": start, "until": future}
         assert len(client.get("/api/reports", params=window).json()["items"]) == 1
@@ -90,7 +91,8 @@ def test_incident_detail_marks_matching_certificates(
     ]
     assert detail["apps"] == [{"app_id": "com.example.app", "count": 1}]
     assert missing.status_code == 404
-    assert report["raw"].startswith("{") and len(report["chain"]) == 2
+    assert report["raw"].startswith("{")
+    assert len(report["chain"]) == 2
 
 
 def test_csv_export_neutralises_formulas(
@@ -106,7 +108,7 @@ def test_csv_export_neutralises_formulas(
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert sorted(r["app_id"] for r in rows) == ["'=HYPERLINK(\"http://evil\")", "plain"]
-    assert list(csv.DictReader(io.StringIO(incidents.text)))[0]["count"] == "2"
+    assert next(iter(csv.DictReader(io.StringIO(incidents.text))))["count"] == "2"
 
 
 def test_resolve_and_reopen(shared: LiveServer, make_report: Any) -> None:
@@ -118,7 +120,8 @@ def test_resolve_and_reopen(shared: LiveServer, make_report: Any) -> None:
         assert client.post(f"/api/incidents/{incident}/resolve").json()["status"] == "resolved"
         query = {"status": "open", "host": host}
         assert client.get("/api/incidents", params=query).json()["items"] == []
-        assert client.post("/reports", json=make_report(hostname=host)).json()["incident"] == incident
+        again_id = client.post("/reports", json=make_report(hostname=host)).json()["incident"]
+        assert again_id == incident
         again = client.get(f"/api/incidents/{incident}").json()
         assert client.post("/api/incidents/42424242/resolve").status_code == 404
     assert (again["status"], again["count"], again["resolved_at"]) == ("open", 2, None)

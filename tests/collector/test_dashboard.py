@@ -25,30 +25,34 @@ def _login(server: LiveServer, token: str = TOKEN, next_: str = "/dashboard") ->
 
 
 def test_dashboard_redirects_to_login_then_works_with_a_session(
-    _shared_sqlite: LiveServer,
+    shared_sqlite: LiveServer,
 ) -> None:
     """Without a session the dashboard sends you to /login; the right token sets a cookie."""
-    server = _shared_sqlite
+    server = shared_sqlite
     with server.client(token=None) as anonymous:
         first = anonymous.get("/dashboard?range=7d", follow_redirects=False)
         assert first.status_code == 303
         assert first.headers["location"] == "/login?next=%2Fdashboard%3Frange%3D7d"
         login = anonymous.post("/login", data={"token": TOKEN, "next": "/dashboard?range=7d"},
                                follow_redirects=False)
-        assert login.status_code == 303 and login.headers["location"] == "/dashboard?range=7d"
+        assert login.status_code == 303
+        assert login.headers["location"] == "/dashboard?range=7d"
         cookie = login.headers["set-cookie"]
-        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie.replace("Strict", "strict")
         page = anonymous.get("/dashboard")
-        assert page.status_code == 200 and 'id="chart"' in page.text
+        assert page.status_code == 200
+        assert 'id="chart"' in page.text
         # The same session cookie opens the query API (and the CSV export).
         assert anonymous.get("/api/incidents").status_code == 200
 
 
-def test_wrong_token_is_refused_and_redirects_stay_local(_shared_sqlite: LiveServer) -> None:
+def test_wrong_token_is_refused_and_redirects_stay_local(shared_sqlite: LiveServer) -> None:
     """A wrong token gets 401 and no cookie; ``next`` can never leave the site."""
-    server = _shared_sqlite
+    server = shared_sqlite
     wrong = _login(server, token="not-the-token-at-all")
-    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert wrong.status_code == 401
+    assert "set-cookie" not in wrong.headers
     for target in ("https://evil.example/", "//evil.example/", "/\\evil.example"):
         assert _login(server, next_=target).headers["location"] == "/dashboard"
 
@@ -61,9 +65,9 @@ def test_login_attempts_are_rate_limited(serve: Callable[..., LiveServer], sqlit
     assert _login(server).status_code == 429
 
 
-def test_attacker_fields_render_inert(_shared_sqlite: LiveServer, make_report: Any) -> None:
+def test_attacker_fields_render_inert(shared_sqlite: LiveServer, make_report: Any) -> None:
     """Script and event-handler payloads in every report field come out escaped, under a CSP."""
-    server = _shared_sqlite
+    server = shared_sqlite
     host = unique_host()
     with server.client() as client:
         created = client.post("/reports", json=make_report(
@@ -73,11 +77,13 @@ def test_attacker_fields_render_inert(_shared_sqlite: LiveServer, make_report: A
     for page in pages:
         assert page.status_code == 200
         assert page.headers["content-security-policy"] == CSP
-        assert "<script" not in page.text and "onerror=alert" not in page.text.replace(
+        assert "<script" not in page.text
+        assert "onerror=alert" not in page.text.replace(
             "onerror=alert(1)&gt;", "")
         assert not re.search(r"<img[^>]*onerror", page.text)
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in pages[1].text  # app id table
-    assert "script-src" not in CSP and "default-src 'none'" in CSP
+    assert "script-src" not in CSP
+    assert "default-src 'none'" in CSP
 
 
 def test_dashboard_shows_chart_hosts_issuers_and_detail(
@@ -96,8 +102,10 @@ def test_dashboard_shows_chart_hosts_issuers_and_detail(
     assert len(re.findall(r'<rect class="bar"', page)) == 1
     assert "3 reports</title>" in page
     assert "CN=mitmproxy,O=tlspin testing</td><td>3</td>" in page
-    assert 'id="chain"' in detail and detail.count('class="unmatched"') == 2
-    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert 'id="chain"' in detail
+    assert detail.count('class="unmatched"') == 2
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
     assert missing.status_code == 404
 
 
@@ -125,9 +133,9 @@ def test_resolve_form_needs_the_csrf_token(
 
 @pytest.mark.parametrize("path", ["/incidents/0", "/incidents/99999999", "/reports/77777777",
                                   "/health/endpoint?e=", "/dashboard?range=1y"])
-def test_odd_dashboard_urls_never_fail(_shared_sqlite: LiveServer, path: str) -> None:
+def test_odd_dashboard_urls_never_fail(shared_sqlite: LiveServer, path: str) -> None:
     """Unknown ids and odd parameters get a page or a 404, never a 5xx."""
-    with _shared_sqlite.client() as client:
+    with shared_sqlite.client() as client:
         response = client.get(path)
     assert response.status_code in (200, 404)
 
@@ -160,7 +168,9 @@ def test_health_page_shows_latest_results_timeline_and_history(
         history = client.get("/health/endpoint", params={"e": "a.test:443"}).text
     assert health.index("a.test:443") < health.index("b.test:8443@127.0.0.2")  # red first
     assert "mismatch: &lt;b&gt;no pin&lt;/b&gt;" in health
-    assert "leaf expired 3 days ago" in health and "rule expires in 10 days" in health
+    assert "leaf expired 3 days ago" in health
+    assert "rule expires in 10 days" in health
     assert 'href="/health/endpoint?e=b.test%3A8443%40127.0.0.2"' in health
-    assert history.count("status-green") >= 1 and history.count("status-red") >= 1
+    assert history.count("status-green") >= 1
+    assert history.count("status-red") >= 1
     assert "CN=&lt;i&gt;CA&lt;/i&gt;" in history

@@ -47,18 +47,20 @@ def test_rfc7469_report(pki: PKI) -> None:
         "noted-hostname": "tlspin.test",
         "served-certificate-chain": [_pem(d) for d in pki.mitm_chain],
         "validated-certificate-chain": [_pem(d) for d in pki.mitm_chain],
-        "known-pins": [f'pin-sha256="{pki.intermediate.pin[7:]}"', f"pin-sha256=\"{pki.backup_pin[7:]}\""],
+        "known-pins": [f'pin-sha256="{pki.intermediate.pin[7:]}"',
+                       f'pin-sha256="{pki.backup_pin[7:]}"'],
     }
     parsed = parse_report(_body(body))
     assert parsed.kind == "hpkp"
     assert (parsed.hostname, parsed.port, parsed.noted_hostname) == (HOST, 8443, "tlspin.test")
-    assert parsed.client_time is not None and parsed.client_time.hour == 10
+    assert parsed.client_time is not None
+    assert parsed.client_time.hour == 10
     assert set(parsed.known_pins) == {pki.intermediate.pin, pki.backup_pin}
     assert parsed.mode is None
 
 
 def test_trustkit_ios_report(pki: PKI) -> None:
-    """TrustKit iOS fields (TSKPinFailureReport.m): bundle id, enforce-pinning, validation-result."""
+    """TrustKit iOS fields (TSKPinFailureReport.m): bundle id, enforce flag, validation result."""
     body = {
         "app-bundle-id": "com.example.ios",
         "app-version": "4.2",
@@ -109,7 +111,8 @@ def test_trustkit_android_report(pki: PKI) -> None:
     assert parsed.kind == "trustkit-android"
     assert parsed.port is None
     assert (parsed.mode, parsed.reason) == ("report", "untrusted-chain")
-    assert parsed.client_time is not None and parsed.client_time.hour == 17
+    assert parsed.client_time is not None
+    assert parsed.client_time.hour == 17
     assert parsed.observed_pins == [spki_pin(d) for d in pki.mitm_chain[:2]]
 
 

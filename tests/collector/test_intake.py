@@ -60,7 +60,9 @@ def test_identical_failures_share_an_incident(
     assert counts == {ids.pop(): 3, other: 1}
 
 
-def test_drop_client_ip(serve: Callable[..., LiveServer], make_report: Any, tmp_path: Any) -> None:
+def test_drop_client_ip(
+    serve: Callable[..., LiveServer], make_report: Any, tmp_path: Any
+) -> None:
     """With drop_client_ip the sender's address is not stored; without it, it is."""
     keep = serve(db_url=f"sqlite:///{tmp_path}/keep.db")
     drop = serve(db_url=f"sqlite:///{tmp_path}/drop.db", drop_client_ip=True)
@@ -72,7 +74,9 @@ def test_drop_client_ip(serve: Callable[..., LiveServer], make_report: Any, tmp_
         assert ip == expected
 
 
-def test_size_cap_gives_413(serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any) -> None:
+def test_size_cap_gives_413(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
     """A body over 64 KiB gets 413, declared or streamed without a length; nothing is stored."""
     server = serve(db_url=sqlite_url)
     big = json.dumps(make_report(padding="x" * 70_000)).encode()
@@ -90,7 +94,9 @@ def test_size_cap_gives_413(serve: Callable[..., LiveServer], sqlite_url: str, m
     assert _count(server, Report) == 1
 
 
-def test_per_ip_rate_limit_gives_429(serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any) -> None:
+def test_per_ip_rate_limit_gives_429(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
     """Past the per-IP budget a sender gets 429 with Retry-After; the budget is per address."""
     server = serve(db_url=sqlite_url, ip_rate_limit=(3, 3600.0))
     with server.client(token=None) as client:
@@ -116,7 +122,9 @@ def test_malformed_report_gets_400_with_reason(
     assert _count(server, Report) == 0
 
 
-def test_hostile_bodies_never_get_a_5xx(serve: Callable[..., LiveServer], sqlite_url: str, pki: PKI) -> None:
+def test_hostile_bodies_never_get_a_5xx(
+    serve: Callable[..., LiveServer], sqlite_url: str, pki: PKI
+) -> None:
     """A batch of hostile bodies only ever gets 4xx or 201, and the server keeps serving."""
     from tlspin.reporting import _pem
 
@@ -125,7 +133,8 @@ def test_hostile_bodies_never_get_a_5xx(serve: Callable[..., LiveServer], sqlite
     bodies = [
         b"", b"null", b"{}", b'"x"', b"1e999999", b'{"hostname": null}',
         b'{"hostname": "' + b"a" * 300 + b'"}',
-        json.dumps({"hostname": HOST, "served-certificate-chain": [pem.replace("A", "B", 5)]}).encode(),
+        json.dumps({"hostname": HOST,
+                    "served-certificate-chain": [pem.replace("A", "B", 5)]}).encode(),
         json.dumps({"hostname": HOST, "known-pins": [{"a": 1}]}).encode(),
         json.dumps({"hostname": HOST, "date-time": "9999-12-31T23:59:59-23:59"}).encode(),
         json.dumps({"hostname": HOST, "date-time": "0001-01-01T00:00:00+23:59"}).encode(),
@@ -156,7 +165,9 @@ def test_metrics_count_accepted_and_rejected(
     assert "tlspin_intake_seconds_count 1.0" in text
 
 
-def test_client_disconnect_mid_body_is_harmless(serve: Callable[..., LiveServer], sqlite_url: str) -> None:
+def test_client_disconnect_mid_body_is_harmless(
+    serve: Callable[..., LiveServer], sqlite_url: str
+) -> None:
     """A sender that promises a body and hangs up stores nothing and breaks nothing."""
     server = serve(db_url=sqlite_url)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
@@ -176,3 +187,18 @@ def test_noop_route_only_with_the_benchmark_flag(
         status = client.post("/reports/noop", json=make_report()).status_code
     assert status == (201 if noop else 405)  # without the flag only GET /reports/{id} matches
     assert _count(server, Report) == 0
+
+
+def test_stored_timestamps_use_one_text_format(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Intake writes SQLite timestamps exactly as the ORM does, so text comparisons order them."""
+    import re
+
+    server = serve(db_url=sqlite_url)
+    with server.client(token=None) as client:
+        client.post("/reports", json=make_report())
+    with server.state.db.read() as conn:
+        raw = conn.exec_driver_sql("SELECT received_at, client_time FROM reports").one()
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"
+    assert all(re.fullmatch(pattern, value) for value in raw), raw

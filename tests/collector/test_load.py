@@ -242,7 +242,7 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     from tlspin.cli.serve import serve
 
     result = CliRunner().invoke(
-        serve, ["--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/x.db"],  # noqa: S104
+        serve, ["--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/x.db"],
         env={"TLSPIN_COLLECTOR_TOKEN": ""},
     )
     assert result.exit_code == 2

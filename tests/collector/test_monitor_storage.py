@@ -99,7 +99,8 @@ def test_monitor_runs_over_http(shared: LiveServer) -> None:
         created = client.post("/api/monitor-runs", json=body)
         history = client.get("/api/monitor/history", params={"endpoint": endpoint}).json()
         latest = client.get("/api/monitor/latest").json()
-    assert created.status_code == 201 and created.json()["results"] == 1
+    assert created.status_code == 201
+    assert created.json()["results"] == 1
     assert [(h["status"], h["error"], h["probed_at"]) for h in history] == [
         ("red", "connection refused", "2024-06-01T10:00:01+00:00")]
     assert endpoint in {r["endpoint"] for r in latest}

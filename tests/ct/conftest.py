@@ -19,7 +19,6 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from _httpd import HTTPThread, QuietHandler
 from tlspin.testing.pki import CA, PrivateKey, generate_key
 
 PAGE = 3
@@ -59,7 +59,7 @@ def der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-class LogServer:
+class LogServer(HTTPThread):
     """A minimal RFC 6962 log over HTTP on 127.0.0.1."""
 
     def __init__(self) -> None:
@@ -71,7 +71,7 @@ class LogServer:
         self.lock = threading.Lock()
         log = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 parsed = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(parsed.query))
@@ -90,13 +90,8 @@ class LogServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/log/"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/log/"
 
     @property
     def public_key_pem(self) -> bytes:
@@ -164,11 +159,6 @@ class LogServer:
         """The start index of every get-entries request so far."""
         return [int(q["start"]) for p, q in self.requests if p.endswith("get-entries")]
 
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def log() -> Iterator[LogServer]:
@@ -217,8 +207,8 @@ def make_precert(issuer: CA, *names: str, key: PrivateKey | None = None
         .not_valid_after(now + dt.timedelta(days=90))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
     )
-    tbs = builder.sign(issuer.key, hashes.SHA256()).tbs_certificate_bytes  # type: ignore[arg-type]
+    tbs = builder.sign(issuer.key, hashes.SHA256()).tbs_certificate_bytes
     precert = builder.add_extension(x509.PrecertPoison(), critical=True).sign(
-        issuer.key, hashes.SHA256()  # type: ignore[arg-type]
+        issuer.key, hashes.SHA256()
     )
     return der(precert), tbs, key

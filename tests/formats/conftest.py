@@ -1,12 +1,19 @@
-"""Fixtures for the format tests: the same loopback PKI and servers as the CLI tests."""
+"""Fixtures for the format tests: the loopback PKI and servers of the CLI tests, random pins."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from cli.world import World, build_world
+from tlspin.pins import Pin
+
+
+def pins(n: int) -> list[Pin]:
+    """*n* random pins."""
+    return [Pin(os.urandom(32)) for _ in range(n)]
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,16 @@ import datetime as dt
 import os
 import plistlib
 import re
-import warnings
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from tlspin.exceptions import SinglePinWarning
+from cli.world import rule
 from tlspin.formats import ExportOptions, ExportRefusedError, export, import_policy
-from tlspin.pins import CertificatePin, Pin
-from tlspin.policy import PinInfo, PinPolicy, PinRule
+from tlspin.pins import CertificatePin
+from tlspin.policy import PinInfo, PinPolicy
+
+from .conftest import pins
 
 TODAY = dt.date(2026, 3, 1)
 
@@ -47,18 +48,6 @@ TSK_DOMAIN_KEYS = {
     "TSKDisableDefaultReportUri",
 }
 ATS_DOMAIN_KEYS = {"NSIncludesSubdomains", "NSPinnedCAIdentities", "NSPinnedLeafIdentities"}
-
-
-def pins(n: int) -> list[Pin]:
-    """*n* random pins."""
-    return [Pin(os.urandom(32)) for _ in range(n)]
-
-
-def rule(hosts: list[str], pin_list: list[object], **options: object) -> PinRule:
-    """A rule built without the single-pin warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SinglePinWarning)
-        return PinRule(hosts, pin_list, **options)  # type: ignore[arg-type]
 
 
 def run(policy: PinPolicy, fmt: str, **options: object) -> str:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import warnings
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tlspin.exceptions import SinglePinWarning
+from cli.world import rule
 from tlspin.formats import ExportOptions, canonical, export, import_policy
 from tlspin.pins import Pin
-from tlspin.policy import PinInfo, PinPolicy, PinRule
+from tlspin.policy import PinInfo, PinPolicy
+
+from .conftest import pins
 
 TODAY = dt.date(2026, 3, 1)
-
-
-def pins(n: int) -> list[Pin]:
-    """*n* random pins."""
-    return [Pin(os.urandom(32)) for _ in range(n)]
-
-
-def rule(hosts: list[str], pin_list: list[Pin], **options: object) -> PinRule:
-    """A rule built without the single-pin warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SinglePinWarning)
-        return PinRule(hosts, pin_list, **options)  # type: ignore[arg-type]
 
 
 def strip_info(policy: PinPolicy) -> PinPolicy:

@@ -8,11 +8,11 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from _httpd import HTTPThread, QuietHandler
 from tlspin.monitor import MonitorRun, Target, run_once, verified_context
 from tlspin.policy import PinPolicy
 from tlspin.testing.pki import CA
@@ -61,7 +61,7 @@ def run(pki: PKI):  # type: ignore[no-untyped-def]
     return _run
 
 
-class WebhookReceiver:
+class WebhookReceiver(HTTPThread):
     """An HTTP server on 127.0.0.1 that records every JSON body POSTed to it."""
 
     def __init__(self) -> None:
@@ -69,7 +69,7 @@ class WebhookReceiver:
         self.cond = threading.Condition()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 size = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(size))
@@ -79,24 +79,14 @@ class WebhookReceiver:
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least *count* bodies arrived; return them all."""
         with self.cond:
             self.cond.wait_for(lambda: len(self.bodies) >= count, timeout)
             return list(self.bodies)
-
-    def close(self) -> None:
-        """Stop the server."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

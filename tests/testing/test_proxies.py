@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from cryptography import x509
 
+from _httpd import HTTPThread, QuietHandler
 from tlspin.testing.pki import CA, Leaf, client_trust_context
 from tlspin.testing.proxies import ConnectProxy, MitmProxy, resolve_loopback
 from tlspin.testing.servers import TLSServer
@@ -119,7 +120,7 @@ def test_absolute_https_uri_is_recorded_and_refused(server: TLSServer, proxy: Co
 def test_absolute_http_uri_is_forwarded_to_loopback(proxy: ConnectProxy) -> None:
     """Plain absolute-form requests are forwarded to loopback origins and refused elsewhere."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body = f"plain {self.path}".encode()
             self.send_response(200)
@@ -127,26 +128,16 @@ def test_absolute_http_uri_is_forwarded_to_loopback(proxy: ConnectProxy) -> None
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=origin.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = origin.server_address[1]
+    with contextlib.closing(HTTPThread(Handler)) as origin:
         reply = _raw_request(
-            proxy.port, f"GET http://localhost:{port}/p?q HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            proxy.port,
+            f"GET http://localhost:{origin.port}/p?q HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
         )
         assert reply.startswith(b"HTTP/1.0 200 ")
         assert reply.endswith(b"plain /p?q")
         far = _raw_request(proxy.port, b"GET http://example.com/ HTTP/1.1\r\nHost: x\r\n\r\n")
         assert far.startswith(b"HTTP/1.1 403 ")
         assert proxy.refused == ["example.com"]
-    finally:
-        origin.shutdown()
-        origin.server_close()
-        thread.join(5)
 
 
 def test_ipv6_connect_proxy(root: CA, origin_leaf: Leaf) -> None:

@@ -13,7 +13,6 @@ import datetime as dt
 import http.client
 import logging
 import random
-import socket
 import threading
 import time
 import urllib.parse
@@ -21,9 +20,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from tlspin._net import Service, unblock_socket
 from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
@@ -52,7 +50,7 @@ class _InForce:
     version: int | None
 
 
-class BundleUpdater:
+class BundleUpdater(Service):
     """Fetch, verify, store and apply signed pin bundles.
 
     Args:
@@ -392,10 +390,7 @@ class BundleUpdater:
         conn = self._conn
         sock = None if conn is None else conn.sock
         if sock is not None:
-            # Wake a fetch blocked in recv; shutting the raw socket down leaves the SSL
-            # object alone (another thread is using it).
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            unblock_socket(sock)  # wake a fetch blocked in recv
         if thread is None:
             return True
         thread.join(self._timeout + 1 if timeout is None else timeout)
@@ -417,18 +412,6 @@ class BundleUpdater:
                 log.exception("tlspin bundle refresh raised; the pins in force are unchanged")
             # Jitter spreads a fleet's requests; it has no security role.
             stop.wait(self._interval * random.uniform(0.9, 1.1))  # noqa: S311
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- events -----------------------------------------------------------------------------
     def _event(

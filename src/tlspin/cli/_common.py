@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from tlspin.policy import PinPolicy
+    from tlspin.probe import ProbeResult, Target
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -160,6 +161,21 @@ def load_policy(path: str | Path, *, allow_empty: bool = False) -> PinPolicy:
     if not policy.rules and not allow_empty:
         fail(f"{p}: the policy is empty; expected at least one [[rule]]")
     return policy
+
+
+def probe_live(target: Target, *, cafile: str | None, timeout: float) -> ProbeResult:
+    """Probe *target*, trusting *cafile* (default: the system store).
+
+    An unusable CA file exits 2; a failure to connect or verify comes back in the result.
+    """
+    from tlspin.probe import probe
+
+    try:
+        return probe(target, cafile=cafile, timeout=timeout)
+    except OSError as exc:
+        fail(f"cannot use the CA file {cafile}: {exc.strerror or exc}")
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def write_output(

@@ -21,6 +21,7 @@ from tlspin.cli._common import (
     fail,
     guarded,
     load_policy,
+    probe_live,
     read_input,
     stdout_console,
 )
@@ -106,7 +107,7 @@ def connect(
     target_text: str, *, cafile: str | None, port: int | None, timeout: float
 ) -> tuple[Target, ProbeResult]:
     """Parse and probe a target; parse errors exit 2, connection errors exit 3."""
-    from tlspin.probe import parse_target, probe
+    from tlspin.probe import parse_target
 
     try:
         target = parse_target(target_text, default_port=port or 443)
@@ -114,12 +115,7 @@ def connect(
         fail(str(exc))
     if cafile is not None and not Path(cafile).is_file():
         fail(f"{cafile}: no such CA file")
-    try:
-        result = probe(target, cafile=cafile, timeout=timeout)
-    except OSError as exc:
-        fail(f"cannot use the CA file {cafile}: {exc.strerror or exc}")
-    except ValueError as exc:
-        fail(str(exc))
+    result = probe_live(target, cafile=cafile, timeout=timeout)
     if not result.ok:
         fail(result.error or "connection failed", code=EXIT_CONNECT)
     return target, result

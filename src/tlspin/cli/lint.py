@@ -57,8 +57,9 @@ def lint(
     Every finding has a stable code (TP001…), a severity and a one-line explanation. Exit codes:
     0 clean, 1 errors (or anything at --fail-on), 2 unreadable input.
     """
+    from tlspin.cli._common import probe_live
     from tlspin.lint import LintInputError, lint_text
-    from tlspin.probe import ProbeResult, Target, probe
+    from tlspin.probe import ProbeResult, Target
 
     raw = read_input(policy, what="policy file")
     try:
@@ -69,10 +70,7 @@ def lint(
         fail(f"{cafile}: no such CA file")
 
     def prober(host: str) -> ProbeResult:
-        try:
-            return probe(Target(host, port), cafile=cafile, timeout=timeout)
-        except OSError as exc:
-            fail(f"cannot use the CA file {cafile}: {exc.strerror or exc}")
+        return probe_live(Target(host, port), cafile=cafile, timeout=timeout)
 
     fmt: Literal["toml", "json"] = "json" if Path(policy).suffix.lower() == ".json" else "toml"
     try:

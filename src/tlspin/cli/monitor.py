@@ -322,14 +322,8 @@ def monitor(
     click.get_current_context().exit(code)
 
 
-class _Group(click.Group):
+class _Group(_Command, click.Group):
     """A group whose usage errors exit 64, like its commands."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            raise _UsageError(exc.format_message(), ctx=exc.ctx) from None
 
 
 @click.group("ct", cls=_Group)

@@ -26,20 +26,25 @@ from tlspin.cli._common import (
 )
 
 
-def _anchors(cafile: str | None) -> list[bytes]:
+def _read_chain(path: str, *, what: str) -> list[bytes]:
+    """Read the PEM or DER certificates of *path*; any problem exits 2 naming the file."""
     from tlspin.certfiles import load_chain
 
+    data = read_input(path, what=what)
+    try:
+        return load_chain(data)
+    except ValueError as exc:
+        fail(f"{path}: {exc}")
+
+
+def _anchors(cafile: str | None) -> list[bytes]:
     if cafile is None:
         paths = ssl.get_default_verify_paths()
         candidates = [paths.cafile, paths.openssl_cafile]
         cafile = next((c for c in candidates if c and Path(c).is_file()), None)
         if cafile is None:
             fail("no --cafile given and no system CA bundle found; pass --cafile ROOTS.pem")
-    data = read_input(cafile, what="CA file")
-    try:
-        return load_chain(data)
-    except ValueError as exc:
-        fail(f"{cafile}: {exc}")
+    return _read_chain(cafile, what="CA file")
 
 
 @click.command("preflight")
@@ -90,7 +95,6 @@ def preflight(
     For each version and each rule it says pass or fail and why. Exit codes: 0 all pass, 1 some
     version would break, 2 bad input, 3 the --live host is unreachable.
     """
-    from tlspin.certfiles import load_chain
     from tlspin.cli.inspect import connect
     from tlspin.exceptions import PinMismatchError
     from tlspin.hosts import canonical_host
@@ -98,10 +102,7 @@ def preflight(
     from tlspin.preflight import preflight as run
 
     versions = [(path, load_policy(path)) for path in policies]
-    try:
-        served = load_chain(read_input(chain_path, what="chain file"))
-    except ValueError as exc:
-        fail(f"{chain_path}: {exc}")
+    served = _read_chain(chain_path, what="chain file")
     if _is_ca(served[0]):
         fail(f"{chain_path}: the first certificate is a CA; expected the leaf first")
     anchors = _anchors(cafile)

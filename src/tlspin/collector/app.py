@@ -282,7 +282,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
                 parsed, received_at=received_at,
                 client_ip=None if settings.drop_client_ip else ip,
             )
-        except (SQLAlchemyError, RuntimeError):
+        except Exception:  # any storage failure: the sender should retry, not see a 500
             log.exception("could not store a report")
             return _reject(state, 503, "storage", "storage unavailable; retry later",
                            {"Retry-After": "5"})

@@ -81,7 +81,7 @@ class Report(Base):
     __tablename__ = "reports"
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     client_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     kind: Mapped[str] = mapped_column(String(32))
     hostname: Mapped[str] = mapped_column(String(253))
@@ -96,11 +96,14 @@ class Report(Base):
     observed_pins: Mapped[list[str]] = mapped_column(JSON)
     known_pins: Mapped[list[str]] = mapped_column(JSON)
     chain: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    issuer: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
+    issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
     raw: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_reports_hostname_received_at", "hostname", "received_at"),)
+    __table_args__ = (
+        Index("ix_reports_hostname_received_at", "hostname", "received_at"),
+        Index("ix_reports_received_at_issuer", "received_at", "issuer"),
+    )
 
 
 class MonitorRun(Base):

@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, create_engine, event, func, insert, select, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Engine,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -225,16 +239,29 @@ class Database:
         if self._report_insert is None:
             dialect = self.engine.dialect
             columns = [Report.__table__.c[name] for name in _REPORT_COLUMNS]
-            processors = [c.type.bind_processor(dialect) for c in columns]
-            marker = "?" if self.is_sqlite else "%s"
-            sql = (f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) "
-                   f"VALUES ({', '.join([marker] * len(columns))})")
+            processors: list[Any] = []
+            markers = []
+            for column in columns:
+                if isinstance(column.type, JSON):
+                    # psycopg adapts JSON through its own wrapper, not a bind processor:
+                    # send text and cast it, the same JSON either way.
+                    processors.append(_json_text)
+                    markers.append("?" if self.is_sqlite else "%s::json")
+                else:
+                    # dialect_impl: the dialect's own type (SQLite's DATETIME text format),
+                    # wrapped by the TypeDecorator's processing, exactly as the ORM does it.
+                    processors.append(column.type.dialect_impl(dialect).bind_processor(dialect))
+                    markers.append("?" if self.is_sqlite else "%s")
+            # Only constant column names and placeholders go into the text; values are bound.
+            sql = (f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) "  # noqa: S608
+                   f"VALUES ({', '.join(markers)})")
             self._report_insert = (sql, processors)
         sql, processors = self._report_insert
         values = [
             tuple(v if p is None else p(v) for v, p in zip(row, processors, strict=True))
             for row in rows
         ]
+        dbapi = self.engine.dialect.loaded_dbapi
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             if self.is_sqlite:
@@ -249,6 +276,9 @@ class Database:
                 ids.append(int(cursor.fetchone()[0]))
                 if not cursor.nextset():
                     return ids
+        except dbapi.Error as exc:
+            # The same exception type the rest of the storage layer raises.
+            raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
         finally:
             cursor.close()
 
@@ -285,15 +315,29 @@ class Database:
             )
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Take transaction control away from the driver so that "begin" below decides.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # WAL is a property of the file: set it once. Switching needs an exclusive lock and does
+    # not always wait for one (two processes opening a new database at once), so retry.
+    for attempt in range(100):
+        if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() in ("wal", "memory"):
+            break
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except dbapi_connection.OperationalError:  # "database is locked"
+            if attempt == 99:
+                raise
+            time.sleep(0.02)
     # NORMAL in WAL mode: a commit survives a crash of the process (not of the OS).
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 

@@ -97,28 +97,32 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     return f"{name}: {'; '.join(parts)}\n"
 
 
+def _skip(value: str, i: int, chars: str = " \t") -> int:
+    """Return the index of the first character at or after *i* that is not in *chars*."""
+    while i < len(value) and value[i] in chars:
+        i += 1
+    return i
+
+
+def _token(value: str, i: int, expected: str) -> tuple[str, int]:
+    """Return the token at *i* and the index after it; PolicyError naming *expected* if none."""
+    match = _TOKEN.match(value, i)
+    if match is None:
+        msg = f"hpkp: expected {expected}"
+        raise PolicyError(msg)
+    return match.group(0), match.end()
+
+
 def _directives(value: str) -> list[tuple[str, str | None]]:
     """Split a header value into ``(name, value)`` directives (RFC 7469 §2.1)."""
     out: list[tuple[str, str | None]] = []
     i, n = 0, len(value)
-    while i < n:
-        while i < n and value[i] in " \t;":
-            i += 1
-        if i >= n:
-            break
-        match = _TOKEN.match(value, i)
-        if match is None:
-            msg = f"hpkp: expected a directive name at {value[i : i + 20]!r}"
-            raise PolicyError(msg)
-        name = match.group(0)
-        i = match.end()
-        while i < n and value[i] in " \t":
-            i += 1
+    while (i := _skip(value, i, " \t;")) < n:
+        name, i = _token(value, i, f"a directive name at {value[i : i + 20]!r}")
+        i = _skip(value, i)
         directive: str | None = None
         if i < n and value[i] == "=":
-            i += 1
-            while i < n and value[i] in " \t":
-                i += 1
+            i = _skip(value, i + 1)
             if i < n and value[i] == '"':
                 i += 1
                 chars = []
@@ -133,14 +137,8 @@ def _directives(value: str) -> list[tuple[str, str | None]]:
                 i += 1
                 directive = "".join(chars)
             else:
-                token = _TOKEN.match(value, i)
-                if token is None:
-                    msg = f"hpkp: expected a value for {name}"
-                    raise PolicyError(msg)
-                directive = token.group(0)
-                i = token.end()
-        while i < n and value[i] in " \t":
-            i += 1
+                directive, i = _token(value, i, f"a value for {name}")
+        i = _skip(value, i)
         if i < n and value[i] != ";":
             msg = f"hpkp: expected ';' after {name}, found {value[i]!r}"
             raise PolicyError(msg)

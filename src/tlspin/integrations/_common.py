@@ -90,15 +90,18 @@ def policy_source(ctx: ssl.SSLContext) -> PinPolicy | PolicySource:
 
 
 def is_pinned_host(ctx: ssl.SSLContext, host: str | None) -> bool:
-    """Return True if the policy in force for *ctx* has a rule (any mode) covering *host*."""
+    """Return True if the policy in force for *ctx* has a rule (any mode) covering *host*.
+
+    A name the policy cannot canonicalise counts as pinned when the policy has any rule, as in
+    the handshake: it cannot be shown to be unpinned (``127.0.0.01`` reaches ``127.0.0.1``).
+    """
     policy = policy_of(ctx)
     if policy is None or not host:
         return False
     try:
         return bool(policy.rules_for(host.strip("[]")))
     except PinConfigurationError:
-        # Not a valid host name, so no rule can cover it; the TLS layer refuses it anyway.
-        return False
+        return bool(policy.rules)
 
 
 def trust_context(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from tlspin.context import PolicySource, policy_of
+from tlspin.context import PolicySource
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 from tlspin.integrations._common import is_pinned_host, pinned_context
 from tlspin.policy import PinPolicy
@@ -45,8 +45,9 @@ _REFUSED = ("ssl", "ssl_context", "verify_ssl", "fingerprint")
 class PinnedTCPConnector(aiohttp.TCPConnector):
     """A ``TCPConnector`` that refuses per-request TLS overrides for pinned hosts.
 
-    ``session.get(url, ssl=False)`` (or another unpinned context, or a ``Fingerprint``) would
-    otherwise skip the pinned context for that request. Build it with :func:`connector`.
+    ``session.get(url, ssl=False)`` (or another unpinned context, a context pinned to a policy
+    that does not pin the host, or a ``Fingerprint``) would otherwise skip the pinned context for
+    that request. Build it with :func:`connector`.
     """
 
     async def connect(
@@ -55,14 +56,13 @@ class PinnedTCPConnector(aiohttp.TCPConnector):
         """Refuse an unpinned per-request ``ssl=`` for a pinned host, then connect."""
         ctx = self._ssl
         override = req.ssl
-        if (
-            req.is_ssl()
-            and isinstance(ctx, ssl.SSLContext)
-            and override is not True
-            and not (isinstance(override, ssl.SSLContext) and policy_of(override) is not None)
-        ):
+        if req.is_ssl() and isinstance(ctx, ssl.SSLContext) and override is not True:
             host = req.server_hostname or req.url.raw_host
-            if is_pinned_host(ctx, host):
+            # A context pinned by tlspin is accepted only if its own policy pins this host too:
+            # one pinned to another (or an empty) policy would check nothing here.
+            if is_pinned_host(ctx, host) and not (
+                isinstance(override, ssl.SSLContext) and is_pinned_host(override, host)
+            ):
                 msg = (
                     f"refused a request to {host} with ssl={override!r}: the host is pinned, and "
                     "a per-request ssl= would bypass the pinned context (drop ssl=, or pass a "

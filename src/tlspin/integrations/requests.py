@@ -27,7 +27,7 @@ import threading
 from typing import Any
 
 import requests
-from requests.adapters import DEFAULT_RETRIES, HTTPAdapter
+from requests.adapters import DEFAULT_RETRIES, BaseAdapter, HTTPAdapter
 from requests.exceptions import SSLError
 from requests.models import PreparedRequest
 
@@ -215,6 +215,36 @@ class PinningAdapter(HTTPAdapter):
             conn.key_file = None
 
 
+class _PinnedSession(requests.Session):
+    """A ``Session`` whose ``https`` prefixes only take pinning adapters.
+
+    ``session.mount("https://", HTTPAdapter(max_retries=...))`` is the usual way to add retries,
+    and on a plain ``Session`` it silently replaces the pinning adapter, pins and all.
+    """
+
+    def __init__(self, adapter: PinningAdapter) -> None:
+        self._tlspin_init = True  # requests.Session.__init__ mounts a plain adapter on https://
+        super().__init__()
+        self._tlspin_init = False
+        self.mount("https://", adapter)
+
+    def mount(self, prefix: str | bytes, adapter: BaseAdapter) -> None:
+        """Mount *adapter*; refuse one that would carry ``https`` URLs without pins."""
+        text = prefix.decode("latin-1") if isinstance(prefix, bytes) else prefix
+        if (
+            text.lower().startswith("https:")
+            and not isinstance(adapter, PinningAdapter)
+            and not getattr(self, "_tlspin_init", False)
+        ):
+            msg = (
+                f"refused to mount a {type(adapter).__name__} on {prefix!r}: it would carry "
+                "HTTPS requests without pins; mount a tlspin.integrations.requests.PinningAdapter "
+                "(it takes HTTPAdapter's arguments, e.g. max_retries=)"
+            )
+            raise PinConfigurationError(msg)
+        super().mount(prefix, adapter)
+
+
 def session(
     policy: PinPolicy | PolicySource | None = None,
     *,
@@ -228,7 +258,9 @@ def session(
 ) -> requests.Session:
     """Return a ``requests.Session`` with a :class:`PinningAdapter` mounted on ``https://``.
 
-    Arguments are those of :class:`PinningAdapter`.
+    Arguments are those of :class:`PinningAdapter`. Mounting any other adapter on an ``https``
+    prefix of this session raises :class:`tlspin.PinConfigurationError` (it would bypass the
+    pins); mount another :class:`PinningAdapter` instead.
 
     Example::
 
@@ -246,6 +278,4 @@ def session(
         proxy_cafile=proxy_cafile,
         **adapter_kwargs,
     )
-    s = requests.Session()
-    s.mount("https://", adapter)
-    return s
+    return _PinnedSession(adapter)

@@ -11,42 +11,26 @@ marked unverified and never counts for pins (RFC 7469 §2.6: pins apply to the v
 
 from __future__ import annotations
 
-import _ssl
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from tlspin._probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
 from tlspin.monitor.targets import Target
 
 __all__ = ["ProbeResult", "probe", "unverified_context", "verified_context"]
-
-_DER: int = _ssl.ENCODING_DER
 
 ErrorKind = Literal["connect", "timeout", "verify", "tls"]
 
 
 @dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """What one probe saw.
+class ProbeResult(ProbeOutcome[Target, ErrorKind]):
+    """What one probe saw (fields as in ``ProbeOutcome``).
 
-    Attributes:
-        target: the endpoint probed.
-        verified_chain: the chain OpenSSL built to a trusted root (DER, leaf first); empty when
-            the handshake failed.
-        served_chain: the certificates the server sent, as sent (may be empty).
-        error: a human-readable error, None on success.
-        error_kind: ``"connect"`` (no TCP connection), ``"timeout"``, ``"verify"`` (the
-            certificate failed CA or host name verification) or ``"tls"`` (another TLS failure).
-        tls_version: the negotiated protocol version on success.
+    *error_kind* is ``"connect"`` (no TCP connection), ``"timeout"``, ``"verify"`` (the
+    certificate failed CA or host name verification) or ``"tls"`` (another TLS failure).
     """
-
-    target: Target
-    verified_chain: tuple[bytes, ...] = ()
-    served_chain: tuple[bytes, ...] = ()
-    error: str | None = None
-    error_kind: ErrorKind | None = None
-    tls_version: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -58,12 +42,7 @@ def verified_context(
     *, cafile: str | None = None, capath: str | None = None, cadata: str | None = None
 ) -> ssl.SSLContext:
     """Return a client context that verifies CA and host name (system store unless CAs given)."""
-    if cafile or capath or cadata:
-        ctx = ssl.create_default_context(cafile=cafile, capath=capath, cadata=cadata)
-    else:
-        ctx = ssl.create_default_context()
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
+    return verifying_context(cafile=cafile, capath=capath, cadata=cadata)
 
 
 def unverified_context() -> ssl.SSLContext:
@@ -78,14 +57,10 @@ _Chains = tuple[tuple[bytes, ...], tuple[bytes, ...], str | None]
 
 
 def _chains(writer: asyncio.StreamWriter) -> _Chains:
-    sslobj: Any = writer.get_extra_info("ssl_object")
+    sslobj: ssl.SSLObject | None = writer.get_extra_info("ssl_object")
     if sslobj is None:
         return (), (), None
-    # SSLObject has no public chain API before 3.13; the C object has had both since 3.10.
-    inner: Any = sslobj._sslobj
-    verified = tuple(c.public_bytes(_DER) for c in (inner.get_verified_chain() or ()))
-    served = tuple(c.public_bytes(_DER) for c in (inner.get_unverified_chain() or ()))
-    return verified, served, sslobj.version()
+    return *peer_chains(sslobj), sslobj.version()
 
 
 def _close(writer: asyncio.StreamWriter | None) -> None:
@@ -125,9 +100,10 @@ async def _handshake(
         )
     except ssl.SSLCertVerificationError as exc:
         _close(writer)
-        message = exc.verify_message or exc.reason or str(exc)
         return None, ProbeResult(
-            target, error=f"certificate verification failed: {message}", error_kind="verify"
+            target,
+            error=f"certificate verification failed: {verify_reason(exc)}",
+            error_kind="verify",
         )
     except (ssl.SSLError, OSError, EOFError) as exc:
         _close(writer)

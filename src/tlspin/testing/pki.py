@@ -91,14 +91,54 @@ def backup_key(
     return key, builder.sign(key, hash_for(kind))
 
 
-class Leaf:
+class _Certified:
+    """A certificate and its private key: what a `Leaf` and a `CA` have in common."""
+
+    __slots__ = ("_cert", "_key")
+
+    def __init__(self, cert: x509.Certificate, key: PrivateKey) -> None:
+        self._cert = cert
+        self._key = key
+
+    @property
+    def cert(self) -> x509.Certificate:
+        """The certificate."""
+        return self._cert
+
+    @property
+    def key(self) -> PrivateKey:
+        """The certificate's private key."""
+        return self._key
+
+    @property
+    def cert_der(self) -> bytes:
+        """The certificate as DER."""
+        return self._cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The certificate as PEM."""
+        return self._cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def spki_der(self) -> bytes:
+        """The SubjectPublicKeyInfo exactly as encoded in the certificate."""
+        return spki_der_of(self.cert_der)
+
+    @property
+    def pin(self) -> str:
+        """``sha256/<base64>`` SPKI pin of the certificate (independent of tlspin's own code)."""
+        return spki_pin(self.cert_der)
+
+
+class Leaf(_Certified):
     """An end-entity certificate, its private key and the chain a server sends.
 
     Usually made by `CA.issue` or `CA.reissue`; build one directly (or use
     `with_intermediates`) to serve an unusual chain, e.g. one carrying a cross-signed CA.
     """
 
-    __slots__ = ("_cert", "_chain", "_key", "_pss")
+    __slots__ = ("_chain", "_pss")
 
     def __init__(
         self,
@@ -107,23 +147,12 @@ class Leaf:
         intermediates: Sequence[x509.Certificate] = (),
     ) -> None:
         """Pair *cert* with its *key*; *intermediates* follow the leaf in the served chain."""
-        self._cert = cert
-        self._key = key
+        super().__init__(cert, key)
         self._chain = (cert, *intermediates)
         self._pss = is_pss_spki(spki_der_of(cert))
 
     def __repr__(self) -> str:
         return f"<Leaf {self.cert.subject.rfc4514_string()} names={list(self.names)}>"
-
-    @property
-    def cert(self) -> x509.Certificate:
-        """The leaf certificate."""
-        return self._cert
-
-    @property
-    def key(self) -> PrivateKey:
-        """The leaf's private key."""
-        return self._key
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -134,16 +163,6 @@ class Leaf:
     def names(self) -> tuple[str, ...]:
         """DNS names and IP addresses from the subjectAltName, in order."""
         return san_strings(self._cert)
-
-    @property
-    def cert_der(self) -> bytes:
-        """The leaf certificate as DER."""
-        return self._cert.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def cert_pem(self) -> bytes:
-        """The leaf certificate as PEM."""
-        return self._cert.public_bytes(serialization.Encoding.PEM)
 
     @property
     def key_der(self) -> bytes:
@@ -165,16 +184,6 @@ class Leaf:
         """Leaf and intermediates as concatenated PEM, leaf first."""
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self._chain)
 
-    @property
-    def spki_der(self) -> bytes:
-        """The leaf's SubjectPublicKeyInfo exactly as encoded in the certificate."""
-        return spki_der_of(self.cert_der)
-
-    @property
-    def pin(self) -> str:
-        """``sha256/<base64>`` SPKI pin of the leaf (independent of tlspin's own code)."""
-        return spki_pin(self.cert_der)
-
     def with_intermediates(self, intermediates: Sequence[x509.Certificate]) -> Leaf:
         """Return the same certificate and key served with *intermediates* instead."""
         return Leaf(self._cert, self._key, intermediates)
@@ -195,19 +204,18 @@ class Leaf:
         return chain_path, key_path
 
 
-class CA:
+class CA(_Certified):
     """A test certificate authority (root or intermediate).
 
     Build a root with `CA.root`, children with `intermediate`, and leaves with `issue`.
     """
 
-    __slots__ = ("_cert", "_key", "_kind", "_parent")
+    __slots__ = ("_kind", "_parent")
 
     def __init__(
         self, cert: x509.Certificate, key: PrivateKey, kind: KeyKind, parent: CA | None
     ) -> None:
-        self._cert = cert
-        self._key = key
+        super().__init__(cert, key)
         self._kind: KeyKind = kind
         self._parent = parent
 
@@ -250,16 +258,6 @@ class CA:
         return cls(sign_builder(builder, key, kind, kind), key, kind, None)
 
     @property
-    def cert(self) -> x509.Certificate:
-        """This CA's certificate."""
-        return self._cert
-
-    @property
-    def key(self) -> PrivateKey:
-        """This CA's private key."""
-        return self._key
-
-    @property
     def kind(self) -> KeyKind:
         """The kind of this CA's key."""
         return self._kind
@@ -280,26 +278,6 @@ class CA:
         if self._parent is None:
             return []
         return [self._cert, *self._parent.chain]
-
-    @property
-    def cert_der(self) -> bytes:
-        """This CA's certificate as DER."""
-        return self._cert.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def cert_pem(self) -> bytes:
-        """This CA's certificate as PEM."""
-        return self._cert.public_bytes(serialization.Encoding.PEM)
-
-    @property
-    def spki_der(self) -> bytes:
-        """This CA's SubjectPublicKeyInfo exactly as encoded in its certificate."""
-        return spki_der_of(self.cert_der)
-
-    @property
-    def pin(self) -> str:
-        """``sha256/<base64>`` SPKI pin of this CA."""
-        return spki_pin(self.cert_der)
 
     def write(self, directory: str | os.PathLike[str], *, name: str = "ca") -> Path:
         """Write this CA's certificate as ``<name>.pem`` into *directory* and return the path."""
@@ -442,15 +420,12 @@ def server_context(
         alpn: protocols to offer for ALPN, most preferred first; None or empty disables ALPN.
         maximum_version: cap the TLS version (e.g. ``ssl.TLSVersion.TLSv1_2``).
     """
-    if isinstance(source, Leaf):
-        chain_pem, key_der = source.chain_pem, source.key_der
-    else:
+    if not isinstance(source, Leaf):
         chain, key = source
         if not chain:
             msg = "expected a chain with at least the leaf certificate; found none"
             raise ValueError(msg)
-        chain_pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
-        key_der = pkcs8_der(key, pss=is_pss_spki(spki_der_of(chain[0])))
+        source = Leaf(chain[0], key, chain[1:])
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if maximum_version is not None:
@@ -460,8 +435,8 @@ def server_context(
     # The stdlib loads keys only from files; a private temporary directory is removed at once.
     with tempfile.TemporaryDirectory(prefix="tlspin-") as tmp:
         cert_path, key_path = Path(tmp, "chain.pem"), Path(tmp, "key.pem")
-        cert_path.write_bytes(chain_pem)
-        key_path.write_bytes(pem("PRIVATE KEY", key_der))
+        cert_path.write_bytes(source.chain_pem)
+        key_path.write_bytes(source.key_pem)
         ctx.load_cert_chain(cert_path, key_path)
     return ctx
 

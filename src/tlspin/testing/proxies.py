@@ -18,17 +18,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from tlspin.testing._aio import (
+from tlspin._loopserver import (
     TIMEOUT,
     LoopService,
     close_writer,
     read_body,
     read_head,
     reply,
-    split_target,
     tunnel,
 )
-from tlspin.testing._loopback import resolve_loopback, url_host
+from tlspin._net import resolve_loopback, split_target, url_host
 from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
 
 __all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]
@@ -112,7 +111,7 @@ class ConnectProxy(LoopService):
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             try:
-                await tunnel((reader, writer), upstream)
+                await tunnel((reader, writer), upstream, idle_timeout=TIMEOUT * 3)
             finally:
                 await close_writer(upstream[1])
             return

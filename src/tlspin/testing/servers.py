@@ -7,16 +7,14 @@ before it parses anything, so even a client that sends half a request and vanish
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Self
 
-from tlspin.testing._loopback import LOOPBACK_HOSTS, Recorder, check_bind_host, url_host
+from tlspin._net import LOOPBACK_HOSTS, Listener, unblock_socket, url_host
 from tlspin.testing.pki import Leaf, server_context
 
 __all__ = ["LOOPBACK_HOSTS", "TLSServer"]
@@ -24,7 +22,7 @@ __all__ = ["LOOPBACK_HOSTS", "TLSServer"]
 _MAX_HEAD = 64 * 1024
 
 
-class TLSServer(Recorder):
+class TLSServer(Listener):
     """Threaded HTTPS origin on 127.0.0.1 or ::1 serving HTTP/1.1 and (via ALPN) HTTP/2.
 
     Every request gets ``200`` with `response_body`. Use it as a context manager or call
@@ -60,9 +58,7 @@ class TLSServer(Recorder):
             handshake_timeout: seconds a client may take to finish the handshake.
             idle_timeout: seconds an idle connection is kept open.
         """
-        super().__init__()
-        self._family = check_bind_host(host)
-        self._host = host
+        super().__init__(host)
         self._alpn = tuple(alpn or ())
         self._max_version = tls_max_version
         self.response_body = response_body
@@ -75,7 +71,6 @@ class TLSServer(Recorder):
             self.set_leaf(sni_leaf, server_name=name)
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
-        self._port = 0
         self._stopping = threading.Event()
         self._threads: set[threading.Thread] = set()
         self._live: set[ssl.SSLSocket] = set()
@@ -112,8 +107,7 @@ class TLSServer(Recorder):
         if listener is None:
             return
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            listener.shutdown(socket.SHUT_RDWR)
+        unblock_socket(listener)
         # Join the accept loop before sweeping connections, so none is accepted unseen; a
         # handler that registers after the sweep sees the stop flag and leaves on its own.
         if self._accept_thread is not None:
@@ -122,41 +116,12 @@ class TLSServer(Recorder):
         with self._cond:
             live = list(self._live)
         for sock in live:
-            # socket.socket.shutdown on the SSL socket's descriptor wakes a thread blocked in
-            # recv() without touching the SSL object that thread is using.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            unblock_socket(sock)
         deadline = time.monotonic() + 5.0
         for thread in list(self._threads):
             thread.join(max(0.0, deadline - time.monotonic()))
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # --- addresses --------------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The bound address, ``"127.0.0.1"`` or ``"::1"``."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (0 before `start`)."""
-        return self._port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)`` for `socket.create_connection`."""
-        return (self._host, self._port)
 
     @property
     def url(self) -> str:

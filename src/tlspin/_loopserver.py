@@ -1,4 +1,8 @@
-"""asyncio plumbing for the test proxies: a loop thread, HTTP/1.1 framing and byte pipes."""
+"""asyncio servers on loopback, each in its own daemon thread: the loop, HTTP/1.1 framing, pipes.
+
+Used by the audit proxy and by the test kit's proxies. One thread owns each loop, so the
+TLS-in-TLS legs run on asyncio's memory-BIO SSL (an OpenSSL object is never shared by threads).
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,41 @@ import contextlib
 import ssl
 import threading
 from collections.abc import Coroutine, Mapping
-from types import TracebackType
 from typing import Any, Self
 
-from tlspin.testing._loopback import Recorder, check_bind_host, url_host
+from tlspin._net import Listener, url_host
+
+__all__ = [
+    "MAX_HEAD",
+    "TIMEOUT",
+    "LoopService",
+    "close_writer",
+    "pipe",
+    "read_body",
+    "read_head",
+    "reply",
+    "tunnel",
+]
 
 TIMEOUT = 10.0
 MAX_HEAD = 64 * 1024
 
 
-def split_target(target: str, default_port: int) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` / ``host`` into host and port."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = target.rpartition(":")
-    if not sep:
-        return target, default_port
-    return host, int(port)
+class LoopService(Listener):
+    """An asyncio server living in its own daemon thread; subclasses implement `_handle`.
 
+    Args:
+        host: ``"127.0.0.1"`` or ``"::1"``.
+        server_ssl: when given, clients speak TLS to the listener.
+        thread_name: name of the loop thread (shows in debuggers and thread dumps).
+    """
 
-class LoopService(Recorder):
-    """An asyncio server living in its own daemon thread."""
-
-    def __init__(self, host: str, server_ssl: ssl.SSLContext | None) -> None:
-        super().__init__()
-        check_bind_host(host)
-        self._host = host
+    def __init__(
+        self, host: str, server_ssl: ssl.SSLContext | None, *, thread_name: str = "tlspin-proxy"
+    ) -> None:
+        super().__init__(host)
         self._server_ssl = server_ssl
-        self._port = 0
+        self._thread_name = thread_name
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
@@ -50,9 +60,13 @@ class LoopService(Recorder):
         if self._loop is not None:
             return self
         loop = asyncio.new_event_loop()
+        # Connections a peer aborts are part of the job (a pinned client hangs up); keep the
+        # loop's own reports out of the log, for debugging only.
         loop.set_exception_handler(self._on_loop_error)
         self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="tlspin-proxy")
+        self._thread = threading.Thread(
+            target=loop.run_forever, daemon=True, name=self._thread_name
+        )
         self._thread.start()
         try:
             self._call(self._open()).result(TIMEOUT)
@@ -72,32 +86,6 @@ class LoopService(Recorder):
         if self._thread is not None:
             self._thread.join(TIMEOUT)
         loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        """The bound address, ``"127.0.0.1"`` or ``"::1"``."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (0 before `start`)."""
-        return self._port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)``."""
-        return (self._host, self._port)
 
     @property
     def url(self) -> str:
@@ -143,7 +131,8 @@ class LoopService(Recorder):
         for _ in range(3):
             await asyncio.sleep(0)
         if self._server is not None:
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     def _track(self, writer: asyncio.StreamWriter) -> asyncio.StreamWriter:
         """Remember *writer*'s current transport so `stop` can abort it."""
@@ -159,7 +148,7 @@ class LoopService(Recorder):
         try:
             await self._handle(reader, writer)
         except (OSError, EOFError, ssl.SSLError, ValueError, asyncio.LimitOverrunError):
-            pass  # the peer went away or spoke nonsense
+            pass  # the peer went away or spoke nonsense (TimeoutError is an OSError)
         finally:
             await close_writer(writer)
             self._tasks.discard(task)
@@ -217,30 +206,41 @@ async def read_body(
     return await reader.read() if until_eof else b""
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy bytes until EOF, then half-close (or close) the destination."""
+async def pipe(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    idle_timeout: float | None = None,
+) -> None:
+    """Copy bytes until EOF (or *idle_timeout* seconds without any), then half-close or close."""
     try:
-        while data := await asyncio.wait_for(reader.read(65536), TIMEOUT * 3):
+        while data := await asyncio.wait_for(reader.read(65536), idle_timeout):
             writer.write(data)
             await writer.drain()
-    except (OSError, TimeoutError, ssl.SSLError):
-        pass
+    except (OSError, ssl.SSLError):
+        pass  # TimeoutError is an OSError
     finally:
-        if writer.can_write_eof() and not writer.is_closing():
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, RuntimeError):
+            if writer.can_write_eof() and not writer.is_closing():
                 writer.write_eof()
-        else:
-            writer.close()
+            else:
+                writer.close()
 
 
 async def tunnel(
     a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
     b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    *,
+    idle_timeout: float | None = None,
 ) -> None:
-    await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
+    """Pipe *a* and *b* into each other until both directions end."""
+    await asyncio.gather(
+        pipe(a[0], b[1], idle_timeout=idle_timeout), pipe(b[0], a[1], idle_timeout=idle_timeout)
+    )
 
 
 async def reply(writer: asyncio.StreamWriter, status: str, text: str = "") -> None:
+    """Answer with a small ``text/plain`` response and ``Connection: close``."""
     body = text.encode()
     writer.write(
         f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
