@@ -226,6 +226,9 @@ def _bulk(db_url: str, rows: int) -> tuple[int, int]:
         if batch:
             conn.execute(insert(Report), batch)
         count = conn.execute(select(Report.id).order_by(Report.id.desc()).limit(1)).scalar_one()
+    with db.write() as conn:
+        # What autovacuum (PostgreSQL) or a long-running collector would have done by now.
+        conn.exec_driver_sql("ANALYZE")
     db.dispose()
     return int(count), incident_ids[0]
 

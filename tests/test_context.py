@@ -474,6 +474,13 @@ class _Relay:
 
 
 SECRET = b"Authorization: Bearer SECRET-TOKEN\r\n"
+
+
+def _write_via_makefile(sock: ssl.SSLSocket) -> None:
+    with sock.makefile("wb", buffering=0) as f:
+        f.write(SECRET)
+
+
 _PLAIN_CALLS = {
     "send": lambda s: s.send(SECRET),
     "sendall": lambda s: s.sendall(SECRET),
@@ -483,7 +490,7 @@ _PLAIN_CALLS = {
     "recv_into": lambda s: s.recv_into(bytearray(100)),
     "recvfrom": lambda s: s.recvfrom(100),
     "recvfrom_into": lambda s: s.recvfrom_into(bytearray(100)),
-    "makefile": lambda s: s.makefile("rwb").write(SECRET),
+    "makefile": _write_via_makefile,
 }
 
 
@@ -504,13 +511,15 @@ def test_no_clear_text_after_a_failed_connect(
         relay = _Relay(server.address)
         ctx = create_context(_bad(chain), cafile=chain.cafile)
         sock = ctx.wrap_socket(socket.socket(), server_hostname=HOST)
-        sock.settimeout(5)
-        with pytest.raises(ssl.SSLCertVerificationError):
-            sock.connect(relay.address)  # ssl.SSLSocket drops the TLS layer, keeps the TCP one
-        with pytest.raises(PinVerificationError):
-            _PLAIN_CALLS[call](sock)
-        sock.close()
-        relay.close()
+        try:
+            sock.settimeout(5)
+            with pytest.raises(ssl.SSLCertVerificationError):
+                sock.connect(relay.address)  # ssl.SSLSocket drops TLS, keeps the TCP connection
+            with pytest.raises(PinVerificationError):
+                _PLAIN_CALLS[call](sock)
+        finally:
+            sock.close()
+            relay.close()
         assert SECRET not in relay.client_bytes
         server.wait_idle()
         assert server.received == b""

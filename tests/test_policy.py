@@ -363,8 +363,22 @@ def test_hostile_documents_twin_shallow_json_loads() -> None:
 
 
 _KEYS = st.sampled_from(
-    "rule on_expiry hosts pins pin role note not_after mode deny expires include_subdomains "
-    "report_uri x".split()
+    [
+        "rule",
+        "on_expiry",
+        "hosts",
+        "pins",
+        "pin",
+        "role",
+        "note",
+        "not_after",
+        "mode",
+        "deny",
+        "expires",
+        "include_subdomains",
+        "report_uri",
+        "x",
+    ]
 )
 _SCALARS = st.one_of(
     st.none(),
@@ -373,8 +387,17 @@ _SCALARS = st.one_of(
     st.floats(allow_nan=False),
     st.text(max_size=12),
     st.sampled_from(
-        ["sha256/" + "A" * 43 + "=", "**.co.uk", "*.example.com", "report", "enforce"]
-        + ["2030-01-01", "fail-open", "127.0.0.01", "backup"]
+        [
+            "sha256/" + "A" * 43 + "=",
+            "**.co.uk",
+            "*.example.com",
+            "report",
+            "enforce",
+            "2030-01-01",
+            "fail-open",
+            "127.0.0.01",
+            "backup",
+        ]
     ),
 )
 _VALUES = st.recursive(

@@ -248,3 +248,18 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "refusing to listen on 0.0.0.0 without a token" in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_settings_reach_worker_processes_with_the_token_apart() -> None:
+    """Settings survive the trip to worker processes; the token never enters the JSON."""
+    from tlspin.collector import Settings
+
+    settings = Settings(db_url="sqlite:///x.db", token=TOKEN, webhooks=("http://127.0.0.1:9/h",),
+                        alert_rate_threshold=(5, 60.0), drop_client_ip=True)
+    env = settings.to_env()
+    assert TOKEN not in env["TLSPIN_COLLECTOR_SETTINGS"]
+    assert Settings.from_env(env) == settings
+    with pytest.raises(ValueError, match="unexpected keyword"):
+        Settings.from_env({"TLSPIN_COLLECTOR_SETTINGS": '{"surprise": 1}'})
+    with pytest.raises(ValueError, match="at least 16"):
+        Settings(token="short")

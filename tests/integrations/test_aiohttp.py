@@ -23,16 +23,23 @@ async def _get(policy: PinPolicy, cafile: str, url: str, **kw: object) -> bytes:
         return await r.read()
 
 
-@pytest.mark.parametrize("override", ["false", "fingerprint", "plain-context"])
+@pytest.mark.parametrize(
+    "override",
+    ["false", "fingerprint", "plain-context", "empty-policy-context", "other-host-context"],
+)
 def test_unpinned_override_refused_for_pinned_host(
     pki: Pki, origins: Origins, good_policy: PinPolicy, override: str
 ) -> None:
-    """ssl=False, a Fingerprint or an unpinned context per request is refused for a pinned host."""
+    """ssl=False, a Fingerprint or a context that pins nothing here is refused for a pinned host."""
     victim = origins.victim[HOST]
+    other = PinPolicy.from_mapping({"other.test": list(pki.unrelated_pins)})
     value: object = {
         "false": False,
         "fingerprint": aiohttp.Fingerprint(hashlib.sha256(pki.leaf.cert_der).digest()),
         "plain-context": ssl.create_default_context(cafile=pki.cafile),
+        # Contexts made by tlspin, but whose policies do not pin this host: they check nothing.
+        "empty-policy-context": create_context(PinPolicy(), cafile=pki.cafile),
+        "other-host-context": create_context(other, cafile=pki.cafile),
     }[override]
     connections = victim.connections
     with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:

@@ -86,6 +86,9 @@ def test_is_pinned_host(good_policy: PinPolicy, pki: Pki) -> None:
     assert is_pinned_host(ctx, "[::1]")
     assert is_pinned_host(ctx, "127.0.0.1")
     assert not is_pinned_host(ctx, "localhost")
-    assert not is_pinned_host(ctx, "not a host!")
     assert not is_pinned_host(ctx, None)
     assert not is_pinned_host(ssl.create_default_context(), "127.0.0.1")
+    # A name the policy cannot canonicalise cannot be shown unpinned: pinned, as in a handshake.
+    assert is_pinned_host(ctx, "not a host!")
+    assert is_pinned_host(ctx, "127.0.0.01")
+    assert not is_pinned_host(create_context(PinPolicy(), cafile=pki.cafile), "127.0.0.01")

@@ -221,3 +221,61 @@ def test_pin_failure_is_ssl_error_with_pin_error_inside(
     error = assert_refused(excinfo.value, victim)
     assert isinstance(error, PinVerificationError)
     assert error.hostname == HOST
+
+
+@pytest.mark.parametrize("prefix", ["https://", f"https://{HOST}", f"HTTPS://{HOST}:1/"])
+def test_plain_adapter_cannot_replace_the_pinning_one(
+    pki: Pki, origins: Origins, bad_policy: PinPolicy, prefix: str
+) -> None:
+    """Mounting a plain HTTPAdapter (e.g. for retries) on an https prefix is refused."""
+    victim = origins.victim[HOST]
+    with session(bad_policy, cafile=pki.cafile) as s:
+        with pytest.raises(PinConfigurationError, match="without pins"):
+            s.mount(prefix, HTTPAdapter(max_retries=2))
+        with pytest.raises(requests.exceptions.SSLError) as excinfo:
+            s.get(url_for(HOST, victim.port))
+    assert_refused(excinfo.value, victim)
+
+
+def test_pinning_adapter_mounts_on_any_https_prefix(
+    pki: Pki, origins: Origins, good_policy: PinPolicy
+) -> None:
+    """Another PinningAdapter mounts on a specific https prefix; plain http is unaffected."""
+    good = origins.good[HOST]
+    with session(good_policy, cafile=pki.cafile) as s:
+        adapter = PinningAdapter(good_policy, cafile=pki.cafile, max_retries=2)
+        s.mount(f"https://{HOST}", adapter)
+        s.mount("http://", HTTPAdapter(max_retries=2))
+        assert s.get_adapter(url_for(HOST, good.port)) is adapter
+        assert s.get(url_for(HOST, good.port)).content == BODY
+
+
+def test_control_plain_session_loses_pins_to_a_later_mount(
+    pki: Pki, origins: Origins, bad_policy: PinPolicy
+) -> None:
+    """CONTROL: on a plain Session a later HTTPAdapter mount silently drops the pins."""
+    good = origins.good[HOST]
+    with requests.Session() as s:
+        s.mount("https://", PinningAdapter(bad_policy, cafile=pki.cafile))
+        s.mount("https://", HTTPAdapter())
+        assert s.get(url_for(HOST, good.port), verify=pki.cafile).content == BODY
+
+
+@pytest.mark.parametrize("where", ["request", "session"])
+@pytest.mark.parametrize("spelling", ["127.0.0.01", "127.000.000.001"])
+def test_verify_false_refused_for_other_spellings_of_a_pinned_host(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, where: str, spelling: str
+) -> None:
+    """verify=False cannot reach a pinned IP through a spelling the resolver maps to it."""
+    victim = origins.victim[HOST]
+    connections = victim.connections
+    with session(good_policy, cafile=pki.cafile) as s:
+        kwargs: dict[str, Any] = {}
+        if where == "session":
+            s.verify = False
+        else:
+            kwargs["verify"] = False
+        with pytest.raises(requests.exceptions.SSLError, match="verify=False is not allowed"):
+            s.get(f"https://{spelling}:{victim.port}/", **kwargs)
+    assert victim.connections == connections
+    assert victim.received == b""
