@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import select
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -481,10 +483,18 @@ def _write_via_makefile(sock: ssl.SSLSocket) -> None:
         f.write(SECRET)
 
 
+def _sendfile(sock: ssl.SSLSocket) -> None:
+    # A real file: socket.sendfile() uses os.sendfile() on it, which writes straight to the fd.
+    with tempfile.TemporaryFile() as f:
+        f.write(SECRET)
+        f.seek(0)
+        sock.sendfile(f)
+
+
 _PLAIN_CALLS = {
     "send": lambda s: s.send(SECRET),
     "sendall": lambda s: s.sendall(SECRET),
-    "sendfile": lambda s: s.sendfile(io.BytesIO(SECRET)),
+    "sendfile": _sendfile,
     "sendto": lambda s: s.sendto(SECRET, s.getpeername()),
     "recv": lambda s: s.recv(100),
     "recv_into": lambda s: s.recv_into(bytearray(100)),
@@ -567,6 +577,7 @@ def test_uppercase_spelling_twin_passes_when_pinned(chain: Chain, server: TLSSer
     policy = _policy(chain.leaf.pin, chain.stranger_pin, host="localhost")
     ctx = create_context(policy, cafile=chain.cafile)
     with _connect_as(ctx, server, "LOCALHOST") as sock:
+        assert isinstance(sock, PinnedSSLSocket)
         assert sock.tlspin_checked
         sock.sendall(REQUEST)
         assert _read_response(sock) == b"ok"
@@ -610,12 +621,15 @@ def test_interrupted_check_is_not_sticky(chain: Chain, server: TLSServer, mode: 
     with _connect(ctx, server, do_handshake_on_connect=False) as sock:
         with pytest.raises(KeyboardInterrupt):
             sock.do_handshake()
-        if mode == "report":
-            sock.sendall(REQUEST)
-            assert _read_response(sock) == b"ok"
-        else:
-            with pytest.raises(PinMismatchError):
+        try:
+            if mode == "report":
                 sock.sendall(REQUEST)
+                assert _read_response(sock) == b"ok"
+            else:
+                with pytest.raises(PinMismatchError):
+                    sock.sendall(REQUEST)
+        except KeyboardInterrupt:
+            pytest.fail("the first KeyboardInterrupt was kept and raised again")
     assert calls == [mode, mode]
     if mode == "enforce":
         server.wait_idle()
@@ -684,3 +698,34 @@ def test_concurrent_handshakes_on_one_context(chain: Chain, server: TLSServer) -
     )
     server.wait_idle()
     assert server.requests == ["GET / HTTP/1.1"] * 16
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
+def test_non_blocking_handshake_inside_send(chain: Chain, server: TLSServer, good: bool) -> None:
+    """A non-blocking socket's first send() runs the handshake step by step, then the check."""
+    ctx = create_context(_good(chain) if good else _bad(chain), cafile=chain.cafile)
+    sock = _connect(ctx, server, do_handshake_on_connect=False)
+    sock.setblocking(False)
+    wants = 0
+    with sock:
+        while True:
+            try:
+                sent = sock.send(REQUEST)
+                break
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                wants += 1  # mid-handshake: nothing was written yet
+                select.select([sock], [sock], [], 5)
+            except PinMismatchError:
+                assert not good
+                with pytest.raises(PinMismatchError):
+                    sock.send(REQUEST)
+                server.wait_idle()
+                assert server.received == b""
+                assert wants > 0
+                return
+        assert good
+        assert sent == len(REQUEST)
+        assert wants > 0
+        sock.setblocking(True)
+        sock.settimeout(5)
+        assert _read_response(sock) == b"ok"

@@ -8,8 +8,10 @@ BIOs (asyncio, anyio, aiohttp, httpx async, and TLS inside TLS for HTTPS proxies
 ``SSLObject``. A failed check raises :class:`~tlspin.PinMismatchError`, an
 :class:`ssl.SSLCertVerificationError`, so each client maps it to its usual TLS error.
 
-``read``/``write``/``send`` are guarded too: with ``do_handshake_on_connect=False`` OpenSSL runs
-the handshake implicitly inside the first ``SSL_write`` and ``do_handshake()`` is never called.
+Every I/O method is guarded too (``send``, ``sendall``, ``sendfile``, ``write``, ``recv``,
+``recv_into``, ``read``…): with ``do_handshake_on_connect=False`` OpenSSL runs the handshake
+implicitly inside the first ``SSL_write`` and ``do_handshake()`` is never called; and after a
+handshake that failed inside ``connect()``, ``ssl.SSLSocket`` would carry bytes in clear.
 """
 
 from __future__ import annotations
