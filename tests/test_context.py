@@ -702,30 +702,58 @@ def test_concurrent_handshakes_on_one_context(chain: Chain, server: TLSServer) -
 
 @pytest.mark.parametrize("good", [True, False], ids=["right-pin", "wrong-pin"])
 def test_non_blocking_handshake_inside_send(chain: Chain, server: TLSServer, good: bool) -> None:
-    """A non-blocking socket's first send() runs the handshake step by step, then the check."""
+    """A non-blocking socket's send() runs the handshake step by step, then the check."""
     ctx = create_context(_good(chain) if good else _bad(chain), cafile=chain.cafile)
-    sock = _connect(ctx, server, do_handshake_on_connect=False)
-    sock.setblocking(False)
-    wants = 0
-    with sock:
+    refused: PinMismatchError | None = None
+    with _connect(ctx, server, do_handshake_on_connect=False) as sock:
+        sock.setblocking(False)
         while True:
             try:
                 sent = sock.send(REQUEST)
                 break
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                wants += 1  # mid-handshake: nothing was written yet
-                select.select([sock], [sock], [], 5)
-            except PinMismatchError:
-                assert not good
+            except ssl.SSLWantReadError:  # mid-handshake (unless the server was quick)
+                select.select([sock], [], [], 5)
+            except ssl.SSLWantWriteError:
+                select.select([], [sock], [], 5)
+            except PinMismatchError as exc:
+                refused = exc
                 with pytest.raises(PinMismatchError):
                     sock.send(REQUEST)
-                server.wait_idle()
-                assert server.received == b""
-                assert wants > 0
-                return
-        assert good
-        assert sent == len(REQUEST)
-        assert wants > 0
-        sock.setblocking(True)
-        sock.settimeout(5)
-        assert _read_response(sock) == b"ok"
+                break
+        if good:
+            assert refused is None
+            assert sent == len(REQUEST)
+            sock.setblocking(True)
+            sock.settimeout(5)
+            assert _read_response(sock) == b"ok"
+    if not good:
+        assert refused is not None
+        server.wait_idle()
+        assert server.received == b""
+
+
+def test_policy_source_returning_no_policy_fails_closed(chain: Chain, server: TLSServer) -> None:
+    """A policy source that returns something other than a PinPolicy refuses, 0 bytes sent."""
+
+    class Broken:
+        def current_policy(self) -> PinPolicy:
+            return None  # type: ignore[return-value]
+
+    ctx = create_context(Broken(), cafile=chain.cafile)
+    with pytest.raises(PinningUnavailableError, match="returned NoneType, expected a PinPolicy"):
+        _connect(ctx, server)
+    server.wait_idle()
+    assert server.received == b""
+
+
+def test_stdlib_unicode_server_name_gets_the_idna2003_hosts_pins(chain: Chain) -> None:
+    """ssl encodes 'faß.de' as 'fass.de' (IDNA 2003): that A-label's pins apply, 0 bytes sent."""
+    leaf = chain.intermediate.issue("fass.de")
+    policy = _policy(chain.stranger_pin, CA.root("u").pin, host="fass.de")
+    with TLSServer(leaf, host=HOST) as server:
+        with pytest.raises(PinMismatchError) as excinfo:
+            _connect_as(create_context(policy, cafile=chain.cafile), server, "faß.de")
+        assert excinfo.value.hostname == "fass.de"
+        assert server.server_names == ["fass.de"]
+        server.wait_idle()
+        assert server.received == b""

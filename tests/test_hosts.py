@@ -292,3 +292,30 @@ def test_canonical_host_is_idempotent(text: str) -> None:
     except PolicyError:
         return
     assert canonical_host(host) == host
+
+
+@pytest.mark.parametrize(
+    ("pattern", "idna2008", "idna2003"),
+    [
+        ("faß.de", "xn--fa-hia.de", "fass.de"),
+        ("*.faß.de", "xn--fa-hia.de", "fass.de"),
+        ("βόλος.gr", "xn--nxasmm1c.gr", "xn--nxasmq6b.gr"),
+    ],
+)
+def test_patterns_the_two_idna_standards_spell_apart_are_refused(
+    pattern: str, idna2008: str, idna2003: str
+) -> None:
+    """A Unicode pattern that IDNA 2003 (the ssl module) and 2008 spell apart is ambiguous."""
+    with pytest.raises(PolicyError, match="names two different hosts") as excinfo:
+        HostPattern.parse(pattern)
+    assert idna2008 in str(excinfo.value)
+    assert idna2003 in str(excinfo.value)
+    # Twin: the A-labels themselves are fine, one host each.
+    assert HostPattern.parse(idna2008).base == idna2008
+    assert HostPattern.parse(idna2003).base == idna2003
+
+
+@pytest.mark.parametrize("pattern", ["bücher.example", "*.BÜCHER.example", "σkhttp.com"])
+def test_patterns_both_idna_standards_agree_on_are_accepted(pattern: str) -> None:
+    """Unicode patterns with one spelling under both standards keep working."""
+    assert HostPattern.parse(pattern).base.startswith("xn--")

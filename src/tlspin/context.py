@@ -59,7 +59,15 @@ class _PinState:
         if self._policy is not None:
             return self._policy
         assert self._source is not None
-        return self._source.current_policy()
+        policy = self._source.current_policy()
+        if not isinstance(policy, PinPolicy):
+            # A buggy source (e.g. returning None) must refuse clearly, not fail on an attribute.
+            msg = (
+                f"refused the connection: the policy source {type(self._source).__name__} "
+                f"returned {type(policy).__name__}, expected a PinPolicy"
+            )
+            raise PinningUnavailableError(msg, reason="no-policy")
+        return policy
 
     def seen(self, policy: PinPolicy) -> set[tuple[str, bytes]]:
         # Leaves remembered under an older policy must not vouch for sessions under a new one.

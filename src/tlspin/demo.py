@@ -5,14 +5,15 @@ CA, the report collector (SQLite in a temporary directory), and an intercepting 
 the client trusts, as on a device where a corporate, malware or compromised CA is installed.
 
 The demo checks every claim it prints (the API received zero bytes on a refusal, the collector
-stored the reports...) and exits non-zero if one does not hold.
+stored the reports...) and exits non-zero if one does not hold. The collector's token is never
+printed: it is in a mode-0600 file in the demo's temporary directory, which lasts as long as the
+demo runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import socket
 import tempfile
 import threading
@@ -104,7 +105,8 @@ class Demo:
     api: TLSServer
     attacker: MitmProxy
     collector_url: str
-    token: str
+    token: str = field(repr=False)
+    token_file: Path
     cafile: str
     reporter: Reporter
     sabotage: frozenset[str] = frozenset()
@@ -283,9 +285,10 @@ def step_dashboard(demo: Demo) -> None:
     demo.check(5, "the dashboard lists them", all(f'/incidents/{i["id"]}"' in html
                                                    for i in incidents) and bool(incidents))
     demo.say(f"   dashboard  [bold underline]{demo.collector_url}/dashboard[/]")
-    # Printed on purpose: a throwaway token for a collector reachable from this machine only.
-    demo.say(f"   log in at  {demo.collector_url}/login  with the token [bold]{demo.token}[/]")
-    demo.say("   [dim](a token generated for this run; the collector listens on 127.0.0.1)[/]")
+    # The path, never the token: terminal scroll-back and recordings outlive the demo.
+    demo.say(f"   log in at  {demo.collector_url}/login")
+    demo.say(f"   token: in  {escape(str(demo.token_file))}  (mode 0600)")
+    demo.say("   [dim](generated for this run; the file goes away when the demo stops)[/]")
 
 
 STEPS: tuple[Callable[[Demo], None], ...] = (
@@ -296,6 +299,7 @@ STEPS: tuple[Callable[[Demo], None], ...] = (
 @contextlib.contextmanager
 def running_demo(console: Console, *, sabotage: frozenset[str] = frozenset()) -> Iterator[Demo]:
     """Start the API, the attacker and the collector; stop them all afterwards."""
+    from tlspin.collector.tokenfile import create_token_file
     from tlspin.reporting import Reporter
     from tlspin.testing.pki import CA, backup_key
     from tlspin.testing.proxies import MitmProxy
@@ -309,7 +313,8 @@ def running_demo(console: Console, *, sabotage: frozenset[str] = frozenset()) ->
         attacker_ca = CA.root("Totally Legit Inspection CA")
         cafile = Path(tmp, "device-trust-store.pem")
         cafile.write_bytes(root.cert_pem + attacker_ca.cert_pem)
-        token = secrets.token_urlsafe(24)
+        token_file = Path(tmp, "collector.token")
+        token = create_token_file(token_file)
         collector = _Collector(f"sqlite:///{Path(tmp, 'collector.db')}", token)
         collector.start()
         reporter = Reporter(f"{collector.url}/reports", app_id=APP_ID, dedup_window=0.0)
@@ -319,7 +324,8 @@ def running_demo(console: Console, *, sabotage: frozenset[str] = frozenset()) ->
             yield Demo(
                 console=console, api_root=root, api_intermediate=intermediate, leaf=leaf,
                 backup_key=key, backup_pin=_backup_pin(key), api=api, attacker=attacker,
-                collector_url=collector.url, token=token, cafile=str(cafile),
+                collector_url=collector.url, token=token, token_file=token_file,
+                cafile=str(cafile),
                 reporter=reporter, sabotage=sabotage,
             )
         finally:
@@ -365,8 +371,8 @@ def run_demo(
         else:
             console.print(f"[bold green]All {len(demo.checks)} checks passed.[/]")
         if not once:
-            demo.say(f"Serving the dashboard at {demo.collector_url}/dashboard; "
-                     "press Ctrl-C to stop.")
+            demo.say(f"Serving the dashboard at {demo.collector_url}/dashboard (token in "
+                     f"{escape(str(demo.token_file))}); press Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(3600)

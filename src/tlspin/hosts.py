@@ -116,6 +116,20 @@ def is_public_suffix(domain: str) -> bool:
     return bool(psl.is_public(domain))  # type: ignore[attr-defined]
 
 
+def _idna2003(name: str) -> str | None:
+    """The name as the stdlib's ``idna`` codec encodes it, when it differs in kind from ASCII."""
+    if name.isascii():
+        return None
+    try:
+        legacy = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None  # the stdlib cannot connect to it at all
+    try:
+        return canonical_host(legacy)
+    except PolicyError:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class HostPattern:
     """A parsed host pattern. Build with :meth:`parse`.
@@ -159,6 +173,13 @@ class HostPattern:
             base = canonical_host(rest)
         except PolicyError as exc:
             raise PolicyError(f"host pattern {pattern!r} is invalid: {exc}") from None
+        legacy = _idna2003(rest)
+        if legacy is not None and legacy != base:
+            raise PolicyError(
+                f"host pattern {pattern!r} names two different hosts: {base!r} under IDNA 2008 "
+                f"(idna, urllib3, httpx) and {legacy!r} under IDNA 2003 (Python's ssl and socket "
+                "modules, e.g. http.client and asyncio); list the A-label form of each host meant"
+            )
         is_ip = _canonical_ip(base) is not None
         if is_ip and (kind is not Kind.EXACT or include_subdomains):
             raise PolicyError(

@@ -106,6 +106,27 @@ def test_client_errors_are_not_retried(webhook: Callable[..., WebhookReceiver]) 
     assert (sender.stats.delivered, sender.stats.failed) == (0, 1)
 
 
+def test_failed_webhook_logs_name_the_host_but_not_the_secret_path(
+    webhook: Callable[..., WebhookReceiver], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused delivery is logged with the webhook's origin, never its secret-bearing path."""
+    hook = webhook(statuses=[403])
+    secret = "T0ALERTS/B0HOOK/s3cr3tWebhookPathToken"
+    url = hook.url.replace("/hook", f"/services/{secret}?sig=s3cr3tQuery")
+    sender = AlertSender([url], backoff=0.01)
+    with caplog.at_level("WARNING", logger="tlspin.collector.alerts"):
+        try:
+            sender.send("incident.opened", "incident:3", {})
+            assert sender.flush(5)
+        finally:
+            sender.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    origin = hook.url.removesuffix("/hook")
+    assert f"alert webhook {origin}/… answered HTTP 403" in logged
+    assert "s3cr3t" not in logged
+    assert len(hook.bodies) == 1
+
+
 def test_webhook_urls_are_checked() -> None:
     """Plain-HTTP webhooks are refused unless they are on loopback."""
     with pytest.raises(ValueError, match="https"):

@@ -6,14 +6,14 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from tlspin.collector.models import Report
 from tlspin.collector.storage import Database
+from tlspin.collector.tokenfile import TOKEN_FILE_NAME
 
 from .conftest import TOKEN, LiveServer, unique_host
 
@@ -70,7 +71,8 @@ def _stored(db_url: str) -> dict[str, int]:
     db = Database(db_url)
     try:
         with db.read() as conn:
-            return {v: i for i, v in conn.execute(select(Report.id, Report.app_version))}
+            rows = conn.execute(select(Report.id, Report.app_version))
+            return {v: i for i, v in rows if v is not None}
     finally:
         db.dispose()
 
@@ -110,30 +112,50 @@ def _free_port() -> int:
 class Collector:
     """``python -m tlspin serve`` as a subprocess on 127.0.0.1."""
 
-    def __init__(self, db_url: str, port: int, *, token: str | None = TOKEN) -> None:
+    def __init__(self, db_url: str, port: int, *, token: str | None = TOKEN,
+                 args: Sequence[str] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if k != "TLSPIN_COLLECTOR_TOKEN"}
         if token is not None:
             env["TLSPIN_COLLECTOR_TOKEN"] = token
         self.port = port
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tlspin", "serve", "--db", db_url, "--port", str(port),
-             "--ip-rate-limit", "1000000/1", "--log-level", "warning"],
-            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+             "--ip-rate-limit", "1000000/1", "--log-level", "warning", *args],
+            env=env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True,
         )
-        self.stderr: list[str] = []
+        self.output: list[str] = []
         self._drainer = threading.Thread(target=self._drain, daemon=True)
         self._drainer.start()
         deadline = time.monotonic() + 30
         while not self._healthy():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError("collector did not start: " + "".join(self.stderr))
+                raise RuntimeError("collector did not start: " + "".join(self.output))
             time.sleep(0.05)
 
     def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
+        # stdout and stderr both: a token must appear on neither.
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def text(self) -> str:
+        """Everything printed so far, once the start-up notes (the last says "Bearer") are in."""
+        deadline = time.monotonic() + 10
+        while not any("Bearer" in line for line in self.output) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "".join(self.output)
+
+    def status(self, token: str) -> int:
+        """HTTP status of an /api request made with *token* as the bearer token."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", "/api/incidents", headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            response.read()
+            return response.status
+        finally:
+            conn.close()
 
     def _healthy(self) -> bool:
         try:
@@ -164,8 +186,8 @@ class Collector:
 
     def _close_pipe(self) -> None:
         self._drainer.join(5)
-        if self.proc.stderr is not None and not self.proc.stderr.closed:
-            self.proc.stderr.close()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -215,26 +237,129 @@ def test_restart_mid_load_keeps_every_acknowledged_report(
     missing = {m for m in acked if stored.get(m) != acked[m]}
     assert not missing, f"{len(missing)} acknowledged reports lost"
     for c in collectors:
-        assert TOKEN not in "".join(c.stderr)  # a given token is never printed
+        output = c.text()
+        assert TOKEN not in output  # a given token is never printed
+        assert "a token was configured (TLSPIN_COLLECTOR_TOKEN)" in output
+    assert not (Path(sqlite_url.removeprefix("sqlite:///")).parent / TOKEN_FILE_NAME).exists()
 
 
-def test_serve_generates_and_prints_a_token_only_on_loopback(
+def test_serve_writes_a_generated_token_to_a_private_file_and_never_prints_it(
     tmp_path: Path, collectors: list[Collector]
 ) -> None:
-    """Without a token on loopback, serve prints the one it made, and that token works."""
+    """Without a token, serve writes one to a 0600 file by the database, prints only the path,
+    and a restart reuses it."""
     collector = Collector(f"sqlite:///{tmp_path}/gen.db", _free_port(), token=None)
     collectors.append(collector)
-    text = "".join(collector.stderr)
-    match = re.search(r"listens on loopback only\): (\S+)", text)
-    assert match, text
-    token = match.group(1)
-    conn = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=5)
-    for header, expected in ((f"Bearer {token}", 200), ("Bearer nope-nope-nope-nope", 401)):
-        conn.request("GET", "/api/incidents", headers={"Authorization": header})
-        response = conn.getresponse()
-        response.read()
-        assert response.status == expected
-    conn.close()
+    token_file = tmp_path / TOKEN_FILE_NAME
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    text = collector.text()
+    assert token not in text
+    assert f"paste the token from {token_file}" in text
+    assert f"http://127.0.0.1:{collector.port}/login" in text
+    assert "generated one into" in text
+    assert collector.status(token) == 200
+    assert collector.status("nope-nope-nope-nope") == 401
+    collector.stop()
+
+    again = Collector(f"sqlite:///{tmp_path}/gen.db", _free_port(), token=None)
+    collectors.append(again)
+    assert again.status(token) == 200  # the same token, read back from the file
+    text = again.text()
+    assert token not in text
+    assert "generated one into" not in text
+    assert f"paste the token from {token_file}" in text
+
+
+def test_serve_token_file_option_creates_then_reads_the_file(
+    tmp_path: Path, collectors: list[Collector]
+) -> None:
+    """--token-file FILE is created (0600) with a new token when missing, and read when present."""
+    made = tmp_path / "made.token"
+    first = Collector(f"sqlite:///{tmp_path}/a.db", _free_port(), token=None,
+                      args=["--token-file", str(made)])
+    collectors.append(first)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    generated = made.read_text().strip()
+    assert first.status(generated) == 200
+    assert generated not in first.text()
+    assert not (tmp_path / TOKEN_FILE_NAME).exists()  # the default file is not made as well
+
+    given = tmp_path / "given.token"
+    given.touch(mode=0o600)
+    given.write_text(TOKEN + "\n")
+    second = Collector(f"sqlite:///{tmp_path}/b.db", _free_port(), token=None,
+                       args=["--token-file", str(given)])
+    collectors.append(second)
+    assert second.status(TOKEN) == 200
+    assert second.status(generated) == 401
+    text = second.text()
+    assert TOKEN not in text
+    assert f"paste the token from {given}" in text
+
+
+@pytest.mark.postgres
+def test_serve_keeps_a_postgres_collectors_token_in_the_state_directory(
+    pg_url: str, tmp_path: Path, collectors: list[Collector], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PostgreSQL there is no database file: the token file goes to $XDG_STATE_HOME/tlspin."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    collector = Collector(pg_url, _free_port(), token=None)
+    collectors.append(collector)
+    token_file = tmp_path / "state" / "tlspin" / TOKEN_FILE_NAME
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.parent.stat().st_mode) == 0o700
+    token = token_file.read_text().strip()
+    assert collector.status(token) == 200
+    assert collector.status(token.upper() + "x") == 401
+    text = collector.text()
+    assert token not in text
+    assert f"paste the token from {token_file}" in text
+
+
+def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    from tlspin.cli.serve import serve
+
+    return CliRunner().invoke(
+        serve, ["--db", f"sqlite:///{tmp_path}/x.db", "--port", str(_free_port()), *args],
+        env={"TLSPIN_COLLECTOR_TOKEN": "", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_serve_refuses_a_token_file_others_can_access(tmp_path: Path, mode: int) -> None:
+    """Twin: a token file readable or writable by group or others is refused, its content
+    unprinted, and a generated default file is not reused either."""
+    given = tmp_path / "loose.token"
+    given.write_text(TOKEN + "\n")
+    given.chmod(mode)
+    result = _serve(tmp_path, "--token-file", str(given))
+    assert result.exit_code == 2
+    assert f"found mode {mode:04o}" in result.output
+    assert TOKEN not in result.output
+    assert not (tmp_path / "x.db").exists()  # refused before the database is touched
+
+    default = tmp_path / TOKEN_FILE_NAME
+    default.write_text(TOKEN + "\n")
+    default.chmod(mode)
+    result = _serve(tmp_path)
+    assert result.exit_code == 2
+    assert f"{default}: a token file must be readable by its owner only" in result.output
+    assert TOKEN not in result.output
+    assert default.read_text() == TOKEN + "\n"  # left alone for its owner to inspect
+
+
+def test_serve_refuses_two_token_sources(tmp_path: Path) -> None:
+    """--token-file together with TLSPIN_COLLECTOR_TOKEN is ambiguous: exit 2, nothing written."""
+    given = tmp_path / "t.token"
+    result = _serve(tmp_path, "--token-file", str(given),
+                    env={"TLSPIN_COLLECTOR_TOKEN": TOKEN})
+    assert result.exit_code == 2
+    assert "found both TLSPIN_COLLECTOR_TOKEN and --token-file" in result.output
+    assert TOKEN not in result.output
+    assert not given.exists()
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:

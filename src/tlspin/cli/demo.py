@@ -17,7 +17,8 @@ def demo(once: bool) -> None:
     reported, report-only mode, a rotation to the backup key, and the dashboard.
 
     Every claim is checked; the exit status is 1 if one does not hold. Without --once the
-    dashboard keeps running until Ctrl-C.
+    dashboard keeps running until Ctrl-C. Its login token is never printed: it is in a mode-0600
+    file in the demo's temporary directory (the demo prints the path), deleted when it stops.
     """
     from rich.console import Console
 

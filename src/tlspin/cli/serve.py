@@ -1,7 +1,11 @@
 """``tlspin serve``: run the report collector (FastAPI on uvicorn).
 
+The token is never printed or logged. Without a configured one, the collector reads it from a
+mode-0600 token file, generating the file on first use, and prints the file's path.
+
 Exit codes: 0 after a clean shutdown, 2 for bad options (including a non-loopback address
-without a token) or a database that cannot be opened or migrated.
+without a token), an unsafe or unreadable token file, or a database that cannot be opened or
+migrated.
 """
 
 from __future__ import annotations
@@ -9,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import secrets
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from tlspin.cli._common import fail, guarded, info, warn
 
@@ -46,18 +50,6 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
     return pair
 
 
-def _read_token(token: str | None, token_file: str | None) -> str | None:
-    if token_file is not None:
-        try:
-            value = Path(token_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            fail(f"{token_file}: cannot read the token file: {exc.strerror or exc}")
-        if not value:
-            fail(f"{token_file}: the token file is empty")
-        return value
-    return token or None
-
-
 @click.command()
 @click.option("--db", "db_url", default="sqlite:///tlspin.db", show_default=True,
               help="Database URL: sqlite:///FILE or postgresql://USER@HOST/DB.")
@@ -65,10 +57,12 @@ def _read_token(token: str | None, token_file: str | None) -> str | None:
 @click.option("--port", default=8787, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on.")
 @click.option("--token", envvar=_TOKEN_ENV, default=None, show_envvar=True,
-              help="Token for the dashboard and query API (prefer the environment variable or "
-              "--token-file: command lines are visible to other local users).")
+              help="Token for the dashboard and query API (prefer --token-file or the "
+              "environment variable: command lines are visible to other local users).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None,
-              help="Read the token from this file.")
+              help="File holding the token (mode 0600, owner only). Created with a new token "
+              "if missing. Default without a token: tlspin-collector.token next to the SQLite "
+              "file, or in $XDG_STATE_HOME/tlspin/.")
 @click.option("--drop-client-ip", is_flag=True, help="Do not store senders' IP addresses.")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL",
               help="Alert webhook (repeatable): new incidents, host rate over threshold.")
@@ -95,28 +89,41 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
 ) -> None:
     """Run the report collector: intake at POST /reports, dashboard at /dashboard.
 
-    Report intake is public. The dashboard and /api need the token; without one, the
-    collector only starts on a loopback address, with a token it generates and prints.
+    Report intake is public. The dashboard and /api need the token, which is never printed:
+    without --token or TLSPIN_COLLECTOR_TOKEN it is read from the token file, generated into
+    it (mode 0600) on first use, and the command prints the file's path. Without any token
+    option, the collector only starts on a loopback address.
     """
     import uvicorn
 
     from tlspin.collector import Settings, create_app
     from tlspin.collector.storage import Database
+    from tlspin.collector.tokenfile import (
+        default_token_path,
+        load_or_create_token,
+        read_token_file,
+    )
 
     if (certfile is None) != (keyfile is None):
         fail("--certfile and --keyfile go together; pass both or neither")
-    secret = _read_token(token, token_file)
+    token_source = click.get_current_context().get_parameter_source("token")
+    secret = token or None
+    if secret is not None and token_file is not None:
+        given = "--token" if token_source is ParameterSource.COMMANDLINE else _TOKEN_ENV
+        fail(f"expected one token source, found both {given} and --token-file; pass one")
     loopback = is_loopback(host)
-    generated = False
-    if secret is None:
-        if not loopback:
-            fail(
-                f"refusing to listen on {host} without a token: the dashboard and query API "
-                f"would be open to the network. Set {_TOKEN_ENV} (or --token-file), or bind "
-                "127.0.0.1"
-            )
-        secret = secrets.token_urlsafe(24)
-        generated = True
+    if secret is None and token_file is None and not loopback:
+        fail(
+            f"refusing to listen on {host} without a token: the dashboard and query API "
+            f"would be open to the network. Pass --token-file FILE (created with a new token "
+            f"if missing), set {_TOKEN_ENV}, or bind 127.0.0.1"
+        )
+    path: Path | None = None  # the token file in use, if any
+    created = False
+    if token_file is not None and Path(token_file).exists():
+        # Read (and vet) an existing file before touching the database: fail fast.
+        path = Path(token_file)
+        secret = read_token_file(path)
     settings = Settings(
         db_url=db_url,
         token=secret,
@@ -133,20 +140,34 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         fail(f"cannot open or migrate the database: {type(exc).__name__}: {exc}")
     finally:
         database.dispose()
+    if secret is None:
+        # Only now, with a working database, may a new token file appear.
+        if token_file is not None:
+            path = Path(token_file)
+            secret, created = load_or_create_token(path)
+        else:
+            path = default_token_path(db_url)
+            secret, created = load_or_create_token(path, make_parents=True)
+        settings = dataclasses.replace(settings, token=secret)
 
     scheme = "https" if certfile else "http"
     shown = f"[{host}]" if ":" in host else host
     base = f"{scheme}://{shown}:{port}"
     info(f"tlspin collector: reports go to {base}/reports; dashboard at {base}/dashboard")
-    if generated:
-        # Printed only because this process made it up and nobody else can reach the port.
-        info(f"no token was set, so this run generated one (shown because the collector listens "
-             f"on loopback only): {secret}")
-        info(f"log in at {base}/login with it, or send 'Authorization: Bearer <token>' to /api")
+    # The token itself is never printed: it would outlive this run in scroll-back and logs.
+    if path is None:
+        source = "--token" if token_source is ParameterSource.COMMANDLINE else _TOKEN_ENV
+        info(f"a token was configured ({source}); log in at {base}/login with it")
+        if token_source is ParameterSource.COMMANDLINE:
+            warn(f"--token on the command line is visible to other local users (ps); prefer "
+                 f"--token-file or {_TOKEN_ENV}")
     else:
-        source = "--token-file" if token_file else f"{_TOKEN_ENV} / --token"
-        info(f"log in at {base}/login with the token from {source}; the API takes "
-             "'Authorization: Bearer <token>'")
+        shown_path = path.absolute()
+        if created:
+            info(f"no token was configured, so this run generated one into {shown_path} "
+                 "(mode 0600); later runs reuse it, delete the file for a new one")
+        info(f"log in at {base}/login: paste the token from {shown_path}")
+    info("the query API takes 'Authorization: Bearer <token>'")
     if not loopback and certfile is None:
         warn(f"serving plain HTTP on {host}: put a TLS proxy in front, or pass --certfile")
 

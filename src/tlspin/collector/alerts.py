@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,18 @@ class AlertStats:
     retried: int = 0
     suppressed: int = 0
     pending: int = 0
+
+
+def _origin(url: str) -> str:
+    """The webhook URL without its path, query and user info, for log lines.
+
+    Chat webhooks (Slack, Teams, Discord...) carry their secret in the path or query, so
+    logging the whole URL would leak a token.
+    """
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{netloc}{hidden}"
 
 
 class _Delivery:
@@ -173,11 +186,11 @@ class AlertSender:
                 ok = 200 <= status < 300
                 retry = status in (408, 425, 429) or status >= 500
                 if not ok:
-                    log.warning("alert webhook %s answered HTTP %d", item.url, status)
+                    log.warning("alert webhook %s answered HTTP %d", _origin(item.url), status)
             except (OSError, http.client.HTTPException) as exc:
-                log.warning("alert webhook %s failed: %s", item.url, exc)
+                log.warning("alert webhook %s failed: %s", _origin(item.url), exc)
             except Exception:  # never let the thread die
-                log.exception("alert webhook %s failed", item.url)
+                log.exception("alert webhook %s failed", _origin(item.url))
                 retry = False
             with self._cond:
                 self._inflight -= 1

@@ -9,7 +9,9 @@ it:
 * ``verify=<path>`` (per session or per request, or ``REQUESTS_CA_BUNDLE``) gets its own pinned
   context for that trust store, built once and cached;
 * ``verify=False`` is refused for pinned hosts (and keeps working for other hosts, on a
-  separate pool that never touches the pinned context)::
+  separate pool that never touches the pinned context);
+* the session from :func:`session` refuses ``mount()`` of any other adapter on an ``https``
+  prefix, which would silently replace the pins (e.g. an ``HTTPAdapter`` mounted for retries)::
 
     session = tlspin.integrations.requests.session(policy, cafile="ca.pem")
     response = session.get("https://api.example.com/")
