@@ -54,6 +54,14 @@ def clean_text(text: str) -> str:
 
 
 _CERT_CACHE: dict[bytes, tuple[str, str, str, str | None]] = {}
+# Whole chains by their PEM strings (served, validated), and pins by their text. Reports of one
+# incident repeat the same chain and pins (every client behind one interceptor): validating
+# them again gives the same answer, so remember it. Only successes are kept, and only chains
+# of modest size, so the caches stay small whatever senders send.
+_CHAIN_CACHES: tuple[dict[tuple[str, ...], tuple[CertInfo, ...]], ...] = ({}, {})
+_CHAIN_CACHE_TEXT = 32 * 1024
+_PIN_CACHE: dict[str, str] = {}
+_CACHE_ENTRIES = 1024
 
 
 class ReportError(ValueError):
@@ -300,16 +308,24 @@ def _pins(data: dict[str, Any]) -> tuple[str, ...]:
     for index, item in enumerate(value):
         if not isinstance(item, str) or len(item) > 128:
             raise ReportError(f"known-pins[{index}] must be a pin string")
+        known = _PIN_CACHE.get(item)
+        if known is not None:
+            out[known] = None
+            continue
         text = item.strip()
         if text.lower().startswith("cert-sha256/"):
             out[text[:128]] = None  # tlspin's certificate pins are kept as they are
             continue
         try:
-            out[str(Pin.parse(text))] = None
+            known = str(Pin.parse(text))
         except ValueError:
             raise ReportError(
                 f'known-pins[{index}] is not a SHA-256 pin (expected pin-sha256="<base64>")'
             ) from None
+        if len(_PIN_CACHE) >= _CACHE_ENTRIES:
+            _PIN_CACHE.clear()
+        _PIN_CACHE[item] = known
+        out[known] = None
     return tuple(out)
 
 
@@ -319,12 +335,21 @@ def _chain(data: dict[str, Any], key: str, *, served: bool) -> tuple[CertInfo, .
         return ()
     if not isinstance(value, list) or len(value) > _MAX_CHAIN:
         raise ReportError(f"{key} must be a list of at most {_MAX_CHAIN} PEM certificates")
-    out = []
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise ReportError(f"{key}[{index}] must be a PEM string")
-        out.append(_cert_info(item, f"{key}[{index}]", served=served))
-    return tuple(out)
+    pems = tuple(value)
+    cache = _CHAIN_CACHES[served]
+    chain = cache.get(pems)
+    if chain is not None:
+        return chain
+    chain = tuple(_cert_info(item, f"{key}[{index}]", served=served)
+                  for index, item in enumerate(pems))
+    if sum(map(len, pems)) <= _CHAIN_CACHE_TEXT:
+        if len(cache) >= _CACHE_ENTRIES:
+            cache.clear()
+        cache[pems] = chain
+    return chain
 
 
 def _cert_info(pem: str, where: str, *, served: bool) -> CertInfo:
