@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from tlspin.collector.formats import ParsedReport
+from tlspin.collector.formats import CertInfo, ParsedReport
 from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
 
 __all__ = [
@@ -103,7 +103,7 @@ class Database:
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._intake_sql: tuple[Any, Any] | None = None
-        self._report_insert: tuple[str, list[Any]] | None = None
+        self._report_insert: tuple[str, list[tuple[int, Any]]] | None = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -216,16 +216,16 @@ class Database:
                     incident_of[index] = (
                         incident_id, count - len(members) + 1 + position, opened and not position
                     )
-            rows = [
-                (
+            rows = []
+            for index, (report, received_at, client_ip) in enumerate(items):
+                observed_json, chain_json = _chain_json(report)
+                rows.append((
                     received_at, report.client_time, report.kind, report.hostname, report.port,
                     report.noted_hostname, report.include_subdomains, report.mode,
                     report.reason, report.app_id, report.app_version, client_ip,
-                    report.observed_pins, list(report.known_pins), report.chain, report.issuer,
+                    observed_json, _pins_json(report.known_pins), chain_json, report.issuer,
                     incident_of[index][0], report.raw,
-                )
-                for index, (report, received_at, client_ip) in enumerate(items)
-            ]
+                ))
             ids = self._insert_reports(conn, rows)
         return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
 
@@ -234,33 +234,37 @@ class Database:
 
         Intake is the hot path: going straight to the DB-API cursor halves the per-row cost,
         while each column's bind processor (the same one SQLAlchemy would apply: UTC naive
-        timestamps, JSON, booleans) keeps the stored values identical to the ORM's.
+        timestamps, booleans) keeps the stored values identical to the ORM's. JSON columns
+        arrive as JSON text already (see :func:`_chain_json`).
         """
         if self._report_insert is None:
             dialect = self.engine.dialect
             columns = [Report.__table__.c[name] for name in _REPORT_COLUMNS]
-            processors: list[Any] = []
+            processors: list[tuple[int, Any]] = []
             markers = []
-            for column in columns:
+            for position, column in enumerate(columns):
                 if isinstance(column.type, JSON):
                     # psycopg adapts JSON through its own wrapper, not a bind processor:
                     # send text and cast it, the same JSON either way.
-                    processors.append(_json_text)
                     markers.append("?" if self.is_sqlite else "%s::json")
-                else:
-                    # dialect_impl: the dialect's own type (SQLite's DATETIME text format),
-                    # wrapped by the TypeDecorator's processing, exactly as the ORM does it.
-                    processors.append(column.type.dialect_impl(dialect).bind_processor(dialect))
-                    markers.append("?" if self.is_sqlite else "%s")
+                    continue
+                # dialect_impl: the dialect's own type (SQLite's DATETIME text format),
+                # wrapped by the TypeDecorator's processing, exactly as the ORM does it.
+                processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+                if processor is not None:
+                    processors.append((position, processor))
+                markers.append("?" if self.is_sqlite else "%s")
             # Only constant column names and placeholders go into the text; values are bound.
             sql = (f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) "  # noqa: S608
                    f"VALUES ({', '.join(markers)})")
             self._report_insert = (sql, processors)
         sql, processors = self._report_insert
-        values = [
-            tuple(v if p is None else p(v) for v, p in zip(row, processors, strict=True))
-            for row in rows
-        ]
+        values = []
+        for row in rows:
+            value = list(row)
+            for position, processor in processors:
+                value[position] = processor(value[position])
+            values.append(value)
         dbapi = self.engine.dialect.loaded_dbapi
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
@@ -317,6 +321,35 @@ class Database:
 
 def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+# JSON text of chains and pin lists, by value: a burst of reports from one incident repeats
+# them, and serialising them again is a good part of the cost of storing a report.
+_CHAIN_JSON: dict[tuple[CertInfo, ...], tuple[str, str]] = {}
+_PINS_JSON: dict[tuple[str, ...], str] = {}
+_JSON_CACHE_ENTRIES = 1024
+
+
+def _chain_json(report: ParsedReport) -> tuple[str, str]:
+    """JSON text of the report's observed pins and of its displayed chain."""
+    chain = report.served_chain or report.validated_chain
+    known = _CHAIN_JSON.get(chain)
+    if known is None:
+        known = (_json_text(report.observed_pins), _json_text(report.chain))
+        if len(_CHAIN_JSON) >= _JSON_CACHE_ENTRIES:
+            _CHAIN_JSON.clear()
+        _CHAIN_JSON[chain] = known
+    return known
+
+
+def _pins_json(pins: tuple[str, ...]) -> str:
+    known = _PINS_JSON.get(pins)
+    if known is None:
+        known = _json_text(list(pins))
+        if len(_PINS_JSON) >= _JSON_CACHE_ENTRIES:
+            _PINS_JSON.clear()
+        _PINS_JSON[pins] = known
+    return known
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
