@@ -157,3 +157,20 @@ def test_malformed_reports_get_a_reason(body: bytes, reason: str) -> None:
     """Every kind of malformed report raises ReportError naming the problem, nothing else."""
     with pytest.raises(ReportError, match=reason):
         parse_report(body)
+
+
+def test_cached_chain_and_pins_are_still_validated(make_report: Any) -> None:
+    """A report parsed once is parsed again the same way, while a tampered copy is refused."""
+    report = make_report()
+    first = parse_report(_body(report))
+    again = parse_report(_body(report))  # served from the chain and pin caches
+    assert (again.observed_pins, again.chain, again.known_pins) == (
+        first.observed_pins, first.chain, first.known_pins
+    )
+    chain = list(report["served-certificate-chain"])
+    chain[-1] = chain[-1].replace("-----END", "!-----END")
+    with pytest.raises(ReportError, match=r"served-certificate-chain\[1\]"):
+        parse_report(_body({**report, "served-certificate-chain": chain}))
+    pins = [*report["known-pins"][:-1], report["known-pins"][-1][:-6] + '!"']
+    with pytest.raises(ReportError, match="known-pins"):
+        parse_report(_body({**report, "known-pins": pins}))

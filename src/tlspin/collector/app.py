@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,7 +155,7 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
 class _DirectRoute(APIRoute):
@@ -261,7 +261,7 @@ async def _read_capped(request: Request, cap: int) -> bytes | None:
         ClientDisconnect: the client went away before the body was complete.
     """
     receive = request.receive
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
