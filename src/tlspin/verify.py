@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["Verdict", "Violation", "check", "check_resumed", "describe_chain"]
 
 log = logging.getLogger("tlspin")
+# A library never prints by itself: the application chooses where "tlspin" records go.
+log.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True, slots=True)
