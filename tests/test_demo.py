@@ -85,7 +85,7 @@ def test_demo_tells_the_whole_story_and_keeps_the_token_in_a_private_file() -> N
         assert _api_status(collector.group(1), token[::-1]) == 401
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
+        code = proc.wait(60)
         reader.join(10)
         err = stderr.read()
         stdout.close()
@@ -129,3 +129,30 @@ def test_demo_once_runs_the_story_and_exits_zero() -> None:
     where = re.search(r"token: in\s+(\S+)", out)
     assert where is not None, out
     assert not Path(where.group(1)).exists(), "a --once run leaves no token file behind"
+
+
+def test_demo_stops_on_ctrl_c_even_when_started_with_sigint_ignored() -> None:
+    """A demo started from a script's background job (SIGINT inherited as ignored) still stops
+    cleanly on Ctrl-C and on SIGTERM, removing its token file."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tlspin", "demo"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+        )
+        assert proc.stdout is not None
+        out = ""
+        for line in proc.stdout:
+            out += line
+            if _SERVING in line:
+                break
+        where = re.search(r"token: in +(\S+)", out)
+        assert where is not None, out
+        proc.send_signal(stop)
+        try:
+            assert proc.wait(60) == 0
+        finally:
+            proc.kill()
+            proc.stdout.close()
+        assert not Path(where.group(1)).exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import tempfile
 import threading
@@ -66,7 +67,11 @@ class _Collector:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         app = create_app(Settings(db_url=db_url, token=token))
-        config = uvicorn.Config(app, log_level="warning", server_header=False, lifespan="on")
+        # A bounded graceful shutdown: Ctrl-C must not wait on a browser's idle keep-alive.
+        config = uvicorn.Config(
+            app, log_level="warning", server_header=False, lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True,
@@ -341,6 +346,21 @@ def _backup_pin(key: PrivateKey) -> str:
     return str(Pin.from_public_key(key.public_key()))
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Make Ctrl-C and SIGTERM stop the demo cleanly (servers stopped, token file removed).
+
+    Installed explicitly because a program started from a non-interactive shell's background
+    job inherits SIGINT as *ignored*, and Python then installs no KeyboardInterrupt handler.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _raise_interrupt)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
 def run_demo(
     *, once: bool, console: Console, sabotage: frozenset[str] = frozenset()
 ) -> int:
@@ -371,9 +391,11 @@ def run_demo(
         else:
             console.print(f"[bold green]All {len(demo.checks)} checks passed.[/]")
         if not once:
-            demo.say(f"Serving the dashboard at {demo.collector_url}/dashboard (token in "
-                     f"{escape(str(demo.token_file))}); press Ctrl-C to stop.")
+            _stop_on_signals()
+            # Ctrl-C may come as soon as the line is printed: be inside the handler by then.
             with contextlib.suppress(KeyboardInterrupt):
+                demo.say(f"Serving the dashboard at {demo.collector_url}/dashboard (token in "
+                         f"{escape(str(demo.token_file))}); press Ctrl-C to stop.")
                 while True:
                     time.sleep(3600)
         return 1 if failed else 0
