@@ -367,7 +367,7 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     from tlspin.cli.serve import serve
 
     result = CliRunner().invoke(
-        serve, ["--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/x.db"],
+        serve, ["--host", "0.0.0.0", "--db", f"sqlite:///{tmp_path}/x.db"],  # not bound: refused
         env={"TLSPIN_COLLECTOR_TOKEN": ""},
     )
     assert result.exit_code == 2

@@ -156,7 +156,7 @@ def test_ipv6_server(root: CA, intermediate: CA, origin_leaf: Leaf) -> None:
         _get(server, ctx, host="::1")
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "localhost", "::", "192.0.2.1"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "localhost", "::", "192.0.2.1"])  # not bound: refused
 def test_non_loopback_bind_is_refused(origin_leaf: Leaf, host: str) -> None:
     """Only 127.0.0.1 and ::1 are accepted as bind addresses."""
     with pytest.raises(ValueError, match="loopback"):
