@@ -23,14 +23,14 @@ import http.client
 import ipaddress
 import json
 import logging
-import random
 import ssl
-import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from tlspin._sender import Outcome, RetrySender, classify_status
 
 if TYPE_CHECKING:
     from tlspin.policy import PinPolicy, PinRule
@@ -212,17 +212,13 @@ def post_json(
         conn.close()
 
 
+@dataclass(frozen=True, slots=True)
 class _Item:
     """One report on its way to one endpoint."""
 
-    __slots__ = ("attempts", "destination", "due", "key", "violation")
-
-    def __init__(self, destination: str, violation: Violation, key: tuple[object, ...]) -> None:
-        self.destination = destination
-        self.violation = violation
-        self.key = key
-        self.attempts = 0
-        self.due = 0.0
+    destination: str
+    violation: Violation
+    key: tuple[object, ...]
 
 
 class Reporter:
@@ -287,24 +283,22 @@ class Reporter:
         self.app_id = app_id
         self.app_version = app_version
         self._ssl_context = ssl_context
-        self._queue_size = queue_size
         self._rate = (float(count), float(per))
         self._tokens = float(count)
         self._refilled = time.monotonic()
         self._dedup_window = dedup_window
         self._timeout = timeout
-        self._max_attempts = max_attempts
-        self._backoff = backoff
-        self._backoff_max = backoff_max
-        self._jitter = jitter
         self._headers = dict(headers or {})
-        self._cond = threading.Condition()
-        self._pending: collections.deque[_Item] = collections.deque()
-        self._inflight = 0
         self._seen: dict[tuple[object, ...], float] = {}
         self._counts: collections.Counter[str] = collections.Counter()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._sender: RetrySender[_Item] = RetrySender(
+            self._deliver, name="tlspin-reporter", queue_size=queue_size,
+            max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max, jitter=jitter,
+            # A report never delivered is forgotten: an identical violation later may be
+            # reported again.
+            on_discard=lambda item: self._seen.pop(item.key, None),
+            on_error=lambda _item: log.exception("tlspin reporter failed to deliver a report"),
+        )
 
     # -- observer side (runs in the handshake path) ---------------------------------------
     def attach(self, policy: PinPolicy) -> PinPolicy:
@@ -323,9 +317,8 @@ class Reporter:
         # sender thread shares, so that the handshake path holds it only for a few look-ups.
         targets = [(d, self._loops(d, violation)) for d in self._destinations(violation)]
         refused = [d for d, loops in targets if loops]
-        start_thread = False
-        with self._cond:
-            if self._closed:
+        with self._sender.lock:
+            if self._sender.closed:
                 self._counts["dropped"] += 1
                 return
             now = time.monotonic()
@@ -346,17 +339,7 @@ class Reporter:
                     self._counts["rate_limited"] += 1
                     continue
                 self._remember(key, now)
-                self._pending.append(_Item(destination, violation, key))
-                self._counts["queued"] += 1
-                self._evict()
-                start_thread = True
-            if start_thread:
-                self._cond.notify_all()
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="tlspin-reporter", daemon=True
-                    )
-                    self._thread.start()
+                self._sender.offer(_Item(destination, violation, key))
         for destination in refused:
             log.warning(
                 "not sending a pin report for %s to %s: the report endpoint is on the host "
@@ -404,48 +387,9 @@ class Reporter:
                 self._seen.clear()
         self._seen[key] = now
 
-    def _evict(self) -> None:
-        while len(self._pending) > self._queue_size:
-            oldest = self._pending.popleft()
-            # It was never delivered: an identical violation later may be reported again.
-            self._seen.pop(oldest.key, None)
-            self._counts["dropped"] += 1
-
     # -- sender side (background thread) -------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                item = self._next_item()
-                if item is None:
-                    return
-                self._inflight += 1
-            try:
-                outcome = self._deliver(item)
-            except Exception:  # a bug in delivery must not kill the thread
-                log.exception("tlspin reporter failed to deliver a report")
-                outcome = "failed"
-            with self._cond:
-                self._inflight -= 1
-                self._settle(item, outcome)
-                self._cond.notify_all()
-
-    def _next_item(self) -> _Item | None:
-        """Wait for the earliest report whose time has come; None once closed."""
-        while True:
-            if self._closed:
-                return None
-            now = time.monotonic()
-            soonest: float | None = None
-            for item in self._pending:
-                if item.due <= now:
-                    self._pending.remove(item)
-                    return item
-                soonest = item.due if soonest is None else min(soonest, item.due)
-            self._cond.wait(None if soonest is None else soonest - now)
-
-    def _deliver(self, item: _Item) -> str:
+    def _deliver(self, item: _Item, attempt: int) -> Outcome:
         """Send one report; return ``"sent"``, ``"retry"`` or ``"failed"``."""
-        item.attempts += 1
         rules = [r for r in item.violation.rules if (r.report_uri or self.uri) == item.destination]
         report = build_report(
             item.violation, app_id=self.app_id, app_version=self.app_version, rules=rules
@@ -457,46 +401,29 @@ class Reporter:
                 headers=self._headers,
             )
         except (OSError, http.client.HTTPException) as exc:
-            log.info("pin report to %s failed (attempt %d): %s", item.destination,
-                     item.attempts, exc)
+            log.info("pin report to %s failed (attempt %d): %s", item.destination, attempt, exc)
             return "retry"
-        if 200 <= status < 300:
-            return "sent"
-        if status in (408, 425, 429) or status >= 500:
+        outcome = classify_status(status)
+        if outcome == "retry":
             log.info("pin report to %s got HTTP %d (attempt %d); will retry",
-                     item.destination, status, item.attempts)
-            return "retry"
-        log.warning("pin report to %s refused with HTTP %d; not retried", item.destination,
-                    status)
-        return "failed"
-
-    def _settle(self, item: _Item, outcome: str) -> None:
-        if outcome == "sent":
-            self._counts["sent"] += 1
-            return
-        if outcome == "retry" and item.attempts < self._max_attempts and not self._closed:
-            delay = min(self._backoff_max, self._backoff * 2 ** (item.attempts - 1))
-            if self._jitter:
-                delay *= 0.5 + random.random() / 2  # noqa: S311 - spreading retries, not crypto
-            item.due = time.monotonic() + delay
-            self._pending.appendleft(item)  # it is older than anything queued after it
-            self._counts["retried"] += 1
-            self._evict()
-            return
-        self._counts["failed"] += 1
-        self._seen.pop(item.key, None)
+                     item.destination, status, attempt)
+        elif outcome == "failed":
+            log.warning("pin report to %s refused with HTTP %d; not retried", item.destination,
+                        status)
+        return outcome
 
     # -- control ------------------------------------------------------------------------
     @property
     def stats(self) -> ReporterStats:
         """The counters now."""
-        with self._cond:
+        with self._sender.lock:
+            c = self._sender.counts()
             return ReporterStats(
-                **{name: self._counts[name] for name in (
-                    "queued", "sent", "failed", "retried", "dropped", "deduplicated",
-                    "rate_limited", "refused",
-                )},
-                pending=len(self._pending) + self._inflight,
+                queued=c["queued"], sent=c["sent"], failed=c["failed"], retried=c["retried"],
+                dropped=c["dropped"] + self._counts["dropped"],
+                deduplicated=self._counts["deduplicated"],
+                rate_limited=self._counts["rate_limited"], refused=self._counts["refused"],
+                pending=c["pending"],
             )
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -504,10 +431,7 @@ class Reporter:
 
         Reports waiting for a retry are waited for too.
         """
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: not self._pending and self._inflight == 0, timeout
-            )
+        return self._sender.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush for up to *timeout* seconds, then stop the sender thread.
@@ -516,15 +440,7 @@ class Reporter:
         A request in flight to an unresponsive endpoint is abandoned to its own timeout: the
         thread is a daemon and never holds up interpreter exit.
         """
-        self.flush(timeout)
-        with self._cond:
-            self._closed = True
-            self._counts["dropped"] += len(self._pending)
-            self._pending.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(0.1)
+        self._sender.close(timeout)
 
     def __enter__(self) -> Reporter:
         return self

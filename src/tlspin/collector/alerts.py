@@ -16,13 +16,13 @@ import datetime as dt
 import http.client
 import json
 import logging
-import threading
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tlspin._sender import Outcome, RetrySender, classify_status
 from tlspin.reporting import check_endpoint_url, post_json
 
 __all__ = ["AlertSender", "AlertStats"]
@@ -54,14 +54,10 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{netloc}{hidden}"
 
 
+@dataclass(frozen=True, slots=True)
 class _Delivery:
-    __slots__ = ("attempts", "body", "due", "url")
-
-    def __init__(self, url: str, body: bytes) -> None:
-        self.url = url
-        self.body = body
-        self.attempts = 0
-        self.due = 0.0
+    url: str
+    body: bytes
 
 
 class AlertSender:
@@ -101,19 +97,15 @@ class AlertSender:
         self._dedup_window = dedup_window
         self._max_per_minute = max_per_minute
         self._timeout = timeout
-        self._max_attempts = max_attempts
-        self._backoff = backoff
-        self._backoff_max = backoff_max
         self._ssl_context = ssl_context
-        self._queue_size = queue_size
-        self._cond = threading.Condition()
-        self._pending: collections.deque[_Delivery] = collections.deque()
-        self._inflight = 0
         self._sent_keys: dict[str, float] = {}
         self._recent: collections.deque[float] = collections.deque()
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._suppressed = 0
+        self._sender: RetrySender[_Delivery] = RetrySender(
+            self._deliver, name="tlspin-alerts", queue_size=queue_size,
+            max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
+            on_error=lambda item: log.exception("alert webhook %s failed", _origin(item.url)),
+        )
 
     def send(self, kind: str, key: str, payload: Mapping[str, Any], *, text: str = "") -> bool:
         """Queue an alert; return False if it was suppressed (duplicate key, storm, closed).
@@ -137,19 +129,19 @@ class AlertSender:
             separators=(",", ":"),
             default=str,
         ).encode()
-        with self._cond:
+        with self._sender.lock:
             now = time.monotonic()
-            if self._closed:
-                self._counts["suppressed"] += 1
+            if self._sender.closed:
+                self._suppressed += 1
                 return False
             sent = self._sent_keys.get(key)
             if sent is not None and now - sent < self._dedup_window:
-                self._counts["suppressed"] += 1
+                self._suppressed += 1
                 return False
             while self._recent and now - self._recent[0] > 60.0:
                 self._recent.popleft()
             if len(self._recent) >= self._max_per_minute:
-                self._counts["suppressed"] += 1
+                self._suppressed += 1
                 log.warning("alert %s suppressed: over %d alerts per minute", key,
                             self._max_per_minute)
                 return False
@@ -159,88 +151,35 @@ class AlertSender:
                 self._sent_keys = {k: t for k, t in self._sent_keys.items() if t >= horizon}
             self._sent_keys[key] = now
             for url in self.webhook_urls:
-                self._pending.append(_Delivery(url, body))
-                self._counts["queued"] += 1
-            while len(self._pending) > self._queue_size:
-                self._pending.popleft()
-                self._counts["failed"] += 1
-            self._cond.notify_all()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tlspin-alerts",
-                                                daemon=True)
-                self._thread.start()
+                self._sender.offer(_Delivery(url, body))
         return True
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                item = self._next()
-                if item is None:
-                    return
-                self._inflight += 1
-            ok = False
-            retry = True
-            try:
-                status = post_json(item.url, item.body, ssl_context=self._ssl_context,
-                                   timeout=self._timeout)
-                ok = 200 <= status < 300
-                retry = status in (408, 425, 429) or status >= 500
-                if not ok:
-                    log.warning("alert webhook %s answered HTTP %d", _origin(item.url), status)
-            except (OSError, http.client.HTTPException) as exc:
-                log.warning("alert webhook %s failed: %s", _origin(item.url), exc)
-            except Exception:  # never let the thread die
-                log.exception("alert webhook %s failed", _origin(item.url))
-                retry = False
-            with self._cond:
-                self._inflight -= 1
-                item.attempts += 1
-                if ok:
-                    self._counts["delivered"] += 1
-                elif retry and item.attempts < self._max_attempts and not self._closed:
-                    delay = min(self._backoff_max, self._backoff * 2 ** (item.attempts - 1))
-                    item.due = time.monotonic() + delay
-                    self._pending.appendleft(item)
-                    self._counts["retried"] += 1
-                else:
-                    self._counts["failed"] += 1
-                self._cond.notify_all()
-
-    def _next(self) -> _Delivery | None:
-        while True:
-            if self._closed:
-                return None
-            now = time.monotonic()
-            soonest: float | None = None
-            for item in self._pending:
-                if item.due <= now:
-                    self._pending.remove(item)
-                    return item
-                soonest = item.due if soonest is None else min(soonest, item.due)
-            self._cond.wait(None if soonest is None else soonest - now)
+    def _deliver(self, item: _Delivery, _attempt: int) -> Outcome:
+        try:
+            status = post_json(item.url, item.body, ssl_context=self._ssl_context,
+                               timeout=self._timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            log.warning("alert webhook %s failed: %s", _origin(item.url), exc)
+            return "retry"
+        outcome = classify_status(status)
+        if outcome != "sent":
+            log.warning("alert webhook %s answered HTTP %d", _origin(item.url), status)
+        return outcome
 
     @property
     def stats(self) -> AlertStats:
         """The counters now."""
-        with self._cond:
-            c = self._counts
+        with self._sender.lock:
+            c = self._sender.counts()
             return AlertStats(
-                queued=c["queued"], delivered=c["delivered"], failed=c["failed"],
-                retried=c["retried"], suppressed=c["suppressed"],
-                pending=len(self._pending) + self._inflight,
+                queued=c["queued"], delivered=c["sent"], failed=c["failed"] + c["dropped"],
+                retried=c["retried"], suppressed=self._suppressed, pending=c["pending"],
             )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until nothing is pending; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._pending and not self._inflight, timeout)
+        return self._sender.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush for up to *timeout* seconds, then stop; later alerts are suppressed."""
-        self.flush(timeout)
-        with self._cond:
-            self._closed = True
-            self._counts["failed"] += len(self._pending)
-            self._pending.clear()
-            self._cond.notify_all()
-
+        self._sender.close(timeout)
