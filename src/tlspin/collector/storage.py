@@ -21,7 +21,6 @@ from sqlalchemy import (
     JSON,
     Connection,
     Engine,
-    case,
     create_engine,
     event,
     func,
@@ -34,7 +33,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from tlspin.collector.formats import CertInfo, ParsedReport
-from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
+from tlspin.collector.intake_sql import SQLITE_UPSERT, PgIntake, naive_utc
+from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report, UTCDateTime
 
 __all__ = [
     "Database",
@@ -102,8 +102,9 @@ class Database:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
-        self._intake_sql: tuple[Any, Any] | None = None
         self._report_insert: tuple[str, list[tuple[int, Any]]] | None = None
+        self._intake_pg = None if self.is_sqlite else PgIntake(self.engine)
+        self._stamp: Any = None
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -141,40 +142,11 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection."""
+        if self._intake_pg is not None:
+            self._intake_pg.close()
         self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------
-    def _statements(self) -> tuple[Any, Any]:
-        """The intake statements, built once: per-call construction costs more than the SQL."""
-        if self._intake_sql is not None:
-            return self._intake_sql
-        dialect_insert: Any
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        upsert = dialect_insert(Incident)
-        excluded = upsert.excluded
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[Incident.key],
-            set_={
-                "count": Incident.count + excluded.count,
-                "last_seen": case(
-                    (Incident.last_seen > excluded.last_seen, Incident.last_seen),
-                    else_=excluded.last_seen,
-                ),
-                "status": "open",
-                # A resolved incident that happens again opens anew (and alerts again).
-                "opened_at": case(
-                    (Incident.status == "resolved", excluded.opened_at),
-                    else_=Incident.opened_at,
-                ),
-                "resolved_at": None,
-            },
-        ).returning(Incident.id, Incident.count, Incident.opened_at)
-        self._intake_sql = (upsert, None)
-        return self._intake_sql
-
     def store_report(
         self, report: ParsedReport, *, received_at: dt.datetime, client_ip: str | None
     ) -> Stored:
@@ -190,44 +162,88 @@ class Database:
         are inserted with one multi-row statement. Returns one :class:`Stored` per item, in
         order.
         """
-        upsert, _ = self._statements()
         groups: dict[str, list[int]] = {}
         for index, (report, _, _) in enumerate(items):
             groups.setdefault(report.incident_key(), []).append(index)
-        incident_of: dict[int, tuple[int, int, bool]] = {}
-        with self.write() as conn:
+        if self._intake_pg is not None:
+            # One round trip for the whole batch (see PgIntake); the reports find their
+            # incident by key on the server.
+            key_of: list[str] = [""] * len(items)
             for key, members in groups.items():
-                report, first_at, _ = items[members[0]]
-                last_at = max(items[i][1] for i in members)
-                incident_id, count, opened_at = conn.execute(upsert, {
-                    "key": key,
-                    "hostname": report.hostname,
-                    "observed_pins": report.observed_pins,
-                    "expected_pins": sorted(set(report.known_pins)),
-                    "first_seen": first_at,
-                    "last_seen": last_at,
-                    "count": len(members),
-                    "status": "open",
-                    "opened_at": first_at,
-                    "resolved_at": None,
-                }).one()
-                opened = opened_at == first_at
-                for position, index in enumerate(members):
-                    incident_of[index] = (
-                        incident_id, count - len(members) + 1 + position, opened and not position
-                    )
-            rows = []
-            for index, (report, received_at, client_ip) in enumerate(items):
-                observed_json, chain_json = _chain_json(report)
-                rows.append((
-                    received_at, report.client_time, report.kind, report.hostname, report.port,
-                    report.noted_hostname, report.include_subdomains, report.mode,
-                    report.reason, report.app_id, report.app_version, client_ip,
-                    observed_json, _pins_json(report.known_pins), chain_json, report.issuer,
-                    incident_of[index][0], report.raw,
-                ))
+                for index in members:
+                    key_of[index] = key
+            found, ids = self._intake_pg.store(
+                [self._incident_values(key, items, members) for key, members in groups.items()],
+                [_report_row(item, key_of[index]) for index, item in enumerate(items)],
+            )
+            incident_of: dict[int, tuple[int, int, bool]] = {}
+            for (incident_id, count, opened_at), members in zip(
+                found, groups.values(), strict=True
+            ):
+                first_at = naive_utc(items[members[0]][1])
+                self._fold(incident_of, members, incident_id, count, opened_at == first_at)
+            return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
+        stamp = self._sqlite_stamp()
+        incident_of = {}
+        with self.write() as conn:
+            # Straight to the driver, as the report rows (see _insert_reports): SQLAlchemy's
+            # per-statement work costs more than SQLite's.
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for key, members in groups.items():
+                    values = self._incident_values(key, items, members)
+                    first_at = stamp(values["first_seen"])
+                    cursor.execute(SQLITE_UPSERT, (
+                        key, values["hostname"], _json_text(values["observed_pins"]),
+                        _json_text(values["expected_pins"]), first_at,
+                        stamp(values["last_seen"]), values["count"], first_at,
+                    ))
+                    incident_id, count, opened_at = cursor.fetchone()
+                    self._fold(incident_of, members, incident_id, count, opened_at == first_at)
+            finally:
+                cursor.close()
+            rows = [_report_row(item, incident_of[index][0])
+                    for index, item in enumerate(items)]
             ids = self._insert_reports(conn, rows)
         return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
+
+    def _sqlite_stamp(self) -> Any:
+        """SQLAlchemy's own conversion of an aware datetime to SQLite's stored text."""
+        if self._stamp is None:
+            dialect = self.engine.dialect
+            self._stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        return self._stamp
+
+    @staticmethod
+    def _incident_values(
+        key: str, items: Sequence[tuple[ParsedReport, dt.datetime, str | None]],
+        members: list[int],
+    ) -> dict[str, Any]:
+        """The upsert's values for one incident: its reports of this batch, folded."""
+        report, first_at, _ = items[members[0]]
+        return {
+            "key": key,
+            "hostname": report.hostname,
+            "observed_pins": report.observed_pins,
+            "expected_pins": sorted(set(report.known_pins)),
+            "first_seen": first_at,
+            "last_seen": max(items[i][1] for i in members),
+            "count": len(members),
+            "status": "open",
+            "opened_at": first_at,
+            "resolved_at": None,
+        }
+
+    @staticmethod
+    def _fold(
+        incident_of: dict[int, tuple[int, int, bool]], members: list[int], incident_id: int,
+        count: int, opened: bool,
+    ) -> None:
+        """Give each report of the batch its place in the incident's count."""
+        for position, index in enumerate(members):
+            incident_of[index] = (
+                incident_id, count - len(members) + 1 + position, opened and not position
+            )
 
     def _insert_reports(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
         """Insert report rows through the driver, with SQLAlchemy's own value processing.
@@ -317,6 +333,20 @@ class Database:
                     .where(Report.hostname == hostname, Report.received_at >= since)
                 ).scalar_one()
             )
+
+
+def _report_row(
+    item: tuple[ParsedReport, dt.datetime, str | None], incident: object
+) -> tuple[Any, ...]:
+    """A ``reports`` row in :data:`_REPORT_COLUMNS` order (JSON columns as JSON text)."""
+    report, received_at, client_ip = item
+    observed_json, chain_json = _chain_json(report)
+    return (
+        received_at, report.client_time, report.kind, report.hostname, report.port,
+        report.noted_hostname, report.include_subdomains, report.mode, report.reason,
+        report.app_id, report.app_version, client_ip, observed_json,
+        _pins_json(report.known_pins), chain_json, report.issuer, incident, report.raw,
+    )
 
 
 def _json_text(value: Any) -> str:
