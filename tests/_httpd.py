@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import json
 import threading
+import time
 from typing import Any
 
 
@@ -43,3 +45,53 @@ class HTTPThread:
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join(5)
+
+
+class JSONSink(HTTPThread):
+    """Records JSON POST bodies and answers with scripted status codes (204 once they run out).
+
+    ``gate`` (set by default) holds each request inside the handler while cleared, and
+    ``arrived`` is set when a request comes in: for tests of slow or hung endpoints.
+
+    Args:
+        statuses: the status codes to answer, in order.
+        path: the path part of `url`.
+    """
+
+    def __init__(self, statuses: list[int] | None = None, *, path: str = "/") -> None:
+        self.bodies: list[Any] = []
+        self.times: list[float] = []
+        self.statuses = list(statuses or [])
+        self.gate = threading.Event()
+        self.gate.set()
+        self.arrived = threading.Event()
+        self.cond = threading.Condition()
+        sink = self
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:
+                sink.arrived.set()
+                sink.gate.wait(30)
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                with sink.cond:
+                    status = sink.statuses.pop(0) if sink.statuses else 204
+                    sink.bodies.append(body)
+                    sink.times.append(time.monotonic())
+                    sink.cond.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        super().__init__(Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.port}{path}"
+
+    def wait(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until *count* bodies arrived."""
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.bodies) >= count, timeout)
+
+    def close(self) -> None:
+        """Release held requests and stop."""
+        self.gate.set()
+        super().close()

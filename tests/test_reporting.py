@@ -13,12 +13,12 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 import tlspin
+from _httpd import JSONSink
 from tlspin.exceptions import SinglePinWarning
 from tlspin.reporting import Reporter, build_report, post_json
 from tlspin.testing.pki import CA, Leaf, client_trust_context
@@ -65,51 +65,11 @@ def _violations(
     return seen
 
 
-class Collector:
+class Collector(JSONSink):
     """A loopback HTTP endpoint recording JSON bodies, with scripted statuses and a gate."""
 
     def __init__(self, statuses: list[int] | None = None) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.statuses = list(statuses or [])
-        self.gate = threading.Event()
-        self.gate.set()
-        self.arrived = threading.Event()
-        self.cond = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                outer.arrived.set()
-                outer.gate.wait(30)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.cond:
-                    status = outer.statuses.pop(0) if outer.statuses else 204
-                    outer.bodies.append(body)
-                    outer.times.append(time.monotonic())
-                    outer.cond.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/reports"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def wait(self, count: int, timeout: float = 10) -> bool:
-        """Wait until *count* reports arrived."""
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.bodies) >= count, timeout)
-
-    def close(self) -> None:
-        """Release held requests and stop."""
-        self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(statuses, path="/reports")
 
 
 @pytest.fixture

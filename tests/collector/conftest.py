@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -15,7 +14,6 @@ import urllib.parse
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import httpx
 import pytest
 
 import tlspin
+from _httpd import JSONSink
 from tlspin.exceptions import SinglePinWarning
 from tlspin.reporting import build_report
 from tlspin.testing.pki import CA, Leaf
@@ -262,45 +261,11 @@ def serve() -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
-class WebhookReceiver:
+class WebhookReceiver(JSONSink):
     """An HTTP server on 127.0.0.1 that records JSON POSTs and answers with scripted codes."""
 
     def __init__(self, statuses: list[int] | None = None) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.times: list[float] = []
-        self.statuses = list(statuses or [])
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                size = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(size))
-                with receiver.cond:
-                    status = receiver.statuses.pop(0) if receiver.statuses else 204
-                    receiver.bodies.append(body)
-                    receiver.times.append(time.monotonic())
-                    receiver.cond.notify_all()
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def wait(self, count: int, timeout: float = 10.0) -> bool:
-        """Wait until *count* bodies arrived."""
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.bodies) >= count, timeout)
-
-    def close(self) -> None:
-        """Stop the server."""
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(statuses, path="/hook")
 
 
 @pytest.fixture
