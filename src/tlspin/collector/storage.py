@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     Connection,
     Engine,
     create_engine,
@@ -28,13 +27,12 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from tlspin.collector.formats import CertInfo, ParsedReport
-from tlspin.collector.intake_sql import SQLITE_UPSERT, PgIntake, naive_utc
-from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report, UTCDateTime
+from tlspin.collector.intake_sql import Intake, PgIntake, SqliteIntake
+from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
 
 __all__ = [
     "Database",
@@ -45,12 +43,7 @@ __all__ = [
     "save_monitor_run",
 ]
 
-_MIGRATION_LOCK = 74_690_005
-_REPORT_COLUMNS = (
-    "received_at", "client_time", "kind", "hostname", "port", "noted_hostname",
-    "include_subdomains", "mode", "reason", "app_id", "app_version", "client_ip",
-    "observed_pins", "known_pins", "chain", "issuer", "incident_id", "raw",
-)  # pg_advisory_xact_lock key: one migrator at a time
+_MIGRATION_LOCK = 74_690_005  # pg_advisory_xact_lock key: one migrator at a time
 
 
 def normalise_url(url: str) -> str:
@@ -102,9 +95,10 @@ class Database:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
-        self._report_insert: tuple[str, list[tuple[int, Any]]] | None = None
-        self._intake_pg = None if self.is_sqlite else PgIntake(self.engine)
-        self._stamp: Any = None
+        self._intake: Intake = (
+            SqliteIntake(self.engine, self._lock) if self.is_sqlite
+            else PgIntake(self.engine, self._lock)
+        )
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -142,8 +136,7 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection."""
-        if self._intake_pg is not None:
-            self._intake_pg.close()
+        self._intake.close()
         self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------
@@ -158,61 +151,31 @@ class Database:
     ) -> list[Stored]:
         """Store several reports in one transaction (one commit: group commit).
 
-        Each incident is upserted once per batch with the batch's count for it; the reports
-        are inserted with one multi-row statement. Returns one :class:`Stored` per item, in
-        order.
+        Each incident is upserted once per batch with the batch's count for it, then the
+        reports are inserted; see :mod:`tlspin.collector.intake_sql`. Returns one
+        :class:`Stored` per item, in order.
         """
         groups: dict[str, list[int]] = {}
+        key_of: list[str] = []
         for index, (report, _, _) in enumerate(items):
-            groups.setdefault(report.incident_key(), []).append(index)
-        if self._intake_pg is not None:
-            # One round trip for the whole batch (see PgIntake); the reports find their
-            # incident by key on the server.
-            key_of: list[str] = [""] * len(items)
-            for key, members in groups.items():
-                for index in members:
-                    key_of[index] = key
-            found, ids = self._intake_pg.store(
-                [self._incident_values(key, items, members) for key, members in groups.items()],
-                [_report_row(item, key_of[index]) for index, item in enumerate(items)],
-            )
-            incident_of: dict[int, tuple[int, int, bool]] = {}
-            for (incident_id, count, opened_at), members in zip(
-                found, groups.values(), strict=True
-            ):
-                first_at = naive_utc(items[members[0]][1])
-                self._fold(incident_of, members, incident_id, count, opened_at == first_at)
-            return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
-        stamp = self._sqlite_stamp()
-        incident_of = {}
-        with self.write() as conn:
-            # Straight to the driver, as the report rows (see _insert_reports): SQLAlchemy's
-            # per-statement work costs more than SQLite's.
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                for key, members in groups.items():
-                    values = self._incident_values(key, items, members)
-                    first_at = stamp(values["first_seen"])
-                    cursor.execute(SQLITE_UPSERT, (
-                        key, values["hostname"], _json_text(values["observed_pins"]),
-                        _json_text(values["expected_pins"]), first_at,
-                        stamp(values["last_seen"]), values["count"], first_at,
-                    ))
-                    incident_id, count, opened_at = cursor.fetchone()
-                    self._fold(incident_of, members, incident_id, count, opened_at == first_at)
-            finally:
-                cursor.close()
-            rows = [_report_row(item, incident_of[index][0])
-                    for index, item in enumerate(items)]
-            ids = self._insert_reports(conn, rows)
+            key = report.incident_key()
+            groups.setdefault(key, []).append(index)
+            key_of.append(key)
+        # Sorted: concurrent writers then lock incident rows in one order (no deadlocks).
+        keys = sorted(groups)
+        found, ids = self._intake.store(
+            [self._incident_values(key, items, groups[key]) for key in keys],
+            [_report_row(item, key_of[index]) for index, item in enumerate(items)],
+        )
+        incident_of: dict[int, tuple[int, int, bool]] = {}
+        for (incident_id, count, opened), key in zip(found, keys, strict=True):
+            members = groups[key]
+            # Give each report of the batch its place in the incident's count.
+            for position, index in enumerate(members):
+                incident_of[index] = (
+                    incident_id, count - len(members) + 1 + position, opened and not position
+                )
         return [Stored(ids[i], *incident_of[i]) for i in range(len(items))]
-
-    def _sqlite_stamp(self) -> Any:
-        """SQLAlchemy's own conversion of an aware datetime to SQLite's stored text."""
-        if self._stamp is None:
-            dialect = self.engine.dialect
-            self._stamp = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
-        return self._stamp
 
     @staticmethod
     def _incident_values(
@@ -229,78 +192,7 @@ class Database:
             "first_seen": first_at,
             "last_seen": max(items[i][1] for i in members),
             "count": len(members),
-            "status": "open",
-            "opened_at": first_at,
-            "resolved_at": None,
         }
-
-    @staticmethod
-    def _fold(
-        incident_of: dict[int, tuple[int, int, bool]], members: list[int], incident_id: int,
-        count: int, opened: bool,
-    ) -> None:
-        """Give each report of the batch its place in the incident's count."""
-        for position, index in enumerate(members):
-            incident_of[index] = (
-                incident_id, count - len(members) + 1 + position, opened and not position
-            )
-
-    def _insert_reports(self, conn: Connection, rows: list[tuple[Any, ...]]) -> list[int]:
-        """Insert report rows through the driver, with SQLAlchemy's own value processing.
-
-        Intake is the hot path: going straight to the DB-API cursor halves the per-row cost,
-        while each column's bind processor (the same one SQLAlchemy would apply: UTC naive
-        timestamps, booleans) keeps the stored values identical to the ORM's. JSON columns
-        arrive as JSON text already (see :func:`_chain_json`).
-        """
-        if self._report_insert is None:
-            dialect = self.engine.dialect
-            columns = [Report.__table__.c[name] for name in _REPORT_COLUMNS]
-            processors: list[tuple[int, Any]] = []
-            markers = []
-            for position, column in enumerate(columns):
-                if isinstance(column.type, JSON):
-                    # psycopg adapts JSON through its own wrapper, not a bind processor:
-                    # send text and cast it, the same JSON either way.
-                    markers.append("?" if self.is_sqlite else "%s::json")
-                    continue
-                # dialect_impl: the dialect's own type (SQLite's DATETIME text format),
-                # wrapped by the TypeDecorator's processing, exactly as the ORM does it.
-                processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-                if processor is not None:
-                    processors.append((position, processor))
-                markers.append("?" if self.is_sqlite else "%s")
-            # Only constant column names and placeholders go into the text; values are bound.
-            sql = (f"INSERT INTO reports ({', '.join(_REPORT_COLUMNS)}) "  # noqa: S608
-                   f"VALUES ({', '.join(markers)})")
-            self._report_insert = (sql, processors)
-        sql, processors = self._report_insert
-        values = []
-        for row in rows:
-            value = list(row)
-            for position, processor in processors:
-                value[position] = processor(value[position])
-            values.append(value)
-        dbapi = self.engine.dialect.loaded_dbapi
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if self.is_sqlite:
-                ids = []
-                for value in values:
-                    cursor.execute(sql, value)
-                    ids.append(int(cursor.lastrowid))
-                return ids
-            cursor.executemany(sql + " RETURNING id", values, returning=True)
-            ids = []
-            while True:
-                ids.append(int(cursor.fetchone()[0]))
-                if not cursor.nextset():
-                    return ids
-        except dbapi.Error as exc:
-            # The same exception type the rest of the storage layer raises.
-            raise DBAPIError.instance(sql, None, exc, dbapi.Error) from exc
-        finally:
-            cursor.close()
 
     def resolve_incident(self, incident_id: int, *, now: dt.datetime | None = None) -> bool:
         """Mark an incident resolved; False if there is no such incident."""
@@ -338,7 +230,8 @@ class Database:
 def _report_row(
     item: tuple[ParsedReport, dt.datetime, str | None], incident: object
 ) -> tuple[Any, ...]:
-    """A ``reports`` row in :data:`_REPORT_COLUMNS` order (JSON columns as JSON text)."""
+    """A ``reports`` row in :data:`~tlspin.collector.intake_sql.REPORT_COLUMNS` order (JSON
+    columns as JSON text)."""
     report, received_at, client_ip = item
     observed_json, chain_json = _chain_json(report)
     return (

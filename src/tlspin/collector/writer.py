@@ -1,10 +1,10 @@
 """Group commit for report intake: concurrent reports share one transaction and one commit.
 
-Each intake request hands its parsed report to :class:`GroupWriter` and awaits a future. A
-writer thread takes everything waiting, stores it with :meth:`Database.store_reports` in one
-transaction, and only then resolves the futures, so a 201 still means "committed". Under load
-the per-report cost of the commit, the statement overhead and the thread hand-off is shared
-across the batch; with a single sender a batch is simply one report.
+Each intake request hands its parsed report to :class:`GroupWriter` and awaits a future. The
+writer stores everything waiting with :meth:`Database.store_reports` in one transaction, and
+only then resolves the futures, so a 201 still means "committed". Under load the per-report
+cost of the commit, the statement overhead and the hand-off is shared across the batch; with
+a single sender a batch is simply one report.
 
 If a batch fails, its reports are retried one by one, so one unstorable report cannot fail its
 neighbours.
@@ -41,37 +41,53 @@ class GroupWriter:
     """Stores queued reports in batches, one transaction per batch.
 
     With PostgreSQL a writer thread does the writing, keeping network round trips off the
-    event loop. With SQLite (``inline``) the batch is written on the event loop itself: the
-    writes are local and a batch takes well under a millisecond, and skipping the thread
-    hand-offs measured about 20 % less CPU per report. Another process holding SQLite's write
-    lock then stalls this loop until it commits; run several collector processes on
-    PostgreSQL instead.
+    event loop; reports that arrive while it waits on the database form the next batch.
+    With SQLite (``inline``) the batch is written on the event loop itself: the writes are
+    local, and skipping the thread hand-offs measured about 20 % less CPU per report.
+    Another process holding SQLite's write lock then stalls this loop until it commits; run
+    several collector processes on PostgreSQL instead.
+
+    An inline batch *gathers* before it is written: while reports keep arriving, the write
+    waits, one event-loop iteration at a time, and it goes ahead once ``gather_rounds``
+    iterations in a row brought no new report, or ``max_batch`` reports are waiting, or
+    ``max_gather`` seconds have passed since the first. A burst of reports from many
+    senders then shares one commit (the commit, not the SQL, is most of what storing a
+    report costs), while a lone report waits only for a few idle iterations, microseconds.
+    The loop keeps serving requests while it gathers: nothing sleeps.
 
     Args:
         db: where to store.
         max_batch: most reports per transaction.
-        commit_delay: seconds to wait for more reports before committing a batch (as
-            PostgreSQL's ``commit_delay``). With 0 a batch holds what arrived while the
-            previous one was written, or in the same event-loop iteration; a small delay
-            makes batches larger when many independent senders report at once and a commit
-            is slow (a durable PostgreSQL), at the cost of that much latency per report.
+        gather_rounds: idle event-loop iterations that end an inline batch's gathering;
+            0 writes each batch in the iteration after its first report.
+        max_gather: longest an inline batch gathers, in seconds.
         inline: write on the event loop (default: for SQLite) rather than in a thread.
     """
 
     def __init__(
-        self, db: Database, *, max_batch: int = 256, commit_delay: float = 0.0,
-        inline: bool | None = None,
+        self, db: Database, *, max_batch: int = 256, gather_rounds: int = 6,
+        max_gather: float = 0.002, inline: bool | None = None,
     ) -> None:
+        if max_batch < 1 or gather_rounds < 0 or max_gather < 0:
+            msg = (f"expected max_batch >= 1, gather_rounds >= 0 and max_gather >= 0, found "
+                   f"{max_batch}, {gather_rounds} and {max_gather}")
+            raise ValueError(msg)
         self._inline = db.is_sqlite if inline is None else inline
-        self._flush_scheduled = False
         self._db = db
         self._max_batch = max_batch
-        self._delay = commit_delay
+        self._gather_rounds = gather_rounds
+        self._max_gather = max_gather
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._idle = False
+        # Inline gathering: whether a flush is scheduled, when its batch began, how many
+        # reports it had at the last look, and for how many iterations that did not change.
+        self._flush_scheduled = False
+        self._gather_began = 0.0
+        self._gather_seen = 0
+        self._gather_idle = 0
 
     async def store(
         self, report: ParsedReport, *, received_at: dt.datetime, client_ip: str | None
@@ -92,10 +108,10 @@ class GroupWriter:
             if self._inline:
                 if not self._flush_scheduled:
                     self._flush_scheduled = True
-                    if self._delay:
-                        loop.call_later(self._delay, self._flush_inline)
-                    else:  # after the callbacks already ready: requests read together batch
-                        loop.call_soon(self._flush_inline)
+                    self._gather_began = time.monotonic()
+                    self._gather_seen = 0
+                    self._gather_idle = 0
+                    loop.call_soon(self._flush_inline)
             elif self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tlspin-writer",
                                                 daemon=True)
@@ -106,11 +122,27 @@ class GroupWriter:
 
     def _flush_inline(self) -> None:
         with self._cond:
+            if self._gathering():
+                asyncio.get_running_loop().call_soon(self._flush_inline)
+                return
             self._flush_scheduled = False
             jobs = list(self._jobs)
             self._jobs.clear()
         for start in range(0, len(jobs), self._max_batch):
             self._write(jobs[start : start + self._max_batch])
+
+    def _gathering(self) -> bool:
+        """Whether the inline batch should wait another loop iteration (under the lock)."""
+        pending = len(self._jobs)
+        if (self._closed or pending >= self._max_batch
+                or time.monotonic() - self._gather_began >= self._max_gather):
+            return False
+        if pending > self._gather_seen:  # more arrived: more may be on their way
+            self._gather_seen = pending
+            self._gather_idle = 0
+        else:
+            self._gather_idle += 1
+        return self._gather_idle < self._gather_rounds
 
     def _run(self) -> None:
         while True:
@@ -120,11 +152,6 @@ class GroupWriter:
                 self._idle = False
                 if not self._jobs:
                     return
-                closing = self._closed
-            if self._delay and not closing:
-                # Let concurrent reports join the batch. A plain sleep: waking up for each
-                # arrival would cost more than the batching saves.
-                time.sleep(self._delay)
             with self._cond:
                 batch = [self._jobs.popleft()
                          for _ in range(min(len(self._jobs), self._max_batch))]
@@ -142,10 +169,9 @@ class GroupWriter:
                 for job in batch:
                     self._write([job])
                 return
-            _settle(batch[0], None, exc)
+            _settle([(batch[0], None, exc)])
             return
-        for job, result in zip(batch, stored, strict=True):
-            _settle(job, result, None)
+        _settle([(job, result, None) for job, result in zip(batch, stored, strict=True)])
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
@@ -157,23 +183,31 @@ class GroupWriter:
             thread.join(timeout)
 
 
-def _settle(job: _Job, result: Stored | None, error: BaseException | None) -> None:
-    def apply() -> None:  # runs on the request's event loop
-        if job.future.done():  # the request was cancelled (client gone)
-            return
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            assert result is not None
-            job.future.set_result(result)
+def _settle(outcomes: list[tuple[_Job, Stored | None, BaseException | None]]) -> None:
+    """Resolve each job's future on its event loop: one wake-up per loop, not per job."""
 
-    if _running_loop() is job.loop:
-        apply()
-        return
-    try:
-        job.loop.call_soon_threadsafe(apply)
-    except RuntimeError:  # Defensive: the event loop has already shut down.
-        log.warning("a stored report's request loop was closed before it could be answered")
+    def apply(items: list[tuple[_Job, Stored | None, BaseException | None]]) -> None:
+        for job, result, error in items:
+            if job.future.done():  # the request was cancelled (client gone)
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)  # type: ignore[arg-type]
+
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Stored | None,
+                                                         BaseException | None]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    running = _running_loop()
+    for loop, items in by_loop.items():
+        if loop is running:
+            apply(items)
+            continue
+        try:
+            loop.call_soon_threadsafe(apply, items)
+        except RuntimeError:  # Defensive: the event loop has already shut down.
+            log.warning("stored reports' request loop was closed before they could be answered")
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
