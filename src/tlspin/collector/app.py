@@ -27,11 +27,17 @@ from starlette.requests import ClientDisconnect
 
 from tlspin.collector.alerts import AlertSender
 from tlspin.collector.auth import Auth
-from tlspin.collector.formats import ParsedReport, ReportError, parse_report
+from tlspin.collector.formats import ReportError
+from tlspin.collector.intake import (
+    Accepted,
+    AlertFacts,
+    InProcessIntake,
+    Intake,
+    IntakeUnavailable,
+)
 from tlspin.collector.metrics import Metrics
 from tlspin.collector.settings import Settings
-from tlspin.collector.storage import Database, Stored
-from tlspin.collector.writer import GroupWriter
+from tlspin.collector.storage import Database
 
 __all__ = ["CSP", "CollectorState", "create_app"]
 
@@ -111,7 +117,7 @@ class CollectorState:
     login_limiter: IPRateLimiter
     alerts: AlertSender | None
     rate_checked: dict[str, float]
-    writer: GroupWriter
+    intake: Intake
 
 
 def state_of(request: Request) -> CollectorState:
@@ -206,13 +212,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.webhooks else None
         ),
         rate_checked={},
-        writer=GroupWriter(db),
+        intake=_intake(settings, db),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        await run_in_threadpool(state.writer.close)
+        await state.intake.aclose()
         if state.alerts is not None:
             await run_in_threadpool(state.alerts.close, 2.0)
         db.dispose()
@@ -303,28 +309,27 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         if body is None:
             return _reject(state, 413, "too-large",
                            f"the body exceeds {settings.max_report_bytes} bytes")
-        try:
-            parsed = parse_report(body)
-        except ReportError as exc:
-            return _reject(state, 400, "malformed", str(exc))
         received_at = dt.datetime.now(dt.UTC)
         try:
-            stored = await state.writer.store(
-                parsed, received_at=received_at,
+            accepted = await state.intake.submit(
+                body, received_at=received_at,
                 client_ip=None if settings.drop_client_ip else ip,
             )
-        except Exception:  # any storage failure: the sender should retry, not see a 500
-            log.exception("could not store a report")
+        except ReportError as exc:
+            return _reject(state, 400, "malformed", str(exc))
+        except IntakeUnavailable as exc:  # the sender should retry, not see a 500
+            log.warning("could not store a report: %s", exc)
             return _reject(state, 503, "storage", "storage unavailable; retry later",
                            {"Retry-After": "5"})
-        metrics.accepted.labels(format=parsed.kind).inc()
+        stored = accepted.stored
+        metrics.accepted.labels(format=accepted.kind).inc()
         metrics.latency.observe(time.perf_counter() - start)
         return JSONResponse(
             {"status": "accepted", "id": stored.report_id, "incident": stored.incident_id},
             status_code=201,
             # Alerts run after the response is sent, so a slow webhook never delays intake.
             background=(
-                BackgroundTask(_alerts_after_intake, state, parsed, stored, received_at)
+                BackgroundTask(_alerts_after_intake, state, accepted, received_at)
                 if state.alerts is not None else None
             ),
         )
@@ -376,20 +381,33 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         return JSONResponse({"status": "ok", "schema": revision})
 
 
+def _intake(settings: Settings, db: Database) -> Intake:
+    """The worker process, unless asked otherwise or the database lives in this process."""
+    facts = bool(settings.webhooks)
+    memory = db.url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in db.url
+    if settings.intake_process and not memory:
+        from tlspin.collector.intake_worker import IntakeProcess
+
+        return IntakeProcess(db.url, facts=facts)
+    return InProcessIntake(db, facts=facts)
+
+
 def _alerts_after_intake(
-    state: CollectorState, report: ParsedReport, stored: Stored, received_at: dt.datetime
+    state: CollectorState, accepted: Accepted, received_at: dt.datetime
 ) -> None:
     """Runs after the response: new-incident and host-rate alerts (never raises)."""
     alerts = state.alerts
-    if alerts is None:  # Defensive: only scheduled when alerts are configured.
+    report: AlertFacts | None = accepted.facts
+    if alerts is None or report is None:  # Defensive: only scheduled when configured.
         return
+    stored = accepted.stored
     try:
         if stored.opened:
             payload = {
                 "incident_id": stored.incident_id,
                 "hostname": report.hostname,
-                "observed_pins": report.observed_pins,
-                "expected_pins": sorted(set(report.known_pins)),
+                "observed_pins": list(report.observed_pins),
+                "expected_pins": list(report.expected_pins),
                 "issuer": report.issuer,
                 "app_id": report.app_id,
             }

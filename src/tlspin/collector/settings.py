@@ -34,6 +34,9 @@ class Settings:
         migrate: run the database migrations when the app starts.
         benchmark_noop: add ``POST /reports/noop`` (reads the body, stores nothing) for the
             ingest benchmark.
+        intake_process: validate and store reports in a worker process beside the event loop
+            (the default; see :mod:`tlspin.collector.intake_worker`). False does that work in
+            the app's process, as an in-memory SQLite database always does.
     """
 
     db_url: str = "sqlite:///tlspin.db"
@@ -49,6 +52,7 @@ class Settings:
     refresh_seconds: int = 30
     migrate: bool = True
     benchmark_noop: bool = False
+    intake_process: bool = True
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < 16:

@@ -18,12 +18,13 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tlspin.collector.formats import ParsedReport
 from tlspin.collector.storage import Database, Stored
 
-__all__ = ["GroupWriter"]
+__all__ = ["GroupWriter", "store_each"]
 
 log = logging.getLogger("tlspin.collector")
 
@@ -158,20 +159,11 @@ class GroupWriter:
             self._write(batch)
 
     def _write(self, batch: list[_Job]) -> None:
-        try:
-            stored = self._db.store_reports(
-                [(j.report, j.received_at, j.client_ip) for j in batch]
-            )
-        except Exception as exc:  # noqa: BLE001 - the futures carry it to each request
-            if len(batch) > 1:
-                log.warning("a batch of %d reports failed (%s); storing them one by one",
-                            len(batch), exc)
-                for job in batch:
-                    self._write([job])
-                return
-            _settle([(batch[0], None, exc)])
-            return
-        _settle([(job, result, None) for job, result in zip(batch, stored, strict=True)])
+        results = store_each(self._db, [(j.report, j.received_at, j.client_ip) for j in batch])
+        _settle([
+            (job, result, None) if isinstance(result, Stored) else (job, None, result)
+            for job, result in zip(batch, results, strict=True)
+        ])
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
@@ -181,6 +173,22 @@ class GroupWriter:
             thread = self._thread
         if thread is not None:
             thread.join(timeout)
+
+
+def store_each(
+    db: Database, items: Sequence[tuple[ParsedReport, dt.datetime, str | None]]
+) -> list[Stored | Exception]:
+    """Store *items* in one transaction; if that fails, store them one by one, so that one
+    unstorable report cannot fail its neighbours. Returns each one's result or error."""
+    try:
+        return list(db.store_reports(items))
+    except Exception as exc:  # noqa: BLE001 - each caller reports it per report
+        if len(items) == 1:
+            log.warning("could not store a report: %s", exc)
+            return [exc]
+        log.warning("a batch of %d reports failed (%s); storing them one by one",
+                    len(items), exc)
+    return [result for item in items for result in store_each(db, [item])]
 
 
 def _settle(outcomes: list[tuple[_Job, Stored | None, BaseException | None]]) -> None:

@@ -1,0 +1,138 @@
+"""The intake worker process: same answers as in-process intake, crash recovery, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tlspin.collector.intake_worker import _HEADER, _MAX_FRAME, IntakeProcess, _frame, _Frames
+from tlspin.collector.models import Report
+
+from .conftest import LiveServer
+
+
+def _count(server: LiveServer) -> int:
+    with server.state.db.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(Report)).scalar_one())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # Still listed: a zombie counts as gone.
+    status = Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+    return status == "Z"
+
+
+@pytest.mark.parametrize("in_worker", [True, False])
+def test_both_intakes_give_the_same_answers(
+    serve: Callable[..., LiveServer], db_url: str, make_report: Any, in_worker: bool
+) -> None:
+    """A valid report is stored (201), an invalid one refused with the parser's reason."""
+    server = serve(db_url=db_url, intake_process=in_worker)
+    with server.client(token=None) as client:
+        good = client.post("/reports", json=make_report(app_version="w1"))
+        bad = client.post("/reports", json=make_report(hostname="bad host name!"))
+    assert good.status_code == 201, good.text
+    assert bad.status_code == 400
+    assert "hostname" in bad.json()["reason"]
+    assert isinstance(server.state.intake, IntakeProcess) is in_worker
+    assert _count(server) == 1
+
+
+def test_a_killed_worker_means_503s_then_a_new_worker(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """SIGKILL the worker: reports get 201 or 503 (never a 500), a new worker takes over,
+    and every acknowledged report is stored."""
+    server = serve(db_url=sqlite_url)
+    acked = 0
+    with server.client(token=None) as client:
+        assert client.post("/reports", json=make_report(app_version="k0")).status_code == 201
+        acked += 1
+        first = server.state.intake.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        statuses = []
+        while time.monotonic() < deadline:
+            response = client.post("/reports", json=make_report(app_version=f"k{len(statuses)}"))
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                acked += 1
+                if server.state.intake.pid not in (None, first):
+                    break
+            else:
+                assert response.headers["retry-after"] == "5"
+            time.sleep(0.05)
+    assert set(statuses) <= {201, 503}, statuses
+    assert 503 in statuses  # the twin of the 201s: the dead worker's moment was seen
+    assert server.state.intake.pid not in (None, first)
+    assert _gone(first)
+    assert _count(server) == acked
+
+
+def test_the_worker_stops_with_the_app(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    server = serve(db_url=sqlite_url)
+    with server.client(token=None) as client:
+        assert client.post("/reports", json=make_report()).status_code == 201
+    pid = server.state.intake.pid
+    assert pid is not None
+    assert not _gone(pid)  # the twin: alive while the app runs
+    server.stop()
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
+
+
+def test_a_worker_that_cannot_store_gives_503(
+    serve: Callable[..., LiveServer], tmp_path: Path, sqlite_url: str, make_report: Any
+) -> None:
+    """The worker opens the database only when the first report comes: spoil the file
+    first, and that report gets 503, not a 500; a sound database (the twin) takes it."""
+    broken = tmp_path / "broken.db"
+    server = serve(db_url=f"sqlite:///{broken}")
+    server.state.db.dispose()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{broken}{suffix}").unlink(missing_ok=True)
+    broken.write_bytes(b"this is not an SQLite database" * 200)
+    sound = serve(db_url=sqlite_url)
+    with server.client(token=None) as client, sound.client(token=None) as other:
+        refused = client.post("/reports", json=make_report())
+        taken = other.post("/reports", json=make_report())
+    assert refused.status_code == 503
+    assert refused.json()["reason"] == "storage unavailable; retry later"
+    assert taken.status_code == 201
+
+
+def test_frames_survive_split_reads_and_refuse_oversized_ones() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        data = _frame((1, b"x" * 70_000, 5, None)) + _frame((2, b"", 6, "127.0.0.1"))
+        ours.sendall(data[:10])
+        reader = _Frames(theirs)
+        ours.sendall(data[10:])
+        got: list[Any] = []
+        while len(got) < 2:
+            frames = reader.read()
+            assert frames is not None
+            got.extend(frames)
+        assert got == [(1, b"x" * 70_000, 5, None), (2, b"", 6, "127.0.0.1")]
+        ours.sendall(_HEADER.pack(_MAX_FRAME + 1))
+        with pytest.raises(ValueError, match="more than the"):
+            reader.read()
+        ours.close()
+    finally:
+        theirs.close()
