@@ -384,8 +384,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
 def _intake(settings: Settings, db: Database) -> Intake:
     """The worker process, unless asked otherwise or the database lives in this process."""
     facts = bool(settings.webhooks)
-    memory = db.url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in db.url
-    if settings.intake_process and not memory:
+    if settings.intake_process and not db.in_memory:
         from tlspin.collector.intake_worker import IntakeProcess
 
         return IntakeProcess(db.url, facts=facts)

@@ -14,6 +14,7 @@ Either way a report is acknowledged only once its transaction has committed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from typing import Protocol
@@ -113,6 +114,4 @@ class InProcessIntake:
 
     async def aclose(self) -> None:
         """Finish the queued reports, then stop the writer."""
-        import asyncio
-
         await asyncio.to_thread(self._writer.close)

@@ -3,12 +3,11 @@
 Intake is the collector's hot path. Through SQLAlchemy a batch costs a pool checkout, event
 dispatch and, on PostgreSQL, several sequential round trips (pre-ping, ``BEGIN``, one upsert
 per incident, the inserts, ``COMMIT``); measured, that was most of the time a batch took.
-Each intake here keeps one connection from the engine's pool (so it went through the same
-connect hooks as any other) and runs the whole transaction on the DB-API connection:
+Each :class:`BatchStore` keeps one connection from the engine's pool (so it went through the
+same connect hooks as any other) and runs the whole transaction on the DB-API connection:
 
-* PostgreSQL: psycopg's pipeline mode sends ``BEGIN``, the incident upserts, the report
-  inserts (each report finds its incident by key, inside the same transaction) and
-  ``COMMIT`` at once; the results come back together after the commit.
+* PostgreSQL: one statement per batch, in autocommit, so one round trip and its own
+  transaction (see :func:`_pg_batch_sql`);
 * SQLite: ``BEGIN IMMEDIATE`` (no lock upgrade that can fail under contention), the
   statements, ``COMMIT``, under the database's in-process write lock.
 
@@ -28,7 +27,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
-    "REPORT_COLUMNS", "Intake", "PgIntake", "SqliteIntake", "naive_utc", "sqlite_timestamp",
+    "REPORT_COLUMNS", "BatchStore", "PgBatchStore", "SqliteBatchStore", "naive_utc",
+    "sqlite_timestamp",
 ]
 
 #: The ``reports`` columns a report row carries, in order.
@@ -120,7 +120,7 @@ def naive_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-class Intake:
+class BatchStore:
     """Stores report batches on one connection kept from *engine*'s pool.
 
     The connection is taken on first use and kept; after any error it is given back as
@@ -178,11 +178,20 @@ class Intake:
         """Give the kept connection back to the pool."""
         with self._lock:
             raw, self._raw = self._raw, None
-            if raw is not None:
-                raw.close()
+            if raw is None:
+                return
+            try:
+                self._release(raw.driver_connection)
+            except Exception:  # noqa: BLE001 - broken: the pool must not get it back
+                raw.invalidate()
+                return
+            raw.close()
+
+    def _release(self, driver: Any) -> None:
+        """Undo what this store changed on the connection before the pool gets it back."""
 
 
-class PgIntake(Intake):
+class PgBatchStore(BatchStore):
     """PostgreSQL: the whole batch as one statement, in one network round trip.
 
     The kept connection is in autocommit mode, so the statement is its own transaction:
@@ -215,20 +224,11 @@ class PgIntake(Intake):
             found.append((int(incident_id), int(count), opened_at == values[-1]))
         return found, [int(i) for i in ids]
 
-    def close(self) -> None:
-        """Give the kept connection back to the pool, out of autocommit mode."""
-        with self._lock:
-            raw, self._raw = self._raw, None
-            if raw is not None:
-                try:
-                    raw.driver_connection.autocommit = False
-                except Exception:  # noqa: BLE001 - broken: the pool discards it on return
-                    raw.invalidate()
-                    return
-                raw.close()
+    def _release(self, driver: Any) -> None:
+        driver.autocommit = False
 
 
-class SqliteIntake(Intake):
+class SqliteBatchStore(BatchStore):
     """SQLite: ``BEGIN IMMEDIATE`` … ``COMMIT`` on the kept connection, under the write lock.
 
     The connection must be in autocommit mode at the driver (the engine's connect hook sets
@@ -274,11 +274,8 @@ def sqlite_timestamp(value: dt.datetime | None) -> str | None:
     microseconds), made by the C ``isoformat`` rather than by SQLAlchemy's processor chain,
     which cost several microseconds a value on the intake path. The tests hold the two equal.
     """
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(" ", "microseconds")
+    naive = naive_utc(value)
+    return None if naive is None else naive.isoformat(" ", "microseconds")
 
 
 def _upsert_values(incident: Mapping[str, Any], stamp: Any) -> tuple[Any, ...]:

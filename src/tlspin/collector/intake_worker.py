@@ -59,6 +59,31 @@ def _frame(value: Any) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def _take_frames(buffer: bytearray) -> list[Any]:
+    """Remove the complete frames at the start of *buffer* and return their values.
+
+    Both ends read with it. Frames pass only between the app and its own child, over a
+    private socket pair, so :mod:`marshal` carries plain values that nobody else wrote.
+
+    Raises:
+        ValueError: a frame claims more than the most an intake frame may hold.
+    """
+    values = []
+    start = 0
+    while len(buffer) - start >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(buffer, start)
+        if size > _MAX_FRAME:
+            msg = f"an intake frame of {size} bytes, more than the {_MAX_FRAME} allowed"
+            raise ValueError(msg)
+        end = start + _HEADER.size + size
+        if len(buffer) < end:
+            break
+        values.append(marshal.loads(buffer[start + _HEADER.size : end]))  # noqa: S302
+        start = end
+    del buffer[:start]
+    return values
+
+
 class _Channel(asyncio.Protocol):
     """The app's end of the socket pair: frames out, coalesced per event-loop iteration;
     answers in, resolving each request's future as soon as its frame is complete."""
@@ -90,21 +115,11 @@ class _Channel(asyncio.Protocol):
         self._out.clear()
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        header = _HEADER.size
-        start = 0
-        while len(buffer) - start >= header:
-            (size,) = _HEADER.unpack_from(buffer, start)
-            if len(buffer) - start - header < size:
-                break
-            # From our own child over a private socket pair: trusted plain values.
-            seq, code, value = marshal.loads(buffer[start + header : start + header + size])  # noqa: S302
-            start += header + size
+        self._buffer += data
+        for seq, code, value in _take_frames(self._buffer):
             future = self.pending.pop(seq, None)
             if future is not None and not future.done():
                 future.set_result((code, value))
-        del buffer[:start]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -275,7 +290,7 @@ class _Frames:
         frames: list[Any] = []
         flags = 0
         while True:
-            frames.extend(self._parse())
+            frames.extend(_take_frames(self._buffer))
             if frames:
                 flags = socket.MSG_DONTWAIT
             try:
@@ -285,20 +300,6 @@ class _Frames:
             if not data:
                 return frames or None
             self._buffer += data
-
-    def _parse(self) -> list[Any]:
-        out = []
-        while len(self._buffer) >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer)
-            if size > _MAX_FRAME:
-                msg = f"an intake frame of {size} bytes, more than the {_MAX_FRAME} allowed"
-                raise ValueError(msg)
-            if len(self._buffer) < _HEADER.size + size:
-                break
-            payload = bytes(self._buffer[_HEADER.size : _HEADER.size + size])
-            out.append(marshal.loads(payload))  # noqa: S302 - from the parent app only
-            del self._buffer[: _HEADER.size + size]
-        return out
 
 
 class _Worker:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from tlspin.collector.formats import CertInfo, ParsedReport
-from tlspin.collector.intake_sql import Intake, PgIntake, SqliteIntake
+from tlspin.collector.intake_sql import BatchStore, PgBatchStore, SqliteBatchStore
 from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
 
 __all__ = [
@@ -78,8 +78,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        #: The database lives in this process's memory: no other process can open it.
+        self.in_memory = self.is_sqlite and (
+            self.url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in self.url
+        )
         if self.is_sqlite:
-            memory = self.url in ("sqlite://", "sqlite:///:memory:")
+            memory = self.url in ("sqlite://", "sqlite:///:memory:")  # one private database
             self.engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -95,9 +99,9 @@ class Database:
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
-        self._intake: Intake = (
-            SqliteIntake(self.engine, self._lock) if self.is_sqlite
-            else PgIntake(self.engine, self._lock)
+        self._batches: BatchStore = (
+            SqliteBatchStore(self.engine, self._lock) if self.is_sqlite
+            else PgBatchStore(self.engine, self._lock)
         )
 
     @contextlib.contextmanager
@@ -136,7 +140,7 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection."""
-        self._intake.close()
+        self._batches.close()
         self.engine.dispose()
 
     # -- intake ------------------------------------------------------------------------
@@ -163,7 +167,7 @@ class Database:
             key_of.append(key)
         # Sorted: concurrent writers then lock incident rows in one order (no deadlocks).
         keys = sorted(groups)
-        found, ids = self._intake.store(
+        found, ids = self._batches.store(
             [self._incident_values(key, items, groups[key]) for key in keys],
             [_report_row(item, key_of[index]) for index, item in enumerate(items)],
         )

@@ -160,10 +160,7 @@ class GroupWriter:
 
     def _write(self, batch: list[_Job]) -> None:
         results = store_each(self._db, [(j.report, j.received_at, j.client_ip) for j in batch])
-        _settle([
-            (job, result, None) if isinstance(result, Stored) else (job, None, result)
-            for job, result in zip(batch, results, strict=True)
-        ])
+        _settle(list(zip(batch, results, strict=True)))
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the thread."""
@@ -191,20 +188,19 @@ def store_each(
     return [result for item in items for result in store_each(db, [item])]
 
 
-def _settle(outcomes: list[tuple[_Job, Stored | None, BaseException | None]]) -> None:
+def _settle(outcomes: list[tuple[_Job, Stored | Exception]]) -> None:
     """Resolve each job's future on its event loop: one wake-up per loop, not per job."""
 
-    def apply(items: list[tuple[_Job, Stored | None, BaseException | None]]) -> None:
-        for job, result, error in items:
+    def apply(items: list[tuple[_Job, Stored | Exception]]) -> None:
+        for job, result in items:
             if job.future.done():  # the request was cancelled (client gone)
                 continue
-            if error is not None:
-                job.future.set_exception(error)
+            if isinstance(result, Exception):
+                job.future.set_exception(result)
             else:
-                job.future.set_result(result)  # type: ignore[arg-type]
+                job.future.set_result(result)
 
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Stored | None,
-                                                         BaseException | None]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Stored | Exception]]] = {}
     for outcome in outcomes:
         by_loop.setdefault(outcome[0].loop, []).append(outcome)
     running = _running_loop()
