@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tlspin.collector import queries
@@ -59,7 +60,7 @@ def test_upgrade_from_first_schema_keeps_data(empty_db_url: str, make_report: An
 
         db.migrate()
 
-        assert db.revision() == "0003"
+        assert db.revision() == "0004"
         reports, _ = queries.list_reports(db, queries.Filters(host=HOST), limit=10)
         assert len(reports) == 1
         old = reports[0]
@@ -108,7 +109,72 @@ def test_concurrent_migrators_agree(empty_db_url: str) -> None:
         t.join(60)
     try:
         assert errors == []
-        assert [db.revision() for db in databases] == ["0003", "0003"]
+        assert [db.revision() for db in databases] == ["0004", "0004"]
     finally:
         for db in databases:
             db.dispose()
+
+
+def _downgrade(db: Database, revision: str) -> None:
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    import tlspin.collector.storage
+
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(tlspin.collector.storage.__file__).with_name("migrations"))
+    )
+    with db.write() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def _raw_compression(db: Database) -> str:
+    with db.read() as conn:
+        return str(conn.exec_driver_sql(
+            "SELECT attcompression FROM pg_attribute "
+            "WHERE attrelid = 'reports'::regclass AND attname = 'raw'"
+        ).scalar_one())
+
+
+@pytest.mark.postgres
+def test_raw_reports_compress_with_lz4_and_old_rows_still_read(pg_url: str,
+                                                               make_report: Any) -> None:
+    """0004 switches ``reports.raw`` to lz4; a row compressed with pglz before still reads
+    back whole, and the downgrade restores the default."""
+    import json
+
+    db = Database(pg_url)
+    try:
+        with db.read() as conn:
+            values = conn.exec_driver_sql("SELECT enumvals FROM pg_settings "
+                                          "WHERE name = 'default_toast_compression'").scalar()
+        if "lz4" not in (values or []):
+            pytest.skip(f"this PostgreSQL has no lz4 (compression methods: {values})")
+        db.migrate("0003")
+        assert _raw_compression(db) == ""  # the server's default (pglz)
+        body = make_report()
+        body["x-note"] = "tlspin " * 1000  # long enough to be compressed
+        parsed = parse_report(json.dumps(body).encode())
+        before = db.store_report(parsed, received_at=dt.datetime.now(dt.UTC), client_ip=None)
+
+        db.migrate()
+        assert _raw_compression(db) == "l"
+        after = db.store_report(parsed, received_at=dt.datetime.now(dt.UTC), client_ip=None)
+        with db.read() as conn:
+            rows = dict(conn.execute(
+                sa.text("SELECT id, raw FROM reports WHERE id IN (:a, :b)"),
+                {"a": before.report_id, "b": after.report_id},
+            ).all())
+            methods = {r[0] for r in conn.exec_driver_sql(
+                "SELECT pg_column_compression(raw) FROM reports").all()}
+        assert rows == {before.report_id: parsed.raw, after.report_id: parsed.raw}
+        assert methods == {"pglz", "lz4"}
+
+        _downgrade(db, "0003")
+        assert _raw_compression(db) == ""
+    finally:
+        db.dispose()

@@ -131,6 +131,69 @@ def test_concurrent_postgres_batches_on_the_same_incidents_neither_deadlock_nor_
     db.dispose()
 
 
+_AWKWARD = [
+    'quote " backslash \\ slash / tab \t newline \n',
+    "<script>alert(1)</script> \u2028\u2029 ünïcødé 🔒 漢字",
+    '{"looks": ["like", "json"]}',
+    "",
+]
+
+
+@pytest.mark.parametrize("text", _AWKWARD)
+def test_batch_rows_read_back_as_the_orm_would_have_stored_them(
+    db_url: str, make_report: Callable[..., dict[str, Any]], text: str
+) -> None:
+    """Every column of a batch-stored row equals what an ORM insert of the same report
+    stores, for text that JSON and SQL must escape; and a twin row inserted through the ORM
+    reads back the same."""
+    from sqlalchemy import insert
+
+    from tlspin.collector.intake_sql import REPORT_COLUMNS
+    from tlspin.collector.storage import _report_row  # the values the batch path binds
+
+    db = Database(db_url)
+    db.migrate()
+    body = make_report(app_version=text[:100] or None, app_id=text[:200] or None,
+                       **{"x-note": text})
+    body["date-time"] = "2026-11-27T11:59:58.000001Z"
+    report = parse_report(json.dumps(body, ensure_ascii=False).encode())
+    received = NOW.replace(microsecond=0)  # zero microseconds: the format's edge
+    [stored] = db.store_reports([(report, received, None)])
+    row = dict(zip(REPORT_COLUMNS, _report_row((report, received, None), stored.incident_id),
+                   strict=True))
+    for name in ("observed_pins", "known_pins", "chain"):
+        row[name] = json.loads(row[name])
+    with db.write() as conn:
+        twin = conn.execute(insert(Report).values(**row).returning(Report.id)).scalar_one()
+    columns = [getattr(Report, name) for name in REPORT_COLUMNS]
+    with db.read() as conn:
+        got = conn.execute(select(*columns).where(Report.id == stored.report_id)).one()
+        want = conn.execute(select(*columns).where(Report.id == twin)).one()
+    assert got == want
+    assert got.raw == report.raw
+    assert (got.received_at, got.client_time) == (received, report.client_time)
+    assert got.client_time is not None
+    assert got.client_time.microsecond == 1
+    db.dispose()
+
+
+@pytest.mark.postgres
+def test_the_kept_postgres_connection_plans_generically_and_is_reset_for_the_pool(
+    pg_url: str, parsed: Callable[..., ParsedReport]
+) -> None:
+    """The intake connection runs the batch statement with a generic plan; the connection
+    goes back to the pool with the server's default."""
+    db = Database(pg_url)
+    db.migrate()
+    db.store_reports(_items([parsed("g.tlspin.test", "1")]))
+    store = db._batches
+    driver = store._raw.driver_connection
+    assert driver.execute("SHOW plan_cache_mode").fetchone()[0] == "force_generic_plan"
+    store.close()
+    assert driver.execute("SHOW plan_cache_mode").fetchone()[0] == "auto"
+    db.dispose()
+
+
 # -- the SQLite timestamp text -------------------------------------------------------------
 
 _dialect = sqlite_dialect.dialect()
