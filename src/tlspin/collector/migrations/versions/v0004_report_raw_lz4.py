@@ -27,7 +27,7 @@ def _lz4_available() -> bool:
     values = bind.exec_driver_sql(
         "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
     ).scalar()
-    return bool(values) and "lz4" in values
+    return "lz4" in (values or [])
 
 
 def upgrade() -> None:
