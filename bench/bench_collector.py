@@ -133,6 +133,7 @@ def _blast(port: int, path: str, bodies: list[bytes], senders: int) -> tuple[flo
     wire = [head + str(len(b)).encode() + b"\r\n\r\n" + b for b in bodies]
     markers = [json.loads(b)["app-version"] for b in bodies] if path == "/reports" else []
     acked: dict[str, int] = {}
+    answers: list[tuple[int, bytes]] = []
     failures: list[str] = []
     pending = list(range(len(bodies) - 1, -1, -1))  # next report: pop() from the end
     selector = selectors.DefaultSelector()
@@ -173,7 +174,7 @@ def _blast(port: int, path: str, bodies: list[bytes], senders: int) -> tuple[flo
             if status != 201:
                 failures.append(f"{status} {body[:100]!r}")
             elif markers:
-                acked[markers[st[1]]] = json.loads(body)["id"]
+                answers.append((st[1], body))  # decoded after the clock stops
             if pending:
                 st[1] = pending.pop()
                 sock.sendall(wire[st[1]])
@@ -183,6 +184,8 @@ def _blast(port: int, path: str, bodies: list[bytes], senders: int) -> tuple[flo
                 open_conns -= 1
     elapsed = time.perf_counter() - began
     selector.close()
+    for index, body in answers:
+        acked[markers[index]] = json.loads(body)["id"]
     if failures:
         raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
     return len(bodies) / elapsed, acked

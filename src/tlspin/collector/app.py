@@ -133,7 +133,17 @@ def client_ip(request: Request, settings: Settings) -> str:
         first = forwarded.split(",")[0].strip()
         if first:
             return first[:64]
-    return request.client.host if request.client else "unknown"
+    peer = request.scope.get("client")
+    return str(peer[0]) if peer else "unknown"
+
+
+def _content_length(scope: MutableMapping[str, Any]) -> str | None:
+    """The first Content-Length header's value, read from the raw ASGI headers (the intake
+    path needs no other header, so it builds no header mapping)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":  # ASGI servers give header names in lower case
+            return str(value.decode("latin-1"))
+    return None
 
 
 class _SecurityHeaders:
@@ -293,7 +303,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         start = time.perf_counter()
         metrics.received.inc()
         ip = client_ip(request, settings)
-        declared = request.headers.get("content-length")
+        declared = _content_length(request.scope)
         if declared is not None and (not declared.isdigit() or len(declared) > 18):
             return _reject(state, 400, "bad-length", "Content-Length is not a number")
         if declared is not None and int(declared) > settings.max_report_bytes:
@@ -322,7 +332,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             return _reject(state, 503, "storage", "storage unavailable; retry later",
                            {"Retry-After": "5"})
         stored = accepted.stored
-        metrics.accepted.labels(format=accepted.kind).inc()
+        metrics.count_accepted(accepted.kind)
         metrics.latency.observe(time.perf_counter() - start)
         return JSONResponse(
             {"status": "accepted", "id": stored.report_id, "incident": stored.incident_id},

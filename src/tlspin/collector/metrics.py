@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -65,3 +66,15 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_OpenIncidents(db))
+        self._accepted_by_format: dict[str, Any] = {}
+
+    def count_accepted(self, kind: str) -> None:
+        """Count one stored report of format *kind* (one of the parser's few formats).
+
+        The labelled child is looked up once per format: ``labels()`` validates and locks on
+        every call, a cost on each report.
+        """
+        child = self._accepted_by_format.get(kind)
+        if child is None:
+            child = self._accepted_by_format[kind] = self.accepted.labels(format=kind)
+        child.inc()
