@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from tlspin.collector.formats import ParsedReport, parse_report
-from tlspin.collector.intake_sql import sqlite_timestamp
+from tlspin.collector.intake_sql import timestamp_text
 from tlspin.collector.models import Incident, Report, UTCDateTime
 from tlspin.collector.storage import Database, Stored
 
@@ -204,20 +204,20 @@ _reference = UTCDateTime().dialect_impl(_dialect).bind_processor(_dialect)
     moment=st.datetimes(min_value=dt.datetime(1000, 1, 2), max_value=dt.datetime(9999, 12, 30)),
     offset=st.one_of(st.none(), st.integers(min_value=-14 * 60, max_value=14 * 60)),
 )
-def test_sqlite_timestamp_text_equals_sqlalchemys(moment: dt.datetime, offset: int | None) -> None:
+def test_timestamp_text_text_equals_sqlalchemys(moment: dt.datetime, offset: int | None) -> None:
     """The fast path writes the very text the ORM writes, aware or naive, any microsecond."""
     value = moment if offset is None else moment.replace(
         tzinfo=dt.timezone(dt.timedelta(minutes=offset)))
     assert _reference is not None
-    assert sqlite_timestamp(value) == _reference(value)
+    assert timestamp_text(value) == _reference(value)
 
 
-def test_sqlite_timestamp_keeps_zero_microseconds_where_the_driver_default_would_not() -> None:
+def test_timestamp_text_keeps_zero_microseconds_where_the_driver_default_would_not() -> None:
     whole = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-    assert sqlite_timestamp(whole) == "2026-01-02 03:04:05.000000"
+    assert timestamp_text(whole) == "2026-01-02 03:04:05.000000"
     # The failure twin: the plain isoformat (what sqlite3's old adapter stored) sorts wrongly.
     assert whole.replace(tzinfo=None).isoformat(" ") == "2026-01-02 03:04:05"
-    assert sqlite_timestamp(None) is None
+    assert timestamp_text(None) is None
 
 
 # -- GroupWriter ---------------------------------------------------------------------------

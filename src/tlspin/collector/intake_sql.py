@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 __all__ = [
     "REPORT_COLUMNS", "BatchStore", "PgBatchStore", "SqliteBatchStore", "naive_utc",
-    "sqlite_timestamp",
+    "timestamp_text",
 ]
 
 #: The ``reports`` columns a report row carries, in order.
@@ -60,31 +60,36 @@ RETURNING id, count, opened_at
 # transaction. The incidents and the report rows each travel as one JSON document, which
 # json_to_recordset() turns back into typed rows: one C encoder call here and one parse there,
 # where a bound array per column cost the driver's Python array dumper about 18 µs a column
-# a batch. The report ids are drawn from the sequence up front, numbered, so that they come
-# back in the order of the rows: RETURNING promises no order. Incident keys are sorted by the
-# caller, so concurrent collectors lock incident rows in the same order and cannot deadlock.
+# a batch. Only the raw bodies travel as a (binary) text array: a JSON body inside a JSON
+# document would be escaped here and unescaped there, the costliest field of the row both
+# ways. Timestamps are the same text as SQLite gets (timestamp_text). The report ids are drawn
+# from the sequence up front, numbered, so that they come back in the order of the rows:
+# RETURNING promises no order. Incident keys are sorted by the caller, so concurrent
+# collectors lock incident rows in the same order and cannot deadlock.
 _PG_TYPES = {
     "received_at": "timestamp", "client_time": "timestamp", "kind": "text",
     "hostname": "text", "port": "int4", "noted_hostname": "text",
     "include_subdomains": "bool", "mode": "text", "reason": "text", "app_id": "text",
     "app_version": "text", "client_ip": "text", "observed_pins": "text",
     "known_pins": "text", "chain": "text", "issuer": "text", "incident_id": "text",
-    "raw": "text",
 }
+#: The report columns in the JSON document: all but ``raw``, the last.
+_PG_DOC_COLUMNS = REPORT_COLUMNS[:-1]
+assert REPORT_COLUMNS[-1] == "raw"  # the batch code relies on it
 #: The keys of an incident in the batch document, in upsert order.
 _PG_INCIDENT_KEYS = ("k", "h", "op", "ep", "fs", "ls", "c")
 
 
 def _pg_batch_sql() -> str:
     """The batch statement. Only constant column names, types and placeholders go into
-    it; every value is bound, inside the two JSON documents."""
+    it; every value is bound: two JSON documents, the row count and the raw bodies."""
     columns = ", ".join(REPORT_COLUMNS)
     selected = ", ".join(
         "inc.id" if name == "incident_id"
         else f"r.{name}::json" if name in _JSON_COLUMNS else f"r.{name}"
         for name in REPORT_COLUMNS
     )
-    typed = ", ".join(f"{name} {_PG_TYPES[name]}" for name in REPORT_COLUMNS[:-1])
+    typed = ", ".join(f"{name} {_PG_TYPES[name]}" for name in _PG_DOC_COLUMNS)
     upsert = _UPSERT.replace(
         "VALUES (%s, %s, %s::json, %s::json, %s, %s, %s, 'open', %s, NULL)",
         "SELECT k, h, op::json, ep::json, fs, ls, c, 'open', fs, NULL FROM json_to_recordset("
@@ -96,8 +101,7 @@ def _pg_batch_sql() -> str:
         " FROM generate_series(1, %s::int4) AS n), ",
         "rep AS (INSERT INTO reports (id, ", columns, ") SELECT ids.id, ", selected,
         " FROM ROWS FROM (json_to_recordset(%s::json) AS (", typed, "), unnest(%b::text[]))",
-        " WITH ORDINALITY",
-        " AS r(", columns, ", n)",
+        " WITH ORDINALITY AS r(", columns, ", n)",
         " JOIN ids ON ids.n = r.n JOIN inc ON inc.key = r.incident_id RETURNING id) ",
         "SELECT id, key, count, opened_at, NULL::int8[], NULL::int8 FROM inc UNION ALL ",
         "SELECT NULL, NULL, NULL, NULL, array_agg(id ORDER BY n), (SELECT count(*) FROM rep)",
@@ -214,15 +218,14 @@ class PgBatchStore(BatchStore):
                 # prepared statement's first executions and may keep doing, cost about as
                 # much as storing several reports.
                 driver.execute("SET plan_cache_mode = force_generic_plan")
-        upserts = [_upsert_values(i, naive_utc) for i in incidents]
+        upserts = [_upsert_values(i, timestamp_text) for i in incidents]
         incident_doc = _json([
-            dict(zip(_PG_INCIDENT_KEYS, (*values[:4], _iso(values[4]), _iso(values[5]),
-                                         values[6]), strict=True))
+            dict(zip(_PG_INCIDENT_KEYS, values[:7], strict=True))
             for values in upserts
         ])
+        stamp = timestamp_text
         report_doc = _json([
-            dict(zip(REPORT_COLUMNS[:-1], (_iso(row[0]), _iso(row[1]), *row[2:-1]),
-                     strict=True))
+            dict(zip(_PG_DOC_COLUMNS, (stamp(row[0]), stamp(row[1]), *row[2:-1]), strict=True))
             for row in reports
         ])
         raw = [row[-1] for row in reports]
@@ -238,7 +241,8 @@ class PgBatchStore(BatchStore):
         found: list[IncidentResult] = []
         for values in upserts:
             incident_id, _, count, opened_at = by_key[values[0]][:4]
-            found.append((int(incident_id), int(count), opened_at == values[-1]))
+            found.append((int(incident_id), int(count),
+                          timestamp_text(opened_at) == values[-1]))
         return found, [int(i) for i in ids]
 
     def _release(self, driver: Any) -> None:
@@ -258,7 +262,7 @@ class SqliteBatchStore(BatchStore):
         self, driver: Any, incidents: Sequence[Mapping[str, Any]],
         reports: Sequence[tuple[Any, ...]],
     ) -> tuple[list[IncidentResult], list[int]]:
-        stamp = sqlite_timestamp
+        stamp = timestamp_text
         cursor = driver.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -288,10 +292,11 @@ class SqliteBatchStore(BatchStore):
         return found, ids
 
 
-def sqlite_timestamp(value: dt.datetime | None) -> str | None:
+def timestamp_text(value: dt.datetime | None) -> str | None:
     """The text SQLAlchemy stores in SQLite for a ``UTCDateTime`` value (naive UTC, with
     microseconds), made by the C ``isoformat`` rather than by SQLAlchemy's processor chain,
     which cost several microseconds a value on the intake path. The tests hold the two equal.
+    PostgreSQL reads the same text as a ``timestamp`` in the batch's JSON documents.
     """
     naive = naive_utc(value)
     return None if naive is None else naive.isoformat(" ", "microseconds")
@@ -308,10 +313,4 @@ def _upsert_values(incident: Mapping[str, Any], stamp: Any) -> tuple[Any, ...]:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    """Naive UTC in ISO 8601 with microseconds, for a ``timestamp`` in a JSON document."""
-    naive = naive_utc(value)
-    return None if naive is None else naive.isoformat(timespec="microseconds")
 
