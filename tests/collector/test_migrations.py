@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tlspin.collector import queries
 from tlspin.collector.formats import parse_report
 from tlspin.collector.models import Base
-from tlspin.collector.storage import Database
+from tlspin.collector.storage import Database, alembic_config
 
 from .conftest import HOST
 
@@ -116,17 +116,9 @@ def test_concurrent_migrators_agree(empty_db_url: str) -> None:
 
 
 def _downgrade(db: Database, revision: str) -> None:
-    from pathlib import Path
-
     from alembic import command
-    from alembic.config import Config
 
-    import tlspin.collector.storage
-
-    config = Config()
-    config.set_main_option(
-        "script_location", str(Path(tlspin.collector.storage.__file__).with_name("migrations"))
-    )
+    config = alembic_config()
     with db.write() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)

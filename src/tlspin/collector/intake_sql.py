@@ -212,7 +212,7 @@ class PgBatchStore(BatchStore):
     ) -> tuple[list[IncidentResult], list[int]]:
         if not driver.autocommit:
             driver.autocommit = True
-            if driver.info.server_version >= 120000:
+            if _has_plan_cache_mode(driver):
                 # The statement's plan does not depend on the values (two JSON documents and
                 # a count), and planning it afresh for each batch, as PostgreSQL does for a
                 # prepared statement's first executions and may keep doing, cost about as
@@ -223,9 +223,9 @@ class PgBatchStore(BatchStore):
             dict(zip(_PG_INCIDENT_KEYS, values[:7], strict=True))
             for values in upserts
         ])
-        stamp = timestamp_text
         report_doc = _json([
-            dict(zip(_PG_DOC_COLUMNS, (stamp(row[0]), stamp(row[1]), *row[2:-1]), strict=True))
+            dict(zip(_PG_DOC_COLUMNS, (timestamp_text(row[0]), timestamp_text(row[1]),
+                                       *row[2:-1]), strict=True))
             for row in reports
         ])
         raw = [row[-1] for row in reports]
@@ -246,9 +246,14 @@ class PgBatchStore(BatchStore):
         return found, [int(i) for i in ids]
 
     def _release(self, driver: Any) -> None:
-        if driver.autocommit and driver.info.server_version >= 120000:
+        if driver.autocommit and _has_plan_cache_mode(driver):
             driver.execute("RESET plan_cache_mode")
         driver.autocommit = False
+
+
+def _has_plan_cache_mode(driver: Any) -> bool:
+    """Whether the server has the ``plan_cache_mode`` setting (PostgreSQL 12 and later)."""
+    return bool(driver.info.server_version >= 120000)
 
 
 class SqliteBatchStore(BatchStore):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -66,7 +65,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_OpenIncidents(db))
-        self._accepted_by_format: dict[str, Any] = {}
+        self._accepted_by_format: dict[str, Counter] = {}
 
     def count_accepted(self, kind: str) -> None:
         """Count one stored report of format *kind* (one of the parser's few formats).

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Connection,
@@ -37,11 +37,15 @@ from tlspin.collector.models import Incident, MonitorResult, MonitorRun, Report
 __all__ = [
     "Database",
     "Stored",
+    "alembic_config",
     "latest_monitor_results",
     "monitor_history",
     "normalise_url",
     "save_monitor_run",
 ]
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 _MIGRATION_LOCK = 74_690_005  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -52,6 +56,16 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration of the collector's migrations (set its ``connection``
+    attribute to run a command on a connection)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,10 +135,8 @@ class Database:
         advisory lock, SQLite with its write lock.
         """
         from alembic import command
-        from alembic.config import Config
 
-        config = Config()
-        config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+        config = alembic_config()
         with self.write() as conn:
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
