@@ -194,6 +194,35 @@ def test_the_kept_postgres_connection_plans_generically_and_is_reset_for_the_poo
     db.dispose()
 
 
+@pytest.mark.postgres
+def test_a_lost_postgres_intake_connection_fails_one_batch_then_the_next_reconnects(
+    pg_url: str, parsed: Callable[..., ParsedReport]
+) -> None:
+    """When the server ends the kept intake connection, the batch on it fails as a whole and
+    the next batch stores on a new connection, with a cursor of its own."""
+    from sqlalchemy.exc import DBAPIError
+
+    db = Database(pg_url)
+    db.migrate()
+    first = db.store_reports(_items([parsed("lost.tlspin.test", "1")]))
+    old_driver = db._batches._raw.driver_connection
+    backend = old_driver.info.backend_pid
+    with db.engine.connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+        admin.commit()
+    with pytest.raises(DBAPIError):
+        db.store_reports(_items([parsed("lost.tlspin.test", "2")], start=1))
+    again = db.store_reports(_items([parsed("lost.tlspin.test", "3")], start=2))
+    new_driver = db._batches._raw.driver_connection
+    assert new_driver is not old_driver
+    assert db._batches._cursor.connection is new_driver
+    rows = _rows(db)
+    assert sorted(v for _, v, _ in rows.values()) == ["1", "3"]
+    assert rows[again[0].report_id][2] == first[0].incident_id
+    assert again[0].incident_count == 2
+    db.dispose()
+
+
 # -- the SQLite timestamp text -------------------------------------------------------------
 
 _dialect = sqlite_dialect.dialect()

@@ -85,8 +85,8 @@ def _take_frames(buffer: bytearray) -> list[Any]:
 
 
 class _Channel(asyncio.Protocol):
-    """The app's end of the socket pair: frames out, coalesced per event-loop iteration;
-    answers in, resolving each request's future as soon as its frame is complete."""
+    """The app's end of the socket pair: each request's frame out as it is made; answers
+    in, resolving each request's future as soon as its frame is complete."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]) -> None:
         self.loop = loop
@@ -96,23 +96,19 @@ class _Channel(asyncio.Protocol):
         self.lost = False
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
     def send(self, frame: bytes) -> None:
-        # One write per loop iteration for all requests read in it: fewer system calls
-        # here, and the worker wakes once for the lot.
-        if not self._out:
-            self.loop.call_soon(self._flush)
-        self._out.append(frame)
-
-    def _flush(self) -> None:
+        # Written at once, not gathered for the end of the loop iteration: the worker then
+        # starts on the first reports of a burst while the loop still reads the others, and
+        # the two work side by side. Gathered, a burst reached the worker as one batch and
+        # the loop waited idle for its commit (measured: about 30 % idle at 16 senders, and
+        # ingest 10-15 % slower).
         if self._transport is not None and not self.lost:
-            self._transport.write(b"".join(self._out))
-        self._out.clear()
+            self._transport.write(frame)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -132,8 +128,6 @@ class _Channel(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
-            if self._out:
-                self._flush()
             self._transport.close()
 
 
