@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,7 @@ def test_a_worker_that_cannot_store_gives_503(
 
 
 def test_frames_survive_split_reads_and_refuse_oversized_ones() -> None:
+    """Frames split across reads come back whole; a frame claiming too much is refused."""
     ours, theirs = socket.socketpair()
     try:
         data = _frame((1, b"x" * 70_000, 5, None)) + _frame((2, b"", 6, "127.0.0.1"))
@@ -134,5 +136,40 @@ def test_frames_survive_split_reads_and_refuse_oversized_ones() -> None:
         with pytest.raises(ValueError, match="more than the"):
             reader.read()
         ours.close()
+    finally:
+        theirs.close()
+
+
+def test_gathering_waits_for_frames_still_on_their_way_and_loses_none() -> None:
+    """A gathering read takes frames that arrive while it waits, leaves later ones for the
+    next read, and returns empty-handed when none come."""
+    ours, theirs = socket.socketpair()
+    try:
+        reader = _Frames(theirs)
+        assert reader.more(0.05, 1) == []  # nothing on its way: it gives up at the timeout
+        first, second, third = (_frame((n, b"{}", n, None)) for n in (1, 2, 3))
+        ours.sendall(first + second[:7])
+        sender = threading.Timer(0.05, ours.sendall, [second[7:]])
+        sender.start()
+        got = reader.more(30, 2)
+        sender.join()
+        assert [frame[0] for frame in got] == [1, 2]
+        ours.sendall(third)
+        assert [frame[0] for frame in reader.read() or []] == [3]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_gathering_stops_at_end_of_input_and_the_next_read_says_so() -> None:
+    """When the app closes its end during a gathering read, the read returns what it has
+    and the following read reports the end of input."""
+    ours, theirs = socket.socketpair()
+    try:
+        reader = _Frames(theirs)
+        ours.sendall(_frame((1, b"{}", 1, None)))
+        ours.close()
+        assert [frame[0] for frame in reader.more(30, 5)] == [1]
+        assert reader.read() is None
     finally:
         theirs.close()

@@ -213,7 +213,7 @@ class PgBatchStore(BatchStore):
         self._cursor: Any = None
         self._sequence = 0
 
-    def _prepare(self, driver: Any) -> Any:
+    def _cursor_for(self, driver: Any) -> Any:
         """The kept connection's cursor, set up on first use of that connection.
 
         One cursor for all batches: its adapters, found by type on the first execution, are
@@ -242,7 +242,7 @@ class PgBatchStore(BatchStore):
         self, driver: Any, incidents: Sequence[Mapping[str, Any]],
         reports: Sequence[tuple[Any, ...]],
     ) -> tuple[list[IncidentResult], list[int]]:
-        cursor = self._prepare(driver)
+        cursor = self._cursor_for(driver)
         upserts = [_upsert_values(i, timestamp_text) for i in incidents]
         incident_doc = _json([
             dict(zip(_PG_INCIDENT_KEYS, values[:7], strict=True))
@@ -270,6 +270,10 @@ class PgBatchStore(BatchStore):
             found.append((int(incident_id), int(count),
                           timestamp_text(opened_at) == values[-1]))
         return found, [int(i) for i in ids]
+
+    def _discard(self) -> None:
+        self._cursor = None
+        super()._discard()
 
     def _release(self, driver: Any) -> None:
         self._cursor = None

@@ -3,7 +3,8 @@
 The app's event loop only speaks HTTP: it hands each report body to the worker over a
 socket pair and awaits the answer. The worker takes everything that has arrived, validates
 each body, stores the valid ones in one transaction per batch (group commit: reports that
-arrive while a batch commits form the next), and answers each one: stored (with its ids),
+arrive while a batch commits form the next; under load, a batch smaller than the last one
+first waits a fraction of a millisecond for more), and answers each one: stored (with its ids),
 invalid (with the reason, for a 400), or not storable now (503). A report is answered as
 stored only after its transaction has committed.
 
@@ -30,6 +31,7 @@ import itertools
 import logging
 import marshal
 import os
+import select
 import signal
 import socket
 import struct
@@ -52,6 +54,15 @@ _HEADER = struct.Struct("!I")
 _MAX_FRAME = 64 * 1024 * 1024
 _STORED, _INVALID, _UNAVAILABLE = 0, 1, 2
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Under load, a batch that starts smaller than the last one waits up to _GATHER_SECONDS for
+# company, up to _GATHER_UP_TO reports. On PostgreSQL a batch of one costs about 375 µs of CPU
+# (worker and server) and each further report about 60 µs; fuller batches leave more of the
+# machine to the event loop. Measured on two cores (paired rounds, 16 senders), ingest rose by
+# about 0.05-0.09 of the no-op rate on both databases; 8 and 32 senders were unchanged, and
+# waits of 150 and 300 µs did alike where 700 µs did worse. A lone sender never waits: its
+# batches hold one report.
+_GATHER_SECONDS = 0.0003
+_GATHER_UP_TO = 8
 
 
 def _frame(value: Any) -> bytes:
@@ -295,6 +306,27 @@ class _Frames:
                 return frames or None
             self._buffer += data
 
+    def more(self, timeout: float, want: int) -> list[Any]:
+        """Frames that arrive within *timeout* seconds, until there are *want* of them.
+
+        At end of input it returns what it has; the next :meth:`read` then says so.
+        """
+        frames: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(frames) < want:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._sock], [], [], left)[0]:
+                break
+            try:
+                data = self._sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except BlockingIOError:  # Defensive: readable, yet nothing to read
+                continue
+            if not data:
+                break
+            self._buffer += data
+            frames.extend(_take_frames(self._buffer))
+        return frames
+
 
 class _Worker:
     """Validates what arrived, stores the valid reports (one transaction per batch), and
@@ -367,9 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     worker = _Worker(sock, db, max_batch, facts)
     try:
         pending: list[Any] | None = first[1:]
+        last = 0  # how many reports the last batch held
         while pending is not None:
             if pending:
+                want = min(last, _GATHER_UP_TO)
+                if len(pending) < want:
+                    pending += frames.more(_GATHER_SECONDS, want - len(pending))
                 worker.take(pending)
+                last = len(pending)
             pending = frames.read()
         return 0
     except (ConnectionError, ValueError) as exc:
