@@ -173,3 +173,49 @@ def test_gathering_stops_at_end_of_input_and_the_next_read_says_so() -> None:
         assert reader.read() is None
     finally:
         theirs.close()
+
+
+def test_a_worker_handed_a_socket_numbered_past_select_s_limit_still_gathers_and_stores(
+    sqlite_url: str, make_report: Callable[..., dict[str, Any]]
+) -> None:
+    """An app holding over a thousand descriptors hands the worker a socket numbered past
+    what select() takes; the worker still gathers bursts and stores every report."""
+    import asyncio
+    import datetime as dt
+    import json
+
+    from tlspin.collector.storage import Database, Stored
+
+    db = Database(sqlite_url)
+    db.migrate()
+    bodies = [json.dumps(make_report(app_version=str(n))).encode() for n in range(36)]
+    filler: list[int] = []
+
+    async def run() -> list[Any]:
+        intake = IntakeProcess(sqlite_url)
+        now = dt.datetime.now(dt.UTC)
+        try:
+            results: list[Any] = []
+            for start in range(0, 36, 6):  # a burst of five, then one alone
+                burst = [intake.submit(b, received_at=now, client_ip=None)
+                         for b in bodies[start : start + 5]]
+                results += await asyncio.gather(*burst)
+                results.append(await intake.submit(bodies[start + 5], received_at=now,
+                                                   client_ip=None))
+            return results
+        finally:
+            await intake.aclose()
+
+    try:
+        while not filler or filler[-1] <= 1100:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        results = asyncio.run(run())
+    finally:
+        for fd in filler:
+            os.close(fd)
+    assert len(results) == 36
+    assert all(isinstance(r.stored, Stored) for r in results)
+    with db.read() as conn:
+        stored = conn.execute(select(Report.app_version)).scalars().all()
+    assert sorted(stored, key=int) == [str(n) for n in range(36)]
+    db.dispose()

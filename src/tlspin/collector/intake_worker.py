@@ -386,7 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="tlspin intake worker: %(message)s")
-    sock = socket.socket(fileno=int(args[0]))
+    inherited = int(args[0])
+    # Moved to the lowest free descriptor: the app may hold thousands of connections, so the
+    # number it passed can exceed what select() takes (FD_SETSIZE), and the worker's
+    # gathering uses select() for its microsecond timeout (poll and epoll count milliseconds).
+    sock = socket.socket(fileno=os.dup(inherited))
+    os.close(inherited)
     frames = _Frames(sock)
     try:
         first = frames.read()
