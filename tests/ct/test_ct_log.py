@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from tlspin.cli import main
-from tlspin.ct import CTState, CTVerificationError, LogClient, parse_entry, scan_log
+from tlspin.ct import CTError, CTState, CTVerificationError, LogClient, parse_entry, scan_log
 from tlspin.policy import PinPolicy, PinRule
 from tlspin.testing.pki import CA
 
@@ -211,3 +211,16 @@ def test_ct_check_cli(ct_pki, log, tmp_path) -> None:
     assert tampered.exit_code == 2, tampered.output
     assert "Merkle root" in tampered.stderr
     assert both.exit_code == 64, both.output
+
+
+def test_a_log_error_response_is_closed_at_once(log) -> None:
+    """An HTTP error from the log raises CTError with the status and closes the error
+    response at once; the twin at the log's right URL answers."""
+    import urllib.error
+
+    with pytest.raises(CTError, match="HTTP 404") as caught:
+        LogClient(log.url + "missing/").get_sth()
+    error = caught.value.__context__
+    assert isinstance(error, urllib.error.HTTPError)
+    assert error.fp is None or error.fp.closed
+    assert LogClient(log.url).get_sth().tree_size == len(log.leaves)

@@ -178,6 +178,29 @@ def collector(tmp_path) -> Iterator[tuple[Collector, str]]:
     running.stop()
 
 
+def test_a_refused_upload_closes_its_response_at_once(tmp_path, collector) -> None:
+    """A run the collector refuses raises StoreError with the status and closes the refused
+    response at once; the twin with the right token is stored."""
+    import urllib.error
+
+    from tlspin.monitor.store import CollectorStore, StateFile, StoreError
+
+    running, _ = collector
+    run = {"started_at": "2026-11-27T00:00:00+00:00", "finished_at": "2026-11-27T00:00:01+00:00",
+           "status": "green", "endpoints": 0}
+    refused = CollectorStore(running.url, token="wrong-token-0123456789",
+                             state=StateFile(tmp_path / "refused.json"))
+    with pytest.raises(StoreError, match="HTTP 401") as caught:
+        refused.save(run, [])
+    error = caught.value.__context__
+    assert isinstance(error, urllib.error.HTTPError)
+    assert error.fp is None or error.fp.closed
+    taken = CollectorStore(running.url, token=TOKEN, state=StateFile(tmp_path / "taken.json"))
+    taken.save(run, [])
+    assert (tmp_path / "taken.json").exists()
+    assert not (tmp_path / "refused.json").exists()
+
+
 def test_runs_sent_to_collector_api(pki, tmp_path, collector) -> None:
     """--collector POSTs the run with the token; a wrong token is refused with exit 74."""
     running, url = collector

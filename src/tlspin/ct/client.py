@@ -140,6 +140,7 @@ class LogClient:
             ) as response:
                 body = response.read(_MAX_RESPONSE + 1)
         except urllib.error.HTTPError as exc:
+            exc.close()  # it carries the open response; see monitor.store
             raise CTError(f"{target}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -220,6 +220,9 @@ class CollectorStore:
             ) as response:
                 response.read(65536)
         except urllib.error.HTTPError as exc:
+            # The error carries the open response: close it now, not whenever the garbage
+            # collector gets to the exception chain (an unclosed socket until then).
+            exc.close()
             raise StoreError(
                 f"the collector refused the monitor run: HTTP {exc.code} {exc.reason} "
                 f"from {self.url}"
