@@ -200,7 +200,8 @@ def _blast(port: int, path: str, bodies: list[bytes], senders: int) -> tuple[flo
 
 def ingest(db_url: str, label: str, count: int, senders: int, rounds: int, *,
            intake_process: bool = True) -> dict[str, Any]:
-    """Alternate no-op and ingest rounds; return the best rates and the loss check."""
+    """Alternate no-op and ingest rounds; return the median paired ratio, the best rates and
+    the loss check."""
     from sqlalchemy import func, select
 
     from tlspin.collector.models import Report

@@ -230,6 +230,13 @@ class LiveServer:
         """The app's CollectorState."""
         return self.app.state.tlspin
 
+    def count(self, model: Any) -> int:
+        """How many rows of *model* the app's database holds."""
+        from sqlalchemy import func, select
+
+        with self.state.db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
     def client(self, *, token: str | None = TOKEN) -> httpx.Client:
         """An HTTP client for this server, with the bearer token unless *token* is None."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}

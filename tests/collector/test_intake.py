@@ -8,16 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tlspin.collector.models import Incident, Report
 
 from .conftest import HOST, PKI, LiveServer, unique_host
-
-
-def _count(server: LiveServer, model: Any) -> int:
-    with server.state.db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def test_report_is_stored_with_its_incident(shared: LiveServer, make_report: Any) -> None:
@@ -91,7 +86,7 @@ def test_size_cap_gives_413(
         streamed = client.post("/reports", content=chunks())
         fits = client.post("/reports", json=make_report(padding="x" * 50_000))
     assert (declared.status_code, streamed.status_code, fits.status_code) == (413, 413, 201)
-    assert _count(server, Report) == 1
+    assert server.count(Report) == 1
 
 
 def test_per_ip_rate_limit_gives_429(
@@ -104,7 +99,7 @@ def test_per_ip_rate_limit_gives_429(
         last = client.post("/reports", json=make_report())
     assert codes == [201, 201, 201, 429, 429]
     assert last.headers["retry-after"] == "60"
-    assert _count(server, Report) == 3
+    assert server.count(Report) == 3
     assert server.state.limiter.allow("192.0.2.1")  # another address still has its budget
 
 
@@ -119,7 +114,7 @@ def test_malformed_report_gets_400_with_reason(
     assert response.status_code == 400
     assert response.json()["reason"] == "port must be an integer from 0 to 65535"
     assert garbage.status_code == 400
-    assert _count(server, Report) == 0
+    assert server.count(Report) == 0
 
 
 def test_hostile_bodies_never_get_a_5xx(
@@ -174,7 +169,7 @@ def test_client_disconnect_mid_body_is_harmless(
         sock.sendall(b"POST /reports HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"ho")
     with server.client(token=None) as client:
         assert client.get("/healthz").status_code == 200
-    assert _count(server, Report) == 0
+    assert server.count(Report) == 0
 
 
 @pytest.mark.parametrize("noop", [True, False])
@@ -186,7 +181,7 @@ def test_noop_route_only_with_the_benchmark_flag(
     with server.client(token=None) as client:
         status = client.post("/reports/noop", json=make_report()).status_code
     assert status == (201 if noop else 405)  # without the flag only GET /reports/{id} matches
-    assert _count(server, Report) == 0
+    assert server.count(Report) == 0
 
 
 def test_stored_timestamps_use_one_text_format(

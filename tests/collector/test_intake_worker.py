@@ -13,17 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tlspin.collector.intake_worker import _HEADER, _MAX_FRAME, IntakeProcess, _frame, _Frames
 from tlspin.collector.models import Report
 
 from .conftest import LiveServer
-
-
-def _count(server: LiveServer) -> int:
-    with server.state.db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(Report)).scalar_one())
 
 
 def _gone(pid: int) -> bool:
@@ -49,7 +44,7 @@ def test_both_intakes_give_the_same_answers(
     assert bad.status_code == 400
     assert "hostname" in bad.json()["reason"]
     assert isinstance(server.state.intake, IntakeProcess) is in_worker
-    assert _count(server) == 1
+    assert server.count(Report) == 1
 
 
 def test_a_killed_worker_means_503s_then_a_new_worker(
@@ -80,12 +75,13 @@ def test_a_killed_worker_means_503s_then_a_new_worker(
     assert 503 in statuses  # the twin of the 201s: the dead worker's moment was seen
     assert server.state.intake.pid not in (None, first)
     assert _gone(first)
-    assert _count(server) == acked
+    assert server.count(Report) == acked
 
 
 def test_the_worker_stops_with_the_app(
     serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
 ) -> None:
+    """The worker lives while the app runs and exits when the app stops."""
     server = serve(db_url=sqlite_url)
     with server.client(token=None) as client:
         assert client.post("/reports", json=make_report()).status_code == 201

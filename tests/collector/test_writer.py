@@ -19,6 +19,7 @@ from tlspin.collector.formats import ParsedReport, parse_report
 from tlspin.collector.intake_sql import timestamp_text
 from tlspin.collector.models import Incident, Report, UTCDateTime
 from tlspin.collector.storage import Database, Stored
+from tlspin.collector.writer import GroupWriter
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -78,6 +79,8 @@ def test_a_mixed_batch_stores_every_report_under_its_own_id_and_incident(
 def test_a_resolved_incident_reopens_on_its_next_report(
     db_url: str, parsed: Callable[..., ParsedReport]
 ) -> None:
+    """A report on a resolved incident opens it again (and counts on); another host's
+    report opens an incident of its own."""
     db = Database(db_url)
     db.migrate()
     [first] = db.store_reports(_items([parsed("r.tlspin.test", "1")]))
@@ -242,6 +245,7 @@ def test_timestamp_text_text_equals_sqlalchemys(moment: dt.datetime, offset: int
 
 
 def test_timestamp_text_keeps_zero_microseconds_where_the_driver_default_would_not() -> None:
+    """Whole seconds keep their six zeros, so stored timestamps sort as text."""
     whole = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert timestamp_text(whole) == "2026-01-02 03:04:05.000000"
     # The failure twin: the plain isoformat (what sqlite3's old adapter stored) sorts wrongly.
@@ -272,8 +276,6 @@ class _Recording(Database):
 
 def _run(writer: Any, reports: list[ParsedReport], delays: list[int]) -> list[Any]:
     """Submit report i after delays[i] event-loop iterations; return results or errors."""
-    from tlspin.collector.writer import GroupWriter
-
     assert isinstance(writer, GroupWriter)
 
     async def one(report: ParsedReport, delay: int) -> Any:
@@ -297,8 +299,6 @@ def test_inline_batches_gather_reports_that_keep_arriving(
 ) -> None:
     """Reports arriving an iteration apart share one commit when gathering is on; the twin
     without gathering writes each alone."""
-    from tlspin.collector.writer import GroupWriter
-
     db = _Recording(sqlite_url)
     writer = GroupWriter(db, gather_rounds=rounds, max_gather=60.0)
     results = _run(writer, [parsed("g.tlspin.test", str(i)) for i in range(5)],
@@ -312,8 +312,8 @@ def test_inline_batches_gather_reports_that_keep_arriving(
 def test_gathering_stops_at_max_batch_and_at_a_quiet_loop(
     sqlite_url: str, parsed: Callable[..., ParsedReport]
 ) -> None:
-    from tlspin.collector.writer import GroupWriter
-
+    """A batch is written when it reaches max_batch, and a late report after a quiet loop
+    gets a batch of its own."""
     db = _Recording(sqlite_url)
     writer = GroupWriter(db, max_batch=4, gather_rounds=3, max_gather=60.0)
     # Ten at once, then one long after the loop went quiet: 4 + 4 + 2, then 1.
@@ -327,8 +327,7 @@ def test_gathering_stops_at_max_batch_and_at_a_quiet_loop(
 def test_gathering_ends_at_max_gather_even_while_reports_keep_coming(
     sqlite_url: str, parsed: Callable[..., ParsedReport]
 ) -> None:
-    from tlspin.collector.writer import GroupWriter
-
+    """However long reports keep coming, a batch is written once max_gather has passed."""
     db = _Recording(sqlite_url)
     writer = GroupWriter(db, gather_rounds=10**9, max_gather=0.0)
     results = _run(writer, [parsed("t.tlspin.test", str(i)) for i in range(3)], [0, 1, 2])
@@ -343,8 +342,6 @@ def test_a_failing_batch_is_retried_report_by_report(
     sqlite_url: str, parsed: Callable[..., ParsedReport], inline: bool
 ) -> None:
     """One unstorable report fails alone; its neighbours in the batch are stored."""
-    from tlspin.collector.writer import GroupWriter
-
     db = _Recording(sqlite_url, refuse="bad")
     writer = GroupWriter(db, inline=inline)
     markers = ["a", "bad", "c"]
@@ -358,8 +355,6 @@ def test_a_failing_batch_is_retried_report_by_report(
 
 
 def test_writer_options_are_checked(sqlite_url: str) -> None:
-    from tlspin.collector.writer import GroupWriter
-
     db = Database(sqlite_url)
     for bad in ({"max_batch": 0}, {"gather_rounds": -1}, {"max_gather": -0.5}):
         with pytest.raises(ValueError, match="expected max_batch >= 1"):

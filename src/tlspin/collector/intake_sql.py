@@ -40,11 +40,14 @@ REPORT_COLUMNS = (
 _JSON_COLUMNS = frozenset({"observed_pins", "known_pins", "chain"})
 _INCIDENT = REPORT_COLUMNS.index("incident_id")
 
-# Incidents group by key; a resolved incident that happens again opens anew (and alerts again).
-_UPSERT = """
+# Incidents group by key; a resolved incident that happens again opens anew (and alerts
+# again). Each driver supplies the rows between the two halves: SQLite one VALUES row per
+# incident, PostgreSQL all of the batch's incidents from one JSON document.
+_UPSERT_INTO = """
 INSERT INTO incidents (key, hostname, observed_pins, expected_pins, first_seen, last_seen,
                        count, status, opened_at, resolved_at)
-VALUES (%s, %s, %s::json, %s::json, %s, %s, %s, 'open', %s, NULL)
+"""
+_UPSERT_CONFLICT = """
 ON CONFLICT (key) DO UPDATE SET
     count = incidents.count + excluded.count,
     last_seen = CASE WHEN incidents.last_seen > excluded.last_seen
@@ -53,7 +56,6 @@ ON CONFLICT (key) DO UPDATE SET
     opened_at = CASE WHEN incidents.status = 'resolved'
                      THEN excluded.opened_at ELSE incidents.opened_at END,
     resolved_at = NULL
-RETURNING id, count, opened_at
 """
 
 # PostgreSQL: the whole batch is one statement, so one round trip and (in autocommit) its own
@@ -91,11 +93,12 @@ def _pg_batch_sql() -> str:
         for name in REPORT_COLUMNS
     )
     typed = ", ".join(f"{name} {_PG_TYPES[name]}" for name in _PG_DOC_COLUMNS)
-    upsert = _UPSERT.replace(
-        "VALUES (%s, %s, %s::json, %s::json, %s, %s, %s, 'open', %s, NULL)",
-        "SELECT k, h, op::json, ep::json, fs, ls, c, 'open', fs, NULL FROM json_to_recordset("
-        "%s::json) AS u(k text, h text, op text, ep text, fs timestamp, ls timestamp, c int4)",
-    ).replace("RETURNING id, count, opened_at", "RETURNING id, key, count, opened_at")
+    upsert = (
+        _UPSERT_INTO  # noqa: S608 - constant SQL: no value goes into the text
+        + "SELECT k, h, op::json, ep::json, fs, ls, c, 'open', fs, NULL FROM json_to_recordset("
+        "%s::json) AS u(k text, h text, op text, ep text, fs timestamp, ls timestamp, c int4)"
+        + _UPSERT_CONFLICT + "RETURNING id, key, count, opened_at"
+    )
     parts = [
         "WITH inc AS (", upsert, "), ",
         "ids AS (SELECT n, nextval(%s::oid) AS id",
@@ -112,7 +115,10 @@ def _pg_batch_sql() -> str:
 
 
 _PG_BATCH = _pg_batch_sql()
-_SQLITE_UPSERT = _UPSERT.replace("::json", "").replace("%s", "?")
+_SQLITE_UPSERT = (
+    _UPSERT_INTO + "VALUES (?, ?, ?, ?, ?, ?, ?, 'open', ?, NULL)" + _UPSERT_CONFLICT
+    + "RETURNING id, count, opened_at"
+)
 _SQLITE_INSERT = (
     f"INSERT INTO reports ({', '.join(REPORT_COLUMNS)}) "  # noqa: S608
     f"VALUES ({', '.join('?' for _ in REPORT_COLUMNS)})"
@@ -243,7 +249,7 @@ class PgBatchStore(BatchStore):
         reports: Sequence[tuple[Any, ...]],
     ) -> tuple[list[IncidentResult], list[int]]:
         cursor = self._cursor_for(driver)
-        upserts = [_upsert_values(i, timestamp_text) for i in incidents]
+        upserts = [_upsert_values(i) for i in incidents]
         incident_doc = _json([
             dict(zip(_PG_INCIDENT_KEYS, values[:7], strict=True))
             for values in upserts
@@ -298,7 +304,6 @@ class SqliteBatchStore(BatchStore):
         self, driver: Any, incidents: Sequence[Mapping[str, Any]],
         reports: Sequence[tuple[Any, ...]],
     ) -> tuple[list[IncidentResult], list[int]]:
-        stamp = timestamp_text
         cursor = driver.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
@@ -306,7 +311,7 @@ class SqliteBatchStore(BatchStore):
                 found: list[IncidentResult] = []
                 id_of: dict[str, int] = {}
                 for incident in incidents:
-                    values = _upsert_values(incident, stamp)
+                    values = _upsert_values(incident)
                     cursor.execute(_SQLITE_UPSERT, values)
                     incident_id, count, opened_at = cursor.fetchone()
                     found.append((int(incident_id), int(count), opened_at == values[-1]))
@@ -314,7 +319,7 @@ class SqliteBatchStore(BatchStore):
                 ids = []
                 for row in reports:
                     cursor.execute(_SQLITE_INSERT, (
-                        stamp(row[0]), stamp(row[1]), *row[2:_INCIDENT],
+                        timestamp_text(row[0]), timestamp_text(row[1]), *row[2:_INCIDENT],
                         id_of[row[_INCIDENT]], *row[_INCIDENT + 1 :],
                     ))
                     ids.append(int(cursor.lastrowid))
@@ -338,11 +343,11 @@ def timestamp_text(value: dt.datetime | None) -> str | None:
     return None if naive is None else naive.isoformat(" ", "microseconds")
 
 
-def _upsert_values(incident: Mapping[str, Any], stamp: Any) -> tuple[Any, ...]:
-    first_at = stamp(incident["first_seen"])
+def _upsert_values(incident: Mapping[str, Any]) -> tuple[Any, ...]:
+    first_at = timestamp_text(incident["first_seen"])
     return (
         incident["key"], incident["hostname"], _json(incident["observed_pins"]),
-        _json(incident["expected_pins"]), first_at, stamp(incident["last_seen"]),
+        _json(incident["expected_pins"]), first_at, timestamp_text(incident["last_seen"]),
         incident["count"], first_at,
     )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -191,12 +192,9 @@ class IntakeProcess:
         finally:
             channel.pending.pop(seq, None)
         if code == _STORED:
-            report_id, incident_id, count, opened, kind, facts = value
-            return Accepted(
-                Stored(report_id, incident_id, count, opened), kind,
-                AlertFacts(facts[0], tuple(facts[1]), tuple(facts[2]), facts[3], facts[4])
-                if facts is not None else None,
-            )
+            stored, kind, facts = value
+            return Accepted(Stored(*stored), kind,
+                            None if facts is None else AlertFacts(*facts))
         if code == _INVALID:
             raise ReportError(value)
         raise IntakeUnavailable(value)
@@ -370,13 +368,11 @@ class _Worker:
             if not isinstance(result, Stored):
                 answers.append((seq, _UNAVAILABLE, "storage unavailable; retry later"))
                 continue
-            about = alert_facts(report) if self._facts else None
+            # Plain tuples in field order, which marshal carries (the app rebuilds both).
             answers.append((seq, _STORED, (
-                result.report_id, result.incident_id, result.incident_count, result.opened,
+                (result.report_id, result.incident_id, result.incident_count, result.opened),
                 report.kind,
-                None if about is None else (about.hostname, list(about.observed_pins),
-                                            list(about.expected_pins), about.issuer,
-                                            about.app_id),
+                dataclasses.astuple(alert_facts(report)) if self._facts else None,
             )))
         return answers
 

@@ -92,12 +92,10 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        memory = self.url in ("sqlite://", "sqlite:///:memory:")  # one private database
         #: The database lives in this process's memory: no other process can open it.
-        self.in_memory = self.is_sqlite and (
-            self.url in ("sqlite://", "sqlite:///:memory:") or "mode=memory" in self.url
-        )
+        self.in_memory = memory or (self.is_sqlite and "mode=memory" in self.url)
         if self.is_sqlite:
-            memory = self.url in ("sqlite://", "sqlite:///:memory:")  # one private database
             self.engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
