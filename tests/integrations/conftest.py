@@ -22,6 +22,8 @@ from tlspin.testing.pki import CA, Leaf, client_trust_context, generate_key
 from tlspin.testing.proxies import ConnectProxy, MitmProxy
 from tlspin.testing.servers import TLSServer
 
+from ._hostile import InjectingProxy
+
 FAMILIES = ("127.0.0.1", "::1")
 BODY = b"pinned origin says hi"
 
@@ -150,7 +152,7 @@ class Route:
     """How a client reaches the origin: directly, or through a CONNECT proxy."""
 
     kind: str  # "direct", "connect" (plain HTTP proxy) or "https-proxy" (TLS to the proxy)
-    proxy: ConnectProxy | MitmProxy | None = None
+    proxy: ConnectProxy | MitmProxy | InjectingProxy | None = None
     proxy_ctx: ssl.SSLContext | None = None  # trust for the TLS leg to an HTTPS proxy
 
     @property

@@ -236,6 +236,33 @@ def test_client_silent_after_handshake_is_recorded(mitm: MitmProxy, server: TLSS
     assert mitm.intercepted == []
 
 
+def test_bytes_before_the_tls_handshake_are_not_a_refusal(
+    mitm: MitmProxy, server: TLSServer
+) -> None:
+    """A client sending a request in clear right after CONNECT is not recorded as refusing.
+
+    Kept across start_tls, those bytes starved the handshake, and the client was counted as
+    one that refused the forged certificate (a pinned client). Its twin is the test above: a
+    client that speaks TLS after the 200 is recorded as it behaves.
+    """
+    with socket.create_connection(mitm.address, timeout=5) as raw:
+        raw.sendall(
+            f"CONNECT api.example.test:{server.port} HTTP/1.1\r\n\r\n".encode()
+            + b"GET /in-clear HTTP/1.1\r\nHost: api.example.test\r\n\r\n"
+        )
+        assert raw.recv(1024).startswith(b"HTTP/1.1 200")
+        raw.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            while raw.recv(4096):
+                pass
+    assert mitm.wait_idle()
+    assert mitm.refused == []
+    assert mitm.silent == []
+    assert mitm.intercepted == []
+    assert any("before the TLS handshake" in e for e in mitm.errors), mitm.errors
+    assert server.connections == 0
+
+
 def test_mitm_keep_alive_records_every_request(server: TLSServer, mitm: MitmProxy) -> None:
     """Every request on an intercepted keep-alive connection is recorded and relayed."""
     conn = http.client.HTTPSConnection(

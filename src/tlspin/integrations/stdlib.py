@@ -11,6 +11,10 @@ add a pinned CONNECT tunnel for asyncio::
 A pin failure surfaces as :class:`tlspin.PinMismatchError` (an
 :class:`ssl.SSLCertVerificationError`) from ``http.client`` and asyncio, and as
 ``urllib.error.URLError(reason=PinMismatchError)`` from ``urllib.request``.
+
+The asyncio upgrades (:func:`start_tls`, :func:`open_tunnel`) refuse a stream that holds bytes
+received before the TLS handshake: asyncio would hand them to the application's first read as
+if the pinned server had sent them through TLS.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import asyncio
 import http.client
 import ssl
 import urllib.request
-from typing import Any
+from typing import Any, cast
 
 from tlspin.context import PolicySource
+from tlspin.exceptions import PinningUnavailableError
 from tlspin.integrations._common import pinned_context
 from tlspin.policy import PinPolicy
 
@@ -174,15 +179,69 @@ async def start_tls(
 ) -> None:
     """Upgrade an open stream to pinned TLS, e.g. after a manual CONNECT to a proxy.
 
+    Bytes already received on the stream and not yet read would come out of the first read
+    after the upgrade, mixed with what the server sends through TLS; they cannot have come
+    through TLS, so the upgrade is refused and the stream closed. Read exactly the proxy's
+    response head before calling this.
+
+    Raises:
+        PinningUnavailableError: the stream holds bytes received before the handshake (reason
+            ``"cleartext-before-tls"``).
+
+    .. versionchanged:: Unreleased
+        Refuses a stream holding bytes received before the handshake (they came out of the
+        first read as if the server had sent them through TLS).
+
     Example::
 
         reader, writer = await asyncio.open_connection(proxy_host, proxy_port)
-        ...  # send CONNECT api.example.com:443, read the 200 response
+        ...  # send CONNECT api.example.com:443, read the 200 response head
         await start_tls(writer, policy, server_hostname="api.example.com")
     """
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
+    try:
+        await _upgrade(writer, ctx, server_hostname, ssl_handshake_timeout)
+    except BaseException:
+        writer.close()
+        raise
+
+
+async def _upgrade(
+    writer: asyncio.StreamWriter,
+    ctx: ssl.SSLContext,
+    server_hostname: str,
+    ssl_handshake_timeout: float | None,
+) -> None:
+    """Start TLS on *writer*'s stream, refusing bytes received before the handshake."""
+    # StreamWriter.start_tls keeps the StreamReader, and its buffer, across the upgrade: bytes
+    # a proxy sent after its CONNECT response would be returned by the first read after the
+    # handshake, as if the pinned origin had sent them. asyncio offers no public way to look
+    # at that buffer; _reader and _buffer have been there since Python 3.4.
+    reader = getattr(writer, "_reader", None)
+    buffered = getattr(reader, "_buffer", None)
+    if not isinstance(buffered, bytearray):  # Defensive: not CPython's asyncio streams.
+        msg = (
+            f"refused to start TLS to {server_hostname}: cannot tell whether the stream holds "
+            "bytes received before the handshake (expected an asyncio StreamWriter with its "
+            f"StreamReader, found {type(writer).__name__})"
+        )
+        raise PinningUnavailableError(
+            msg, hostname=server_hostname, reason="cleartext-before-tls"
+        )
+    if buffered:
+        msg = (
+            f"refused to start TLS to {server_hostname}: {len(buffered)} bytes arrived on the "
+            "stream before the TLS handshake (expected none after the proxy's response head); "
+            "they would have been read as if the server had sent them through TLS"
+        )
+        raise PinningUnavailableError(
+            msg, hostname=server_hostname, reason="cleartext-before-tls"
+        )
+    # From here on nothing reaches the StreamReader until loop.start_tls has put the TLS
+    # protocol in its place: later bytes are fed to TLS, which rejects them.
+    cast("asyncio.Transport", writer.transport).pause_reading()
     await writer.start_tls(
         ctx, server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout
     )
@@ -220,6 +279,8 @@ async def open_tunnel(
 
     Raises:
         ConnectionError: the proxy refused the tunnel.
+        PinningUnavailableError: the proxy sent bytes after its response head, before the
+            TLS handshake (reason ``"cleartext-before-tls"``).
 
     Example::
 
@@ -235,7 +296,7 @@ async def open_tunnel(
     try:
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         await _connect(reader, writer, f"{proxy_host}:{proxy_port}", target, proxy_headers)
-        await writer.start_tls(ctx, server_hostname=host)
+        await _upgrade(writer, ctx, host, None)
     except BaseException:
         writer.close()
         raise

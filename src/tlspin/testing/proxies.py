@@ -15,7 +15,7 @@ import ssl
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from tlspin._loopserver import (
@@ -159,7 +159,9 @@ class MitmProxy(LoopService):
     Records: `intercepted` (``(host, request_line)``; request lines only, never headers or
     bodies), `refused` (hosts whose client aborted the handshake *or* completed it and then
     closed without sending a byte, which is what a pinned client does), `silent` (just the
-    latter), `connects` and `blocked` (non-loopback CONNECT targets refused with 403).
+    latter), `connects` and `blocked` (non-loopback CONNECT targets refused with 403). A client
+    that sends bytes after CONNECT before its TLS handshake is neither: the connection is
+    closed and the event goes to `errors`.
     """
 
     def __init__(
@@ -285,6 +287,9 @@ class MitmProxy(LoopService):
         head = await read_head(reader)
         if head is None:
             return
+        # Nothing more may be read in clear: the client's next bytes must be its ClientHello,
+        # and they belong to the TLS layer that start_tls() puts in place (see _intercept).
+        cast("asyncio.Transport", writer.transport).pause_reading()
         start, _, _ = head
         method, target, _version = [*start.split(" "), "", ""][:3]
         if method.upper() != "CONNECT":
@@ -309,6 +314,19 @@ class MitmProxy(LoopService):
         upstream_address: tuple[str, int],
     ) -> None:
         _, ctx = self._forge(host)  # P-256 keys take well under a millisecond to make
+        cast("asyncio.Transport", writer.transport).pause_reading()
+        early = len(getattr(reader, "_buffer", b""))
+        if early:
+            # Bytes sent before the client saw our 200 (a plaintext request, or a ClientHello
+            # sent too early) would stay in the StreamReader across start_tls(): either read
+            # later as if they had come through TLS, or the handshake would starve and the
+            # client be recorded as "refused", i.e. pinned. Neither is true, so record neither.
+            self._append(
+                "_errors",
+                f"{host}: the client sent {early} bytes before the TLS handshake (expected its "
+                "ClientHello only after the proxy's 200); connection closed",
+            )
+            return
         try:
             await writer.start_tls(ctx, ssl_handshake_timeout=TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
