@@ -271,7 +271,7 @@ def test_bare_wildcards_and_private_suffixes_are_refused(pattern: str) -> None:
     assert HostPattern.parse("*.me.github.io").base == "me.github.io"
 
 
-HOSTY = st.text(alphabet="ab0129xX.-_*[]:。．\n\x00 Üß", max_size=24)
+HOSTY = st.text(alphabet="ab0129xX.-_*[]:%。．\n\x00 Üß", max_size=24)
 
 
 @given(st.one_of(st.text(max_size=40), HOSTY))
@@ -319,3 +319,55 @@ def test_patterns_the_two_idna_standards_spell_apart_are_refused(
 def test_patterns_both_idna_standards_agree_on_are_accepted(pattern: str) -> None:
     """Unicode patterns with one spelling under both standards keep working."""
     assert HostPattern.parse(pattern).base.startswith("xn--")
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("::1%1", "::1"),
+        ("[::1%1]", "::1"),
+        ("::1%lo", "::1"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("FE80::1%eth1", "fe80::1"),  # another link, the same address and the same pins
+        ("fe80::1%25eth0", "fe80::1"),  # RFC 6874's URL spelling, passed on undecoded
+        ("::ffff:127.0.0.1%1", "127.0.0.1"),
+        ("fe80::1%en0.", "fe80::1"),
+    ],
+)
+def test_zone_ids_are_dropped_from_host_names(spelling: str, canonical: str) -> None:
+    """A zone ID names a link, not a host: the address's rules apply whatever the zone."""
+    assert canonical_host(spelling) == canonical
+    policy = PinPolicy([PinRule([canonical], PINS)])
+    assert policy.rules_for(spelling) == policy.rules
+    # Twin: another address with the same zone is still another host.
+    assert PinPolicy([PinRule(["fe80::2"], PINS)]).rules_for(spelling) == ()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::1%",
+        "::1%a%b",
+        "::1%<!channel>",
+        "::1%a\nb",
+        "::1%\x00",
+        "::1%\ud800",
+        "::1%eth0:1",
+        "::1%" + "a" * 65,
+        "127.0.0.1%1",  # zones are an IPv6 thing
+    ],
+)
+def test_malformed_zone_ids_are_refused(host: str) -> None:
+    """A zone ID that is no interface name or index raises PolicyError, never passes through."""
+    with pytest.raises(PolicyError, match="zone ID"):
+        canonical_host(host)
+
+
+@pytest.mark.parametrize("pattern", ["fe80::1%eth0", "[::1%1]", "::1%25lo"])
+def test_patterns_with_zone_ids_are_refused(pattern: str) -> None:
+    """A zone in a pattern would promise per-link pins that the lookup cannot give."""
+    with pytest.raises(PolicyError, match="zone ID") as excinfo:
+        HostPattern.parse(pattern)
+    address = pattern.strip("[]").partition("%")[0]
+    assert repr(address) in str(excinfo.value)
+    assert HostPattern.parse(address).text == address  # twin: the bare address is a pattern

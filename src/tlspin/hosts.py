@@ -9,6 +9,11 @@ Patterns, exactly as OkHttp's ``CertificatePinner``:
 
 Patterns and host names are canonicalised the same way: lower case, IDNs to punycode (IDNA 2008
 with UTS #46 mapping), one trailing dot removed. IP addresses are allowed as exact patterns only.
+
+An IPv6 zone ID (``fe80::1%eth0``, ``::1%1``; ``%25eth0`` as URLs spell it) names the link an
+address is reached on, not another host: it is dropped from host names, so the address's pins
+apply on every link, and refused in patterns, where it would suggest per-link pins that the
+lookup cannot tell apart.
 """
 
 from __future__ import annotations
@@ -34,12 +39,34 @@ class Kind(Enum):
     ANY_DEPTH = "any-depth"
 
 
+# RFC 6874's characters for a zone ID (an interface name or index), at most 64 of them.
+_ZONE_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+
+
 def _canonical_ip(text: str) -> str | None:
+    """The canonical form of an IP literal (brackets and zone ID dropped), None for a name.
+
+    Raises:
+        PolicyError: an address carries a zone ID that is not an interface name or index.
+    """
     candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    address, percent, zone = candidate.partition("%")
     try:
-        ip = ipaddress.ip_address(candidate)
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if percent:
+        # The stdlib passes "::1%1" on as the TLS server name, so a lookup that kept the zone
+        # would find no rule for "::1" and check no pins; a zone is also attacker-chosen text
+        # (reports), so only an interface name or index is accepted.
+        if not isinstance(ip, ipaddress.IPv6Address):
+            raise PolicyError(f"host name {text!r} has a zone ID, which only IPv6 addresses take")
+        if not _ZONE_ID.fullmatch(zone):
+            raise PolicyError(
+                f"host name {text!r} has an invalid IPv6 zone ID: expected an interface name or "
+                "index (letters, digits, '.', '_', '~' or '-', at most 64), found "
+                f"{zone[:80]!r}"
+            )
     # "::ffff:127.0.0.1" reaches the IPv4 host on a dual-stack socket: same host, same pins.
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped.compressed
@@ -56,7 +83,7 @@ def canonical_host(host: str) -> str:
     """Return the canonical form of a host name or IP address.
 
     Lower case, IDN to A-labels (punycode), one trailing dot removed, IPv6 compressed without
-    brackets.
+    brackets or zone ID (``fe80::1%eth0`` is ``fe80::1``).
 
     Raises:
         PolicyError: the name is empty or not a valid host name.
@@ -173,6 +200,11 @@ class HostPattern:
             base = canonical_host(rest)
         except PolicyError as exc:
             raise PolicyError(f"host pattern {pattern!r} is invalid: {exc}") from None
+        if "%" in rest:  # only an IPv6 zone ID gets a '%' through canonical_host()
+            raise PolicyError(
+                f"host pattern {pattern!r} has an IPv6 zone ID: host names are matched without "
+                f"one (an address has the same pins on every link), so write {base!r}"
+            )
         legacy = _idna2003(rest)
         if legacy is not None and legacy != base:
             raise PolicyError(
