@@ -11,10 +11,17 @@ uses the proxy's context (:func:`proxy`), so pins for the origin apply inside th
 
 A pin failure surfaces as ``httpx.ConnectError`` with the :class:`tlspin.PinMismatchError` as
 its cause (see :func:`tlspin.integrations.find_pin_error`).
+
+httpcore pools connections by the URL's origin, whatever TLS server name opened them: a
+connection opened with ``extensions={"sni_hostname": other}`` was checked against *other*'s pins
+(or none) and would later serve plain requests to the URL's host. The transports made here
+therefore refuse an ``sni_hostname`` other than the URL's host when that host is pinned, on
+every request and redirect, direct or through a proxy.
 """
 
 from __future__ import annotations
 
+import inspect
 import ssl
 import weakref
 from collections.abc import Mapping
@@ -23,16 +30,109 @@ from typing import Any
 import httpx
 
 from tlspin.context import PolicySource
-from tlspin.exceptions import PinConfigurationError
-from tlspin.integrations._common import pinned_context, trust_context
+from tlspin.exceptions import PinConfigurationError, PinningUnavailableError, PolicyError
+from tlspin.hosts import canonical_host
+from tlspin.integrations._common import is_pinned_host, pinned_context, trust_context
 from tlspin.policy import PinPolicy
 
-__all__ = ["async_client", "async_transport", "client", "proxy", "transport"]
+__all__ = [
+    "AsyncPinnedTransport",
+    "PinnedTransport",
+    "async_client",
+    "async_transport",
+    "client",
+    "proxy",
+    "transport",
+]
 
 # Transports built here (pinned); a client refuses any other transport, which would bypass pins.
 _PINNED_TRANSPORTS: weakref.WeakSet[httpx.BaseTransport | httpx.AsyncBaseTransport] = (
     weakref.WeakSet()
 )
+
+
+def _same_host(a: str, b: str) -> bool:
+    try:
+        return canonical_host(a) == canonical_host(b)
+    except PolicyError:
+        return False
+
+
+def _check_server_name(ctx: ssl.SSLContext, request: httpx.Request) -> None:
+    """Refuse a TLS server name other than a pinned URL host (see the module docstring)."""
+    sni = request.extensions.get("sni_hostname")
+    if sni is None or request.url.scheme != "https":
+        return
+    name = sni.decode("ascii", "replace") if isinstance(sni, bytes) else str(sni)
+    host = request.url.host
+    if _same_host(name, host) or not is_pinned_host(ctx, host):
+        return
+    msg = (
+        f"refused a request to {host} with sni_hostname={name!r}: {host} is pinned, and a "
+        "connection opened under another server name is checked against that name's pins, "
+        f"then pooled for {host} (expected no sni_hostname, or {host!r})"
+    )
+    cause = PinningUnavailableError(msg, hostname=host, reason="server-name-mismatch")
+    raise httpx.ConnectError(msg, request=request) from cause
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """An ``httpx.HTTPTransport`` on a pinned context that refuses to mix up server names.
+
+    Made by :func:`transport` and used by :func:`client` for its own and its proxies'
+    transports; it has no other public constructor.
+    """
+
+    def __init__(self, *, verify: ssl.SSLContext, **kwargs: Any) -> None:
+        """Build the transport on the pinned context *verify*."""
+        super().__init__(verify=verify, **kwargs)
+        self._tlspin_ctx = verify
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Refuse an ``sni_hostname`` other than a pinned URL host, then send."""
+        _check_server_name(self._tlspin_ctx, request)
+        return super().handle_request(request)
+
+
+class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
+    """The async twin of :class:`PinnedTransport`, made by :func:`async_transport`."""
+
+    def __init__(self, *, verify: ssl.SSLContext, **kwargs: Any) -> None:
+        """Build the transport on the pinned context *verify*."""
+        super().__init__(verify=verify, **kwargs)
+        self._tlspin_ctx = verify
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Refuse an ``sni_hostname`` other than a pinned URL host, then send."""
+        _check_server_name(self._tlspin_ctx, request)
+        return await super().handle_async_request(request)
+
+
+def _arguments(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """*args* and *kwargs* of a call to httpx's *method*, all by name."""
+    return dict(inspect.signature(method).bind(*args, **kwargs).arguments)
+
+
+class _PinnedClient(httpx.Client):
+    # httpx builds the default transport and one per proxy (proxy=, or the environment's when
+    # trust_env) through these two methods; each gets the guarded transport instead.
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
+        named = _arguments(super()._init_transport, args, kwargs)
+        transport: httpx.BaseTransport | None = named.pop("transport", None)
+        return transport if transport is not None else PinnedTransport(**named)
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.BaseTransport:
+        return PinnedTransport(**_arguments(super()._init_proxy_transport, args, kwargs))
+
+
+class _PinnedAsyncClient(httpx.AsyncClient):
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        named = _arguments(super()._init_transport, args, kwargs)
+        transport: httpx.AsyncBaseTransport | None = named.pop("transport", None)
+        return transport if transport is not None else AsyncPinnedTransport(**named)
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx.AsyncBaseTransport:
+        return AsyncPinnedTransport(**_arguments(super()._init_proxy_transport, args, kwargs))
 
 
 def proxy(
@@ -95,8 +195,10 @@ def transport(
     capath: str | None = None,
     cadata: str | bytes | None = None,
     **kwargs: Any,
-) -> httpx.HTTPTransport:
+) -> PinnedTransport:
     """Return a pinned ``httpx.HTTPTransport`` (e.g. to mount, or to set ``retries=``).
+
+    It refuses an ``sni_hostname`` request extension other than a pinned URL host.
 
     Example::
 
@@ -108,7 +210,7 @@ def transport(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
-    t = httpx.HTTPTransport(verify=ctx, **kwargs)
+    t = PinnedTransport(verify=ctx, **kwargs)
     _PINNED_TRANSPORTS.add(t)
     return t
 
@@ -121,8 +223,10 @@ def async_transport(
     capath: str | None = None,
     cadata: str | bytes | None = None,
     **kwargs: Any,
-) -> httpx.AsyncHTTPTransport:
+) -> AsyncPinnedTransport:
     """Return a pinned ``httpx.AsyncHTTPTransport``.
+
+    It refuses an ``sni_hostname`` request extension other than a pinned URL host.
 
     Example::
 
@@ -134,7 +238,7 @@ def async_transport(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
-    t = httpx.AsyncHTTPTransport(verify=ctx, **kwargs)
+    t = AsyncPinnedTransport(verify=ctx, **kwargs)
     _PINNED_TRANSPORTS.add(t)
     return t
 
@@ -162,6 +266,14 @@ def client(
     Raises:
         PinConfigurationError: an argument would bypass the pinned context.
 
+    A request to a pinned host with an ``sni_hostname`` extension naming another host raises
+    ``httpx.ConnectError`` (from :class:`tlspin.PinningUnavailableError`, reason
+    ``"server-name-mismatch"``) before any connection is made.
+
+    .. versionchanged:: Unreleased
+        Refuses ``sni_hostname`` other than a pinned URL host (its connection was pooled for the
+        URL's host without that host's pin check).
+
     Example::
 
         with client(policy, cafile="ca.pem", http2=True) as c:
@@ -172,7 +284,7 @@ def client(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
-    return httpx.Client(verify=ctx, **kwargs)
+    return _PinnedClient(verify=ctx, **kwargs)
 
 
 def async_client(
@@ -198,4 +310,4 @@ def async_client(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
-    return httpx.AsyncClient(verify=ctx, **kwargs)
+    return _PinnedAsyncClient(verify=ctx, **kwargs)
