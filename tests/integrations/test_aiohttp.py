@@ -9,10 +9,16 @@ import ssl
 import aiohttp
 import pytest
 
-from tlspin import PinConfigurationError, PinningUnavailableError, PinPolicy, create_context
+from tlspin import (
+    PinConfigurationError,
+    PinMismatchError,
+    PinningUnavailableError,
+    PinPolicy,
+    create_context,
+)
 from tlspin.integrations import aiohttp as tp_aiohttp
 
-from .conftest import BODY, Origins, Pki
+from .conftest import BODY, Origins, Pki, Route
 from .helpers import assert_refused, pin_errors, url_for
 
 HOST = "127.0.0.1"
@@ -90,3 +96,85 @@ def test_ssl_options_are_refused(good_policy: PinPolicy) -> None:
         await conn.close()
 
     asyncio.run(build())
+
+
+ROUTES = ("direct", "connect", "https-proxy")
+
+
+async def _get_via(policy: PinPolicy, cafile: str, url: str, route: Route, **kw: object) -> bytes:
+    proxy = route.proxy_url if route.proxy is not None else None
+    async with (
+        tp_aiohttp.session(policy, cafile=cafile, trust_env=False) as s,
+        s.get(url, proxy=proxy, **kw) as r,  # type: ignore[arg-type]
+    ):
+        return await r.read()
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize(
+    "overrides",
+    [{"ssl": False, "server_hostname": "localhost"}, {"server_hostname": "localhost"}],
+    ids=["ssl-false-and-other-name", "other-name"],
+)
+def test_the_url_host_decides(
+    pki: Pki,
+    origins: Origins,
+    proxies: dict[str, Route],
+    good_policy: PinPolicy,
+    route: str,
+    overrides: dict[str, object],
+) -> None:
+    """server_hostname naming an unpinned host cannot stand in for the pinned URL host.
+
+    The attack: ssl=False (or the pinned context itself) with server_hostname="localhost" on
+    https://127.0.0.1, which is pinned: the check ran for "localhost", which is not, so the
+    forged leaf passed (or nothing was verified at all).
+    """
+    mitm = origins.mitm[HOST]
+    connections, tunnels = (
+        mitm.connections,
+        len(proxies[route].proxy.connects) if route != "direct" else 0,
+    )
+    with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:
+        asyncio.run(
+            _get_via(good_policy, pki.cafile, url_for(HOST, mitm.port), proxies[route], **overrides)
+        )
+    (error,) = pin_errors(excinfo.value)
+    assert isinstance(error, PinningUnavailableError)
+    assert error.reason == "server-name-mismatch"
+    assert error.hostname == HOST
+    assert mitm.connections == connections
+    assert mitm.received == b""
+    if route != "direct":
+        assert len(proxies[route].proxy.connects) == tunnels  # refused before the proxy too
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_server_hostname_naming_the_url_host_or_a_pinned_host_works(
+    pki: Pki, origins: Origins, proxies: dict[str, Route], good_policy: PinPolicy, route: str
+) -> None:
+    """Twin: server_hostname spelling the URL host passes; one naming a pinned host is checked."""
+    good, mitm = origins.good[HOST], origins.mitm[HOST]
+    via = proxies[route]
+    body = asyncio.run(
+        _get_via(good_policy, pki.cafile, url_for(HOST, good.port), via, server_hostname=HOST)
+    )
+    assert body == BODY
+    # An unpinned URL host with a pinned server name: that name's pins are checked.
+    url = f"https://localhost:{good.port}/"
+    assert asyncio.run(_get_via(good_policy, pki.cafile, url, via, server_hostname=HOST)) == BODY
+    # aiohttp.ClientError: on 3.11/3.12 a CPython bug masks a TLS-in-TLS failure's type.
+    with pytest.raises(aiohttp.ClientError) as excinfo:
+        asyncio.run(
+            _get_via(
+                good_policy,
+                pki.cafile,
+                f"https://localhost:{mitm.port}/",
+                via,
+                server_hostname=HOST,
+            )
+        )
+    assert isinstance(pin_errors(excinfo.value)[0], PinMismatchError)
+    # ...and ssl=False stays refused for it.
+    with pytest.raises(aiohttp.ClientConnectorCertificateError, match="ssl=False"):
+        asyncio.run(_get_via(good_policy, pki.cafile, url, via, server_hostname=HOST, ssl=False))

@@ -11,7 +11,8 @@ import ssl
 from collections.abc import Iterator
 
 from tlspin.context import PolicySource, create_context, policy_of
-from tlspin.exceptions import PinConfigurationError, PinVerificationError
+from tlspin.exceptions import PinConfigurationError, PinVerificationError, PolicyError
+from tlspin.hosts import canonical_host
 from tlspin.policy import PinPolicy
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "is_pinned_host",
     "pinned_context",
     "policy_source",
+    "same_host",
     "trust_context",
 ]
 
@@ -102,6 +104,17 @@ def is_pinned_host(ctx: ssl.SSLContext, host: str | None) -> bool:
         return bool(policy.rules_for(host.strip("[]")))
     except PinConfigurationError:
         return bool(policy.rules)
+
+
+def same_host(a: str, b: str) -> bool:
+    """Return True if *a* and *b* are spellings of one host (False if either is malformed).
+
+    Integrations use it where a client lets the TLS server name differ from the URL's host.
+    """
+    try:
+        return canonical_host(a.strip("[]")) == canonical_host(b.strip("[]"))
+    except PolicyError:
+        return False
 
 
 def trust_context(

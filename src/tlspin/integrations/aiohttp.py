@@ -22,13 +22,13 @@ turns it into ``ClientConnectionError`` ← ``TypeError`` ← the pin error; see
 from __future__ import annotations
 
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import aiohttp
 
 from tlspin.context import PolicySource
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
-from tlspin.integrations._common import is_pinned_host, pinned_context
+from tlspin.integrations._common import is_pinned_host, pinned_context, same_host
 from tlspin.policy import PinPolicy
 
 if TYPE_CHECKING:
@@ -43,34 +43,64 @@ _REFUSED = ("ssl", "ssl_context", "verify_ssl", "fingerprint")
 
 
 class PinnedTCPConnector(aiohttp.TCPConnector):
-    """A ``TCPConnector`` that refuses per-request TLS overrides for pinned hosts.
+    """A ``TCPConnector`` on which the URL's host decides what is checked.
 
-    ``session.get(url, ssl=False)`` (or another unpinned context, a context pinned to a policy
-    that does not pin the host, or a ``Fingerprint``) would otherwise skip the pinned context for
-    that request. Build it with :func:`connector`.
+    For a URL whose host is pinned it refuses, before connecting:
+
+    * a per-request ``ssl=`` that would skip its pins: ``ssl=False``, a ``Fingerprint``, a
+      context not pinned by tlspin, or one pinned to a policy that does not pin the host;
+    * a ``server_hostname=`` naming another host: the TLS check runs for the server name, so
+      the other name's pins (or none) would stand in for the URL host's, while the request, its
+      cookies and credentials go to the URL host.
+
+    A ``server_hostname`` that is itself pinned keeps its own pins whatever the URL (an
+    unverified ``ssl=`` is refused for it too). Build it with :func:`connector`.
+
+    .. versionchanged:: Unreleased
+        The URL's host decides: ``ssl=False`` with ``server_hostname=<unpinned name>`` on a
+        pinned URL was let through, and so was ``server_hostname`` naming another host.
     """
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: ClientTimeout
     ) -> Connection:
-        """Refuse an unpinned per-request ``ssl=`` for a pinned host, then connect."""
+        """Refuse a request that would reach a pinned host unchecked, then connect."""
         ctx = self._ssl
-        override = req.ssl
-        if req.is_ssl() and isinstance(ctx, ssl.SSLContext) and override is not True:
-            host = req.server_hostname or req.url.raw_host
-            # A context pinned by tlspin is accepted only if its own policy pins this host too:
-            # one pinned to another (or an empty) policy would check nothing here.
-            if is_pinned_host(ctx, host) and not (
-                isinstance(override, ssl.SSLContext) and is_pinned_host(override, host)
-            ):
-                msg = (
-                    f"refused a request to {host} with ssl={override!r}: the host is pinned, and "
-                    "a per-request ssl= would bypass the pinned context (drop ssl=, or pass a "
-                    "context made with tlspin.create_context)"
-                )
-                error = PinningUnavailableError(msg, hostname=host, reason="verification-off")
-                raise aiohttp.ClientConnectorCertificateError(req.connection_key, error)
+        if req.is_ssl() and isinstance(ctx, ssl.SSLContext):
+            _check_request(ctx, req)
         return await super().connect(req, traces, timeout)
+
+
+def _refuse(req: ClientRequest, host: str, msg: str, reason: str) -> NoReturn:
+    error = PinningUnavailableError(msg, hostname=host, reason=reason)
+    raise aiohttp.ClientConnectorCertificateError(req.connection_key, error)
+
+
+def _check_request(ctx: ssl.SSLContext, req: ClientRequest) -> None:
+    url_host = req.url.raw_host or ""
+    name = req.server_hostname or None  # aiohttp uses the URL host for "" too
+    if name is not None and is_pinned_host(ctx, url_host) and not same_host(name, url_host):
+        msg = (
+            f"refused a request to {url_host} with server_hostname={name!r}: {url_host} is "
+            f"pinned, and TLS would be checked for {name!r} instead (expected no "
+            f"server_hostname, or {url_host!r})"
+        )
+        _refuse(req, url_host, msg, "server-name-mismatch")
+    override = req.ssl
+    if override is True:
+        return
+    for host in dict.fromkeys(h for h in (url_host, name) if h):
+        # A context pinned by tlspin is accepted only if its own policy pins this host too:
+        # one pinned to another (or an empty) policy would check nothing here.
+        if is_pinned_host(ctx, host) and not (
+            isinstance(override, ssl.SSLContext) and is_pinned_host(override, host)
+        ):
+            msg = (
+                f"refused a request to {host} with ssl={override!r}: the host is pinned, and "
+                "a per-request ssl= would bypass the pinned context (drop ssl=, or pass a "
+                "context made with tlspin.create_context)"
+            )
+            _refuse(req, host, msg, "verification-off")
 
 
 def connector(

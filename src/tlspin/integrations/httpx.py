@@ -30,9 +30,13 @@ from typing import Any
 import httpx
 
 from tlspin.context import PolicySource
-from tlspin.exceptions import PinConfigurationError, PinningUnavailableError, PolicyError
-from tlspin.hosts import canonical_host
-from tlspin.integrations._common import is_pinned_host, pinned_context, trust_context
+from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
+from tlspin.integrations._common import (
+    is_pinned_host,
+    pinned_context,
+    same_host,
+    trust_context,
+)
 from tlspin.policy import PinPolicy
 
 __all__ = [
@@ -51,13 +55,6 @@ _PINNED_TRANSPORTS: weakref.WeakSet[httpx.BaseTransport | httpx.AsyncBaseTranspo
 )
 
 
-def _same_host(a: str, b: str) -> bool:
-    try:
-        return canonical_host(a) == canonical_host(b)
-    except PolicyError:
-        return False
-
-
 def _check_server_name(ctx: ssl.SSLContext, request: httpx.Request) -> None:
     """Refuse a TLS server name other than a pinned URL host (see the module docstring)."""
     sni = request.extensions.get("sni_hostname")
@@ -65,7 +62,7 @@ def _check_server_name(ctx: ssl.SSLContext, request: httpx.Request) -> None:
         return
     name = sni.decode("ascii", "replace") if isinstance(sni, bytes) else str(sni)
     host = request.url.host
-    if _same_host(name, host) or not is_pinned_host(ctx, host):
+    if same_host(name, host) or not is_pinned_host(ctx, host):
         return
     msg = (
         f"refused a request to {host} with sni_hostname={name!r}: {host} is pinned, and a "
