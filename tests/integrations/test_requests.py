@@ -20,6 +20,7 @@ from tlspin import (
 )
 from tlspin.integrations.requests import PinningAdapter, session
 from tlspin.integrations.urllib3 import PinAwareRetry
+from tlspin.testing.pki import CA
 
 from .conftest import BODY, Origins, Pki, Route
 from .helpers import assert_refused, pin_errors, url_for
@@ -279,3 +280,79 @@ def test_verify_false_refused_for_other_spellings_of_a_pinned_host(
             s.get(f"https://{spelling}:{victim.port}/", **kwargs)
     assert victim.connections == connections
     assert victim.received == b""
+
+
+@pytest.fixture(scope="module")
+def unrelated_cafile(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A CA bundle trusting none of the test servers, as a machine's REQUESTS_CA_BUNDLE would."""
+    return str(CA.root("tlspin unrelated bundle").write(tmp_path_factory.mktemp("env-bundle")))
+
+
+ENV_BUNDLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.mark.parametrize("variable", ENV_BUNDLES)
+@pytest.mark.parametrize("trust", ["cafile", "cadata", "ssl_context", "session-verify-path"])
+def test_explicit_trust_store_wins_over_the_environment(
+    pki: Pki,
+    origins: Origins,
+    good_policy: PinPolicy,
+    unrelated_cafile: str,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    trust: str,
+) -> None:
+    """A trust store given to tlspin's session is used though the environment names another.
+
+    requests replaces verify=True (and a session's verify path) with the environment's bundle,
+    so the correctly pinned request failed with a misleading certificate error.
+    """
+    monkeypatch.setenv(variable, unrelated_cafile)
+    good = origins.good[HOST]
+    options: dict[str, Any] = {
+        "cafile": {"cafile": pki.cafile},
+        "cadata": {"cadata": Path(pki.cafile).read_text()},
+        "ssl_context": {"ssl_context": create_context(good_policy, cafile=pki.cafile)},
+        "session-verify-path": {},
+    }[trust]
+    with session(None if trust == "ssl_context" else good_policy, **options) as s:
+        if trust == "session-verify-path":
+            s.verify = pki.cafile
+        assert s.get(url_for(HOST, good.port)).content == BODY
+        if trust != "session-verify-path":  # verify=True asks for the adapter's own trust
+            assert s.get(url_for(HOST, good.port), verify=True).content == BODY
+        # Pins still apply under the explicit trust store.
+        victim = origins.victim[HOST]
+        bad = PinPolicy.from_mapping({HOST: list(pki.unrelated_pins)})
+        if trust != "ssl_context":
+            with session(bad, **options) as s2:
+                if trust == "session-verify-path":
+                    s2.verify = pki.cafile
+                with pytest.raises(requests.exceptions.SSLError) as excinfo:
+                    s2.get(url_for(HOST, victim.port))
+            assert_refused(excinfo.value, victim)
+
+
+@pytest.mark.parametrize("variable", ENV_BUNDLES)
+def test_environment_bundle_applies_without_an_explicit_one_and_errors_say_so(
+    origins: Origins,
+    good_policy: PinPolicy,
+    root_only_cafile: str,
+    unrelated_cafile: str,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    """Twin: with no trust store given, the environment's applies, and its failure names it."""
+    good = origins.good[HOST]
+    monkeypatch.setenv(variable, root_only_cafile)
+    with session(good_policy) as s:
+        assert s.get(url_for(HOST, good.port)).content == BODY
+    monkeypatch.setenv(variable, unrelated_cafile)
+    with session(good_policy) as s, pytest.raises(requests.exceptions.SSLError) as excinfo:
+        s.get(url_for(HOST, good.port))
+    message = str(excinfo.value)
+    assert "CERTIFICATE_VERIFY_FAILED" in message
+    assert f"the CA bundle was {unrelated_cafile}, from {variable}" in message
+    # An explicit verify= path per request wins over the environment, as it does in requests.
+    with session(good_policy) as s:
+        assert s.get(url_for(HOST, good.port), verify=root_only_cafile).content == BODY

@@ -8,6 +8,10 @@ it:
   shared context on every new connection (about 15 ms each with certifi); the adapter clears it;
 * ``verify=<path>`` (per session or per request, or ``REQUESTS_CA_BUNDLE``) gets its own pinned
   context for that trust store, built once and cached;
+* the session from :func:`session` lets an explicit trust store win over ``REQUESTS_CA_BUNDLE``
+  and ``CURL_CA_BUNDLE`` (requests would replace it with theirs): ``cafile=``, ``capath=``,
+  ``cadata=`` or ``ssl_context=``, and a ``verify=<path>`` set on the session. Where the
+  environment's bundle does apply, a TLS error says that it came from there;
 * ``verify=False`` is refused for pinned hosts (and keeps working for other hosts, on a
   separate pool that never touches the pinned context);
 * the session from :func:`session` refuses ``mount()`` of any other adapter on an ``https``
@@ -23,10 +27,12 @@ A pin failure surfaces as ``requests.exceptions.SSLError`` with the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import DEFAULT_RETRIES, BaseAdapter, HTTPAdapter
@@ -43,6 +49,9 @@ from tlspin.integrations._common import (
 )
 from tlspin.integrations.urllib3 import PinAwareRetry
 from tlspin.policy import PinPolicy
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 __all__ = ["PinningAdapter", "session"]
 
@@ -217,6 +226,47 @@ class PinningAdapter(HTTPAdapter):
             conn.key_file = None
 
 
+    @property
+    def explicit_trust(self) -> bool:
+        """True if the adapter was given its trust store (CA options or a pinned context)."""
+        return not self._own_ctx or any(
+            x is not None for x in (self._cafile, self._capath, self._cadata)
+        )
+
+    def send(  # noqa: PLR0917 - HTTPAdapter.send's own signature
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float, float] | tuple[float, None] | None = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        """Send; a TLS error under the environment's CA bundle names the variable."""
+        try:
+            return super().send(request, stream, timeout, verify, cert, proxies)
+        except SSLError as exc:
+            found = _environment_bundle()
+            if found is None or not isinstance(verify, str) or verify != found[1]:
+                raise
+            name, path = found
+            msg = (
+                f"{exc} (the CA bundle was {path}, from {name}: requests puts it in place of "
+                "the session's trust store; give tlspin's session cafile= (or verify=<path>) to "
+                f"choose the trust store yourself, or unset {name})"
+            )
+            raise SSLError(msg, request=request) from exc
+
+
+def _environment_bundle() -> tuple[str, str] | None:
+    """The CA bundle requests takes from the environment, as (variable, path), if any."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        value = os.environ.get(name)
+        if value:
+            return name, value
+    return None
+
+
 class _PinnedSession(requests.Session):
     """A ``Session`` whose ``https`` prefixes only take pinning adapters.
 
@@ -228,6 +278,7 @@ class _PinnedSession(requests.Session):
         self._tlspin_init = True  # requests.Session.__init__ mounts a plain adapter on https://
         super().__init__()
         self._tlspin_init = False
+        self._tlspin_main = adapter
         self.mount("https://", adapter)
 
     def mount(self, prefix: str | bytes, adapter: BaseAdapter) -> None:
@@ -246,6 +297,41 @@ class _PinnedSession(requests.Session):
             raise PinConfigurationError(msg)
         super().mount(prefix, adapter)
 
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: Any,
+        stream: bool | None,
+        verify: Any,
+        cert: Any,
+    ) -> _Settings:
+        """Merge as requests does, except that an explicit trust store beats the environment.
+
+        requests replaces ``verify=True`` (or unset) with ``REQUESTS_CA_BUNDLE`` or
+        ``CURL_CA_BUNDLE`` whenever one is set, even over a ``verify`` path set on the session,
+        and so over the CA file given to tlspin: the correctly pinned request then failed
+        with a misleading certificate error.
+        """
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if not self.trust_env or _environment_bundle() is None:
+            return settings
+        if verify is None and isinstance(self.verify, str):
+            settings["verify"] = self.verify  # the session's own path, set by the caller
+        elif (verify is True or (verify is None and self.verify is True)) and (
+            self._tlspin_adapter(url.decode("latin-1") if isinstance(url, bytes) else url or "")
+            .explicit_trust
+        ):
+            settings["verify"] = True  # the adapter's pinned context and its trust store
+        return settings
+
+    def _tlspin_adapter(self, url: str) -> PinningAdapter:
+        """The pinning adapter for *url*, or for https:// (where a redirect may go)."""
+        with contextlib.suppress(requests.exceptions.InvalidSchema):
+            adapter = self.get_adapter(url)
+            if isinstance(adapter, PinningAdapter):
+                return adapter
+        return self._tlspin_main
+
 
 def session(
     policy: PinPolicy | PolicySource | None = None,
@@ -263,6 +349,14 @@ def session(
     Arguments are those of :class:`PinningAdapter`. Mounting any other adapter on an ``https``
     prefix of this session raises :class:`tlspin.PinConfigurationError` (it would bypass the
     pins); mount another :class:`PinningAdapter` instead.
+
+    A trust store given here (``cafile=``, ``capath=``, ``cadata=``, ``ssl_context=``), or a
+    ``verify=<path>`` set on the session, wins over ``REQUESTS_CA_BUNDLE`` and
+    ``CURL_CA_BUNDLE``; without one, those variables replace the system store as in requests,
+    and a TLS error then names the variable.
+
+    .. versionchanged:: Unreleased
+        An explicit trust store wins over ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``.
 
     Example::
 
