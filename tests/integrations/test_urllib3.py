@@ -172,3 +172,64 @@ def test_proxy_cafile_shortcut(
             proxy_cafile=path,
             proxy_ssl_context=ssl.create_default_context(),
         )
+
+
+@pytest.mark.parametrize("where", ["manager", "pool_kwargs", "proxy-manager"])
+def test_server_hostname_cannot_stand_in_for_a_pinned_host(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, proxies: dict[str, Route], where: str
+) -> None:
+    """server_hostname naming an unpinned host is refused for a pinned URL host.
+
+    The attack: server_hostname="localhost" (unpinned) on the pinned https://127.0.0.1 had
+    urllib3 verify the forged leaf as "localhost", and the pin check ran for that name.
+    """
+    mitm = origins.mitm[HOST]
+    url = url_for(HOST, mitm.port)
+    connections = mitm.connections
+
+    def attempt() -> object:
+        if where == "manager":
+            manager = pool_manager(good_policy, cafile=pki.cafile, server_hostname="localhost")
+            return manager.request("GET", url, retries=False)
+        if where == "proxy-manager":
+            manager = proxy_manager(
+                proxies["connect"].proxy_url, good_policy, cafile=pki.cafile,
+                server_hostname="localhost",
+            )  # fmt: skip
+            return manager.request("GET", url, retries=False)
+        manager = pool_manager(good_policy, cafile=pki.cafile)
+        pool = manager.connection_from_url(url, pool_kwargs={"server_hostname": "localhost"})
+        return pool.urlopen("GET", "/", retries=False)
+
+    with pytest.raises(PinConfigurationError, match="server_hostname='localhost'"):
+        attempt()
+    assert mitm.connections == connections
+    assert mitm.received == b""
+
+
+def test_server_hostname_naming_the_url_host_or_a_pinned_host_works(
+    pki: Pki, origins: Origins, good_policy: PinPolicy
+) -> None:
+    """Twin: server_hostname spelling the URL host passes; naming a pinned host gets its pins."""
+    good, mitm = origins.good[HOST], origins.mitm[HOST]
+    manager = pool_manager(good_policy, cafile=pki.cafile, server_hostname=HOST)
+    assert manager.request("GET", url_for(HOST, good.port)).data == BODY
+    assert manager.request("GET", f"https://localhost:{good.port}/").data == BODY
+    with pytest.raises(MaxRetryError) as excinfo:
+        manager.request("GET", f"https://localhost:{mitm.port}/")
+    assert isinstance(pin_errors(excinfo.value)[0], PinMismatchError)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("ca_certs", "/etc/ssl/certs/ca-certificates.crt"), ("assert_hostname", False)],
+)
+def test_per_call_pool_kwargs_that_would_mutate_the_context_are_refused(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, key: str, value: object
+) -> None:
+    """pool_kwargs of one call are checked like the manager's own options."""
+    manager = pool_manager(good_policy, cafile=pki.cafile)
+    url = url_for(HOST, origins.good[HOST].port)
+    with pytest.raises(PinConfigurationError, match=key):
+        manager.connection_from_url(url, pool_kwargs={key: value})
+    assert manager.request("GET", url).data == BODY  # twin: without them, all is well

@@ -23,17 +23,19 @@ from types import TracebackType
 from typing import Any, Self
 
 import urllib3
-from urllib3.connectionpool import ConnectionPool
+from urllib3.connectionpool import ConnectionPool, HTTPConnectionPool
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-from tlspin.context import PolicySource
+from tlspin.context import PolicySource, create_context
 from tlspin.exceptions import PinConfigurationError
 from tlspin.integrations._common import (
+    check_proxy_context,
     find_pin_error,
+    is_pinned_host,
     pinned_context,
     policy_source,
-    trust_context,
+    same_host,
 )
 from tlspin.policy import PinPolicy
 
@@ -103,6 +105,49 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
         raise PinConfigurationError(msg)
 
 
+def _check_request_context(ctx: ssl.SSLContext, context: dict[str, Any]) -> None:
+    """Check a pool's settings, the per-call ``pool_kwargs`` included, before urllib3 uses them."""
+    _check_kwargs(context)
+    host, name = context.get("host"), context.get("server_hostname")
+    if (
+        name is not None
+        and str(context.get("scheme", "")).lower() == "https"
+        and is_pinned_host(ctx, host)
+        and not same_host(str(name), str(host))
+    ):
+        msg = (
+            f"server_hostname={name!r} is not accepted for {host}: {host} is pinned, and TLS "
+            f"would be checked for {name!r} instead (expected no server_hostname, or {host!r})"
+        )
+        raise PinConfigurationError(msg)
+
+
+class _PinnedPoolManager(urllib3.PoolManager):
+    """A ``PoolManager`` that checks every pool's settings, ``pool_kwargs`` of a call included."""
+
+    def __init__(self, *args: Any, tlspin_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tlspin_context = tlspin_context
+
+    def connection_from_context(self, request_context: dict[str, Any]) -> HTTPConnectionPool:
+        """Refuse settings that would skip or weaken the pin check, then get the pool."""
+        _check_request_context(self._tlspin_context, request_context)
+        return super().connection_from_context(request_context)
+
+
+class _PinnedProxyManager(urllib3.ProxyManager):
+    """The ``ProxyManager`` twin of `_PinnedPoolManager`."""
+
+    def __init__(self, *args: Any, tlspin_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tlspin_context = tlspin_context
+
+    def connection_from_context(self, request_context: dict[str, Any]) -> HTTPConnectionPool:
+        """Refuse settings that would skip or weaken the pin check, then get the pool."""
+        _check_request_context(self._tlspin_context, request_context)
+        return super().connection_from_context(request_context)
+
+
 def pool_manager(
     policy: PinPolicy | PolicySource | None = None,
     *,
@@ -125,7 +170,13 @@ def pool_manager(
         kwargs: other ``PoolManager`` arguments (``num_pools``, ``maxsize``, ``headers``…).
 
     Raises:
-        PinConfigurationError: an argument would weaken or bypass the pinned context.
+        PinConfigurationError: an argument would weaken or bypass the pinned context, or a
+            request's pool settings would (``server_hostname`` naming another host than a
+            pinned one, options that mutate the shared context).
+
+    .. versionchanged:: Unreleased
+        Checks each pool's settings, ``pool_kwargs`` included: ``server_hostname`` naming
+        another host than a pinned one had the check run for that other name.
 
     Example::
 
@@ -137,8 +188,11 @@ def pool_manager(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
-    return urllib3.PoolManager(
-        ssl_context=ctx, retries=PinAwareRetry(3) if retries is None else retries, **kwargs
+    return _PinnedPoolManager(
+        ssl_context=ctx,
+        retries=PinAwareRetry(3) if retries is None else retries,
+        tlspin_context=ctx,
+        **kwargs,
     )
 
 
@@ -170,15 +224,23 @@ def proxy_manager(
         cafile: CA bundle for origins (with *policy* only).
         capath: CA directory for origins (with *policy* only).
         cadata: PEM CAs for origins (with *policy* only).
-        proxy_ssl_context: context for TLS to an ``https://`` proxy (may be pinned too).
-        proxy_cafile: shortcut: trust this CA bundle for the proxy (no pins).
+        proxy_ssl_context: context for TLS to an ``https://`` proxy; if the policy pins the
+            proxy's host, it must be pinned for it too (default: the system store, with the
+            policy's pins).
+        proxy_cafile: shortcut: trust this CA bundle for the proxy (with the policy's pins).
         use_forwarding_for_https: refused when anything is pinned: the proxy would receive the
             whole request in clear and no origin TLS would exist to pin.
         retries: urllib3 retries; the default is :class:`PinAwareRetry` ``(3)``.
         kwargs: other ``ProxyManager`` arguments (``proxy_headers``, ``num_pools``…).
 
     Raises:
-        PinConfigurationError: an argument would weaken or bypass the pinned context.
+        PinConfigurationError: an argument would weaken or bypass the pinned context, or a
+            request's pool settings would (``server_hostname`` naming another host than a
+            pinned one, options that mutate the shared context).
+
+    .. versionchanged:: Unreleased
+        The proxy's TLS leg is checked against the policy's pins for the proxy host, and
+        ``server_hostname`` cannot name another host than a pinned one.
 
     Example::
 
@@ -203,20 +265,27 @@ def proxy_manager(
         if proxy_ssl_context is not None:
             msg = "pass either proxy_ssl_context or proxy_cafile, not both"
             raise PinConfigurationError(msg)
-        proxy_ssl_context = trust_context(cafile=proxy_cafile)
+        proxy_ssl_context = create_context(source, cafile=proxy_cafile)
+    elif proxy_ssl_context is None and proxy_url.lower().startswith("https:"):
+        # urllib3 would trust the system store for the proxy without pins; the same trust, with
+        # the policy's pins for the proxy's host if it has any.
+        proxy_ssl_context = create_context(source)
+    check_proxy_context(ctx, urllib3.util.parse_url(proxy_url).host, proxy_ssl_context)
     if use_forwarding_for_https:
         # No origin TLS exists in forwarding mode; urllib3 wants the context for the proxy leg.
-        return urllib3.ProxyManager(
+        return _PinnedProxyManager(
             proxy_url,
             proxy_ssl_context=proxy_ssl_context if proxy_ssl_context is not None else ctx,
             use_forwarding_for_https=True,
             retries=PinAwareRetry(3) if retries is None else retries,
+            tlspin_context=ctx,
             **kwargs,
         )
-    return urllib3.ProxyManager(
+    return _PinnedProxyManager(
         proxy_url,
         ssl_context=ctx,
         proxy_ssl_context=proxy_ssl_context,
         retries=PinAwareRetry(3) if retries is None else retries,
+        tlspin_context=ctx,
         **kwargs,
     )
