@@ -16,6 +16,7 @@ from tlspin.hosts import canonical_host
 from tlspin.policy import PinPolicy
 
 __all__ = [
+    "check_proxy_context",
     "find_pin_error",
     "is_pinned_host",
     "pinned_context",
@@ -115,6 +116,30 @@ def same_host(a: str, b: str) -> bool:
         return canonical_host(a.strip("[]")) == canonical_host(b.strip("[]"))
     except PolicyError:
         return False
+
+
+def check_proxy_context(
+    ctx: ssl.SSLContext, proxy_host: str | None, proxy_ctx: ssl.SSLContext | None
+) -> None:
+    """Refuse a context for an HTTPS proxy's TLS leg that would skip pins the policy has for it.
+
+    *ctx* is the integration's pinned context; when its policy pins *proxy_host*, the proxy's
+    own context must be pinned for that host as well.
+
+    Raises:
+        PinConfigurationError: the proxy host is pinned and *proxy_ctx* does not check it.
+    """
+    if not is_pinned_host(ctx, proxy_host) or (
+        proxy_ctx is not None and is_pinned_host(proxy_ctx, proxy_host)
+    ):
+        return
+    found = "none" if proxy_ctx is None else "one that pins nothing for it"
+    msg = (
+        f"the policy pins the proxy host {proxy_host}, but the context for the TLS to the "
+        f"proxy ({found}) would not check those pins; pass one made with "
+        "tlspin.create_context(policy, cafile=...)"
+    )
+    raise PinConfigurationError(msg)
 
 
 def trust_context(

@@ -29,9 +29,10 @@ from typing import Any
 
 import httpx
 
-from tlspin.context import PolicySource
+from tlspin.context import PolicySource, create_context
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 from tlspin.integrations._common import (
+    check_proxy_context,
     is_pinned_host,
     pinned_context,
     same_host,
@@ -73,6 +74,16 @@ def _check_server_name(ctx: ssl.SSLContext, request: httpx.Request) -> None:
     raise httpx.ConnectError(msg, request=request) from cause
 
 
+def _check_proxy(ctx: ssl.SSLContext, proxy: httpx.Proxy | httpx.URL | str | None) -> None:
+    """Refuse an HTTPS proxy whose own TLS leg would skip the policy's pins for its host."""
+    if proxy is None:
+        return
+    if not isinstance(proxy, httpx.Proxy):
+        proxy = httpx.Proxy(url=proxy)
+    if proxy.url.scheme == "https":
+        check_proxy_context(ctx, proxy.url.host, proxy.ssl_context)
+
+
 class PinnedTransport(httpx.HTTPTransport):
     """An ``httpx.HTTPTransport`` on a pinned context that refuses to mix up server names.
 
@@ -82,6 +93,7 @@ class PinnedTransport(httpx.HTTPTransport):
 
     def __init__(self, *, verify: ssl.SSLContext, **kwargs: Any) -> None:
         """Build the transport on the pinned context *verify*."""
+        _check_proxy(verify, kwargs.get("proxy"))
         super().__init__(verify=verify, **kwargs)
         self._tlspin_ctx = verify
 
@@ -96,6 +108,7 @@ class AsyncPinnedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, *, verify: ssl.SSLContext, **kwargs: Any) -> None:
         """Build the transport on the pinned context *verify*."""
+        _check_proxy(verify, kwargs.get("proxy"))
         super().__init__(verify=verify, **kwargs)
         self._tlspin_ctx = verify
 
@@ -136,6 +149,7 @@ def proxy(
     url: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    policy: PinPolicy | PolicySource | None = None,
     cafile: str | None = None,
     auth: tuple[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -145,8 +159,11 @@ def proxy(
     Args:
         url: ``http://``, ``https://`` or ``socks5://`` proxy URL.
         ssl_context: context for TLS to the proxy itself (may be pinned to the proxy's host).
-        cafile: shortcut: trust this CA bundle for the proxy (no pins). Without either, httpx
-            trusts certifi for the proxy.
+        policy: pin the proxy's TLS with this policy (needed when the client's policy pins the
+            proxy's host: a client refuses a proxy whose leg would skip those pins); trusts
+            *cafile*, or the system store.
+        cafile: shortcut: trust this CA bundle for the proxy (no pins unless *policy*). Without
+            any of these, httpx trusts certifi for the proxy.
         auth: proxy credentials.
         headers: extra headers for the proxy (CONNECT request).
 
@@ -156,11 +173,14 @@ def proxy(
         with client(policy, proxy=p) as c:
             c.get("https://api.example.com/")
     """
-    if cafile is not None:
+    if cafile is not None or policy is not None:
         if ssl_context is not None:
-            msg = "pass either ssl_context or cafile for the proxy, not both"
+            msg = "pass either ssl_context or cafile/policy for the proxy, not both"
             raise PinConfigurationError(msg)
-        ssl_context = trust_context(cafile=cafile)
+        if policy is not None:
+            ssl_context = create_context(policy, cafile=cafile)
+        else:
+            ssl_context = trust_context(cafile=cafile)
     return httpx.Proxy(url, ssl_context=ssl_context, auth=auth, headers=headers)
 
 

@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from requests.adapters import DEFAULT_RETRIES, BaseAdapter, HTTPAdapter
 from requests.exceptions import SSLError
 from requests.models import PreparedRequest
@@ -42,10 +43,10 @@ from requests.models import PreparedRequest
 from tlspin.context import PolicySource, create_context
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 from tlspin.integrations._common import (
+    check_proxy_context,
     is_pinned_host,
     pinned_context,
     policy_source,
-    trust_context,
 )
 from tlspin.integrations.urllib3 import PinAwareRetry
 from tlspin.policy import PinPolicy
@@ -71,8 +72,10 @@ class PinningAdapter(HTTPAdapter):
         capath: CA directory behind ``verify=True``.
         cadata: PEM CAs behind ``verify=True``.
         proxy_ssl_context: context for TLS to an ``https://`` proxy (default: the adapter's
-            ``verify=True`` trust, without pins).
-        proxy_cafile: shortcut: trust this CA bundle for ``https://`` proxies.
+            ``verify=True`` trust, with the policy's pins for the proxy host if it has any; a
+            context given here must be pinned for a proxy host the policy pins).
+        proxy_cafile: shortcut: trust this CA bundle for ``https://`` proxies (with the
+            policy's pins).
         kwargs: ``HTTPAdapter`` arguments (``pool_connections``, ``pool_maxsize``,
             ``max_retries``…). An integer ``max_retries`` becomes a :class:`PinAwareRetry`.
 
@@ -105,7 +108,7 @@ class PinningAdapter(HTTPAdapter):
             if proxy_ssl_context is not None:
                 msg = "pass either proxy_ssl_context or proxy_cafile, not both"
                 raise PinConfigurationError(msg)
-            proxy_ssl_context = trust_context(cafile=proxy_cafile)
+            proxy_ssl_context = create_context(self._source, cafile=proxy_cafile)
         self._proxy_ctx = proxy_ssl_context
         self._contexts: dict[tuple[_Verify, _Cert], ssl.SSLContext] = {}
         self._lock = threading.Lock()
@@ -133,15 +136,18 @@ class PinningAdapter(HTTPAdapter):
             # The origin's TLS inside the tunnel uses the pinned context.
             proxy_kwargs["ssl_context"] = self._ctx
             if proxy.lower().startswith("https"):
-                proxy_kwargs["proxy_ssl_context"] = self._proxy_context()
+                proxy_ctx = self._proxy_context()
+                check_proxy_context(self._ctx, urllib3.util.parse_url(proxy).host, proxy_ctx)
+                proxy_kwargs["proxy_ssl_context"] = proxy_ctx
         return super().proxy_manager_for(proxy, **proxy_kwargs)
 
     def _proxy_context(self) -> ssl.SSLContext:
         if self._proxy_ctx is None:
             with self._lock:
                 if self._proxy_ctx is None:
-                    self._proxy_ctx = trust_context(
-                        cafile=self._cafile, capath=self._capath, cadata=self._cadata
+                    # The adapter's trust store, and the policy's pins if it pins the proxy.
+                    self._proxy_ctx = create_context(
+                        self._source, cafile=self._cafile, capath=self._capath, cadata=self._cadata
                     )
         return self._proxy_ctx
 

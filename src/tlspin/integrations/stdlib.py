@@ -27,7 +27,7 @@ from typing import Any, cast
 
 from tlspin.context import PolicySource
 from tlspin.exceptions import PinningUnavailableError
-from tlspin.integrations._common import pinned_context
+from tlspin.integrations._common import check_proxy_context, pinned_context
 from tlspin.policy import PinPolicy
 
 __all__ = [
@@ -204,7 +204,9 @@ async def start_tls(
     try:
         await _upgrade(writer, ctx, server_hostname, ssl_handshake_timeout)
     except BaseException:
-        writer.close()
+        # abort(), not close(): nothing may be flushed, and a graceful close of TLS to a proxy
+        # would wait for the proxy's close_notify.
+        writer.transport.abort()
         raise
 
 
@@ -274,10 +276,12 @@ async def open_tunnel(
         capath: CA directory for the origin (with *policy* only).
         cadata: PEM CAs for the origin (with *policy* only).
         proxy_ssl: a context for TLS to the proxy itself (an ``https://`` proxy; the origin's
-            TLS then runs inside the proxy's TLS). None for a plain HTTP proxy.
+            TLS then runs inside the proxy's TLS). None for a plain HTTP proxy. If the policy
+            pins *proxy_host*, it must be pinned for it too (:func:`tlspin.create_context`).
         proxy_headers: extra CONNECT headers (e.g. Proxy-Authorization).
 
     Raises:
+        PinConfigurationError: the policy pins *proxy_host* and *proxy_ssl* would not check it.
         ConnectionError: the proxy refused the tunnel.
         PinningUnavailableError: the proxy sent bytes after its response head, before the
             TLS handshake (reason ``"cleartext-before-tls"``).
@@ -291,6 +295,8 @@ async def open_tunnel(
     ctx = pinned_context(
         policy, ssl_context=ssl_context, cafile=cafile, capath=capath, cadata=cadata
     )
+    if proxy_ssl is not None:
+        check_proxy_context(ctx, proxy_host, proxy_ssl)
     # The stream's default 64 KiB limit also bounds the CONNECT response head.
     reader, writer = await asyncio.open_connection(proxy_host, proxy_port, ssl=proxy_ssl)
     try:
@@ -298,7 +304,7 @@ async def open_tunnel(
         await _connect(reader, writer, f"{proxy_host}:{proxy_port}", target, proxy_headers)
         await _upgrade(writer, ctx, host, None)
     except BaseException:
-        writer.close()
+        writer.transport.abort()
         raise
     return reader, writer
 
