@@ -124,7 +124,9 @@ class PinningUnavailableError(PinVerificationError):
     Raised for a resumed TLS session whose leaf was never checked, a context whose verification
     was switched off after it was pinned, a connection without a server name or with one that
     cannot be canonicalised, and for bytes sent or read in clear on a pinned socket whose
-    handshake failed.
+    handshake failed. The integrations also raise it (or wrap it) for a stream holding bytes
+    received before its TLS upgrade (``cleartext-before-tls``) and for a request that would
+    reach a pinned URL host under another TLS server name (``server-name-mismatch``).
     """
 
 
