@@ -309,12 +309,13 @@ def test_explicit_trust_store_wins_over_the_environment(
     """
     monkeypatch.setenv(variable, unrelated_cafile)
     good = origins.good[HOST]
-    options: dict[str, Any] = {
+    choices: dict[str, dict[str, Any]] = {
         "cafile": {"cafile": pki.cafile},
         "cadata": {"cadata": Path(pki.cafile).read_text()},
         "ssl_context": {"ssl_context": create_context(good_policy, cafile=pki.cafile)},
         "session-verify-path": {},
-    }[trust]
+    }
+    options = choices[trust]
     with session(None if trust == "ssl_context" else good_policy, **options) as s:
         if trust == "session-verify-path":
             s.verify = pki.cafile

@@ -45,7 +45,13 @@ def _leaf_for_names(issuer: CA, names: tuple[str, ...]) -> Leaf:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(issuer.key, hashes.SHA256())  # type: ignore[arg-type]
+        # Python 3.13's default context verifies with X509_STRICT, which wants both.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            False,
+        )
+        .sign(issuer.key, hashes.SHA256())
     )
     return Leaf(cert, key, issuer.chain)
 
