@@ -29,3 +29,18 @@ def test_field_list_check_sees_a_wrong_name() -> None:
     text = "a `tlspin.Violation` (`host`, `port`) for the policy's observers"
     assert _violation_fields_in(text) == ["host", "port"]
     assert _violation_fields_in(text) != [f.name for f in dataclasses.fields(tlspin.Violation)]
+
+
+def _project_version() -> str:
+    import tomllib
+
+    pyproject = README.with_name("pyproject.toml").read_text(encoding="utf-8")
+    return str(tomllib.loads(pyproject)["project"]["version"])
+
+
+def test_readme_names_the_files_the_build_writes() -> None:
+    """The README's install commands name dist/ files of the version pyproject.toml builds."""
+    named = re.findall(r"dist/tlspin-([^-\s'\"`]+?)(?:\.tar\.gz|-py3-none-any\.whl)",
+                       README.read_text(encoding="utf-8"))
+    assert named, "the README no longer names the built sdist and wheel"
+    assert set(named) == {_project_version()}
