@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -307,10 +308,15 @@ class DocSession:
 
         path = self.home / f"block-{block.line}.toml"
         path.write_text(block.text, encoding="utf-8")
-        try:
-            policy = PinPolicy.load(path)
-        except ValueError as exc:  # PolicyError: the message names the line and the key
-            return Result(False, f"PinPolicy.load refused the policy: {exc}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                policy = PinPolicy.load(path)
+            except ValueError as exc:  # PolicyError: the message names the line and the key
+                return Result(False, f"PinPolicy.load refused the policy: {exc}")
+        if caught:
+            return Result(False, "".join(f"PinPolicy.load warned: {w.category.__name__}: "
+                                         f"{w.message}\n" for w in caught))
         return Result(True, f"loaded {len(policy.rules)} rule(s)")
 
     def _pytest(self, block: Block) -> Result:
