@@ -44,6 +44,9 @@ LONG_RUNNING = (
     (re.compile(r"^(?:tlspin |\./scripts/)demo\b(?!.*--once)"), re.compile(r"press Ctrl-C")),
 )
 _OK_STOP = (0, 130, -signal.SIGINT)
+# Plugins of this venv that a reader's pytest would not have; they cost seconds.
+_PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "no:schemathesis", "-p",
+                "no:hypothesispytest", "-p", "no:anyio")
 # Commands run as if typed at a terminal: SIGINT and SIGQUIT back at their defaults (pytest may
 # run with them ignored, as scripts/test starts it in the background, and an ignored signal
 # stays ignored in every child; bash cannot undo it), then bash.
@@ -58,11 +61,9 @@ _LAUNCH = (
 def shell(command: str) -> list[str]:
     """The argv that runs *command* like a terminal would."""
     return [sys.executable, "-S", "-c", _LAUNCH, command]
-_PYTEST_ARGS = ("-q", "-p", "no:cacheprovider", "-p", "no:schemathesis", "-p",
-                "no:hypothesispytest", "-p", "no:anyio")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
     """What one block did: ok, and the story of its run (commands, output, errors)."""
 
