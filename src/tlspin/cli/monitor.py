@@ -357,7 +357,8 @@ def _print_findings(report: ScanReport) -> None:
 @click.option("--log-key", type=click.Path(dir_okay=False, exists=True),
               help="The log's PEM public key: verify every signed tree head.")
 @click.option("--from-file", type=click.Path(dir_okay=False, exists=True),
-              help="A crt.sh-style JSON export instead of a log (see docs for key fields).")
+              help="A crt.sh-style JSON export instead of a log (its fields: docs/cli.md, "
+              "'The export format').")
 @click.option("--state", type=click.Path(dir_okay=False),
               help="Remembered log positions [default: $XDG_STATE_HOME/tlspin/ct-state.json].")
 @click.option("--start", type=click.IntRange(0), help="Read from this index (ignores the state).")

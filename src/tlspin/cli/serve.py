@@ -10,6 +10,7 @@ migrated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
 import os
@@ -172,21 +173,26 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         warn(f"serving plain HTTP on {host}: put a TLS proxy in front, or pass --certfile")
 
     ssl_options = {"ssl_certfile": certfile, "ssl_keyfile": keyfile} if certfile else {}
+    # uvicorn shuts down gracefully on Ctrl-C, then raises it again: after that clean shutdown
+    # the exit status is 0 (as documented), not click's 'Aborted!' (1).
+    clean_exit_on_ctrl_c = contextlib.suppress(KeyboardInterrupt)
     if workers == 1:
         config = uvicorn.Config(
             create_app(dataclasses.replace(settings, migrate=False)),
             host=host, port=port, log_level=log_level, server_header=False,
             proxy_headers=False, **ssl_options,  # type: ignore[arg-type]
         )
-        uvicorn.Server(config).run()
+        with clean_exit_on_ctrl_c:
+            uvicorn.Server(config).run()
         return
     # Worker processes rebuild the settings from the environment (the token in its own
     # variable, never on a command line).
     env = dataclasses.replace(settings, migrate=False).to_env()
     os.environ.update(env)
-    uvicorn.run(
-        "tlspin.collector:create_app_from_env", factory=True, host=host, port=port,
-        workers=workers, log_level=log_level, server_header=False, proxy_headers=False,
-        **ssl_options,  # type: ignore[arg-type]
-    )
+    with clean_exit_on_ctrl_c:
+        uvicorn.run(
+            "tlspin.collector:create_app_from_env", factory=True, host=host, port=port,
+            workers=workers, log_level=log_level, server_header=False, proxy_headers=False,
+            **ssl_options,  # type: ignore[arg-type]
+        )
 
