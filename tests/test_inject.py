@@ -344,6 +344,24 @@ def test_pin_context_accepts_pips_truststore(pki: ServerPKI, tls_server: TLSServ
     refused(tls_server, lambda: fetch(ctx, tls_server))
 
 
+@pytest.mark.parametrize("pins", ["good", "bad"])
+def test_pin_context_after_truststore_injection(
+    pki: ServerPKI, tls_server: TLSServer, pins: str
+) -> None:
+    """pin_context() on ssl.SSLContext() while truststore renames it pins the inner context."""
+    truststore.inject_into_ssl()
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(pki.cafile)
+        tlspin.pin_context(ctx, good(pki) if pins == "good" else bad())
+    finally:
+        truststore.extract_from_ssl()
+    if pins == "good":
+        assert fetch(ctx, tls_server).tlspin_checked  # type: ignore[attr-defined]
+    else:
+        refused(tls_server, lambda: fetch(ctx, tls_server))
+
+
 # -- lifecycle -----------------------------------------------------------------------------------
 
 

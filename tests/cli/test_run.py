@@ -277,7 +277,7 @@ def test_a_program_that_never_imports_ssl_loads_nothing(files: Path) -> None:
 # -- fail closed ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("problem", ["invalid", "missing", "bad pin"])
+@pytest.mark.parametrize("problem", ["invalid", "missing", "bad pin", "empty"])
 def test_bad_policy_stops_before_the_program(files: Path, problem: str) -> None:
     """An unreadable or invalid policy: exit 2, a clear message, the program never starts."""
     policy = files / "broken.toml"
@@ -285,10 +285,13 @@ def test_bad_policy_stops_before_the_program(files: Path, problem: str) -> None:
         policy.write_text("this is not = = toml")
     elif problem == "bad pin":
         policy.write_text('[[rule]]\nhosts = ["a.example"]\npins = ["sha256/short", "sha256/x"]\n')
+    elif problem == "empty":
+        policy.write_text("# no rules\n")
     proc = _tlspin_run(policy, sys.executable, str(files / "marker.py"))
     assert proc.returncode == 2
     assert "RAN USER CODE" not in proc.stderr
-    assert "tlspin run: invalid pin policy, not starting the program" in proc.stderr
+    assert proc.stderr.startswith("error: ")
+    assert "not starting the program" in proc.stderr
     assert str(policy) in proc.stderr
 
 
@@ -297,7 +300,15 @@ def _env_form(policy: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    "case", ["invalid file", "missing file", "relative path", "no policy variable", "stale digest"]
+    "case",
+    [
+        "invalid file",
+        "empty file",
+        "missing file",
+        "relative path",
+        "no policy variable",
+        "stale digest",
+    ],
 )
 def test_child_fails_closed_with_status_70(files: Path, case: str) -> None:
     """In the pinned interpreter itself a policy it cannot apply ends it with status 70 before
@@ -305,8 +316,11 @@ def test_child_fails_closed_with_status_70(files: Path, case: str) -> None:
     """
     bad = files / "bad.toml"
     bad.write_text("[[rule]]\nhosts = 3\n")
+    empty = files / "empty.toml"
+    empty.write_text("")
     env = {
         "invalid file": _env_form(str(bad)),
+        "empty file": _env_form(str(empty)),
         "missing file": _env_form(str(files / "absent.toml")),
         "relative path": _env_form("pins.toml"),
         "no policy variable": _env(PYTHONPATH=str(HOOK_DIR)),

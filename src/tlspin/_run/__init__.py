@@ -113,9 +113,20 @@ def install(path: str, raw: bytes) -> None:
     """In the pinned interpreter: parse the policy bytes the hook read, and inject them.
 
     Raises:
-        PolicyError: the bytes are not a valid policy.
+        PolicyError: the bytes are not a valid policy, or it has no rule.
     """
+    import warnings
+
     from tlspin import policyfile
+    from tlspin.exceptions import SinglePinWarning
     from tlspin.injection import inject
 
-    inject(policyfile.load_bytes(raw, path))
+    with warnings.catch_warnings():
+        # Said once by `tlspin run` (and by `tlspin lint`), not by every interpreter it starts.
+        warnings.simplefilter("ignore", SinglePinWarning)
+        policy = policyfile.load_bytes(raw, path)
+    if not policy.rules:
+        # Asked to pin, with nothing to pin by: a mistake to stop at, not to run through.
+        msg = f"{path}: the pin policy is empty (no [[rule]])"
+        raise PolicyError(msg)
+    inject(policy)

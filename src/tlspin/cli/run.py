@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from tlspin.cli._common import fail, guarded
+
 
 @click.command(
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -31,13 +33,14 @@ import click
     help="Print the directory that goes first on PYTHONPATH, and exit.",
 )
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@guarded
 def run(policy_path: str | None, print_env: bool, hook_dir: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND with every TLS connection Python's ssl module makes checked against FILE.
 
-    The policy is validated first: an unreadable or invalid policy stops here with status 2,
-    before the program starts. The program then runs in place of this command (same process
-    id, signals and exit status) with three variables set, which every Python program it
-    starts inherits: PYTHONPATH (tlspin's start-up hook prepended), TLSPIN_POLICY (the
+    The policy is validated first: an unreadable, invalid or empty policy stops here with
+    status 2, before the program starts. The program then runs in place of this command (same
+    process id, signals and exit status) with three variables set, which every Python program
+    it starts inherits: PYTHONPATH (tlspin's start-up hook prepended), TLSPIN_POLICY (the
     absolute policy path) and TLSPIN_POLICY_SHA256. If a pinned interpreter cannot apply the
     policy (the file changed and became invalid, or tlspin is not installed for it), it exits
     with status 70 before running any of the program's code.
@@ -63,13 +66,18 @@ def run(policy_path: str | None, print_env: bool, hook_dir: bool, command: tuple
     if not command and not print_env:
         msg = "expected a command to run after --, e.g. -- python app.py"
         raise click.UsageError(msg)
-    from tlspin.exceptions import PolicyError
+    import warnings
 
-    try:
-        path, raw, _policy = _run.read_policy(policy_path)
-    except PolicyError as exc:
-        click.echo(f"tlspin run: invalid pin policy, not starting the program: {exc}", err=True)
-        raise SystemExit(2) from None
+    from tlspin.exceptions import PolicyError, SinglePinWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SinglePinWarning)  # `tlspin lint` reports those (TP001)
+        try:
+            path, raw, policy = _run.read_policy(policy_path)
+        except PolicyError as exc:
+            fail(f"invalid pin policy, not starting the program: {exc}")
+    if not policy.rules:
+        fail(f"{path}: the policy is empty (no [[rule]]), not starting the program")
     env = _run.environment(path, raw)
     if print_env:
         for name in ("PYTHONPATH", _run.ENV_POLICY, _run.ENV_DIGEST):
@@ -77,16 +85,14 @@ def run(policy_path: str | None, print_env: bool, hook_dir: bool, command: tuple
         return
     flag = _run.skipped_by(command)
     if flag is not None:
-        click.echo(
-            f"tlspin run: {shlex.join(command)} uses {flag}, which makes Python skip tlspin's "
-            "start-up hook: the program would run unpinned. Drop that option.",
-            err=True,
+        fail(
+            f"{shlex.join(command)} uses {flag}, which makes Python skip tlspin's start-up hook: "
+            "the program would run unpinned; drop that option"
         )
-        raise SystemExit(2)
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         os.execvpe(command[0], list(command), env)  # noqa: S606 - running the user's command is the point
     except OSError as exc:
-        click.echo(f"tlspin run: cannot run {command[0]!r}: {exc.strerror or exc}", err=True)
-        raise SystemExit(127 if isinstance(exc, FileNotFoundError) else 126) from None
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        fail(f"cannot run {command[0]!r}: {exc.strerror or exc}", code=code)
