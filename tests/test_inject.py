@@ -94,9 +94,14 @@ def test_context_made_before_inject_refuses_a_forged_leaf(
 
 def _asyncio_get(ctx: ssl.SSLContext, server: TLSServer) -> bytes:
     async def main() -> bytes:
-        reader, writer = await asyncio.open_connection(
-            *server.address, ssl=ctx, server_hostname=HOST
-        )
+        try:
+            reader, writer = await asyncio.open_connection(
+                *server.address, ssl=ctx, server_hostname=HOST
+            )
+        except ssl.SSLError:
+            # asyncio closes the failed transport in a callback: let it run before the loop ends.
+            await asyncio.sleep(0.01)
+            raise
         try:
             obj = writer.get_extra_info("ssl_object")
             assert isinstance(obj, PinnedSSLObject)
@@ -410,6 +415,21 @@ def test_policy_source_is_read_at_each_handshake(pki: ServerPKI, tls_server: TLS
     tls_server.reset()
     source.policy = bad()
     refused(tls_server, lambda: fetch(ctx, tls_server))
+
+
+def test_policy_source_that_raises_refuses(pki: ServerPKI, tls_server: TLSServer) -> None:
+    """A policy source that fails refuses the connection with a TLS error (asyncio included)."""
+
+    class Broken:
+        def current_policy(self) -> PinPolicy:
+            raise RuntimeError("bundle store unreadable")
+
+    tlspin.inject(Broken())
+    ctx = ssl.create_default_context(cafile=pki.cafile)
+    for call in (lambda: fetch(ctx, tls_server), lambda: _asyncio_get(ctx, tls_server)):
+        error = refused(tls_server, call)
+        assert isinstance(error, PinningUnavailableError)
+        assert "bundle store unreadable" in str(error)
 
 
 def test_inject_refuses_something_else() -> None:

@@ -79,7 +79,15 @@ class _PinState:
         if self._source is None:
             assert current is not None  # Defensive: a fixed policy is set at construction.
             return current
-        policy = self._source.current_policy()
+        try:
+            policy = self._source.current_policy()
+        except Exception as exc:
+            # An ssl.SSLError subclass, so asyncio and every client see a TLS failure.
+            msg = (
+                f"refused the connection: the policy source {type(self._source).__name__} "
+                f"failed ({type(exc).__name__}: {exc})"
+            )
+            raise PinningUnavailableError(msg, reason="no-policy") from exc
         if not isinstance(policy, PinPolicy):
             # A buggy source (e.g. returning None) must refuse clearly, not fail on an attribute.
             msg = (
