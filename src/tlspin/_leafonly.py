@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 
-from tlspin.exceptions import PinMismatchError, PinningUnavailableError
+from tlspin.exceptions import InvalidPinError, PinMismatchError, PinningUnavailableError
 from tlspin.pins import Pin, spki_sha256
 from tlspin.policy import PinPolicy, PinRule
 from tlspin.verify import Verdict, Violation, _get_plan, _Plan, describe_chain, notify
@@ -65,15 +65,27 @@ def check_unverified(
     if isinstance(found, str):
         return Verdict(found, False)
     plan: _Plan = found
-    leaf_spki = spki_sha256(leaf_der)
+    try:
+        leaf_spki = spki_sha256(leaf_der)
+    except InvalidPinError as exc:
+        # Nobody verified this certificate: it may be anything OpenSSL could parse.
+        msg = f"refused the connection to {plan.host}: cannot read the server's leaf ({exc})"
+        raise PinningUnavailableError(
+            msg, hostname=plan.host, reason="unverified-chain"
+        ) from None
     leaf_cert = hashlib.sha256(leaf_der).digest()
     try:
         served = tuple(served_chain())
     except Exception:  # noqa: BLE001 - the served chain only adds deny matches
         served = ()
-    everything = (leaf_der, *(der for der in served if der != leaf_der))
-    spkis = {spki_sha256(der) for der in everything}
-    certs = {hashlib.sha256(der).digest() for der in everything}
+    spkis = {leaf_spki}
+    certs = {leaf_cert}
+    for der in served:
+        certs.add(hashlib.sha256(der).digest())
+        try:
+            spkis.add(spki_sha256(der))
+        except InvalidPinError:
+            continue  # an unreadable extra certificate proves nothing either way
 
     refusal: PinMismatchError | PinningUnavailableError | None = None
     violations: list[Violation] = []

@@ -12,6 +12,10 @@ Every I/O method is guarded too (``send``, ``sendall``, ``sendfile``, ``write``,
 ``recv_into``, ``read``…): with ``do_handshake_on_connect=False`` OpenSSL runs the handshake
 implicitly inside the first ``SSL_write`` and ``do_handshake()`` is never called; and after a
 handshake that failed inside ``connect()``, ``ssl.SSLSocket`` would carry bytes in clear.
+
+The check decides on what each connection was created with (:mod:`tlspin._guard` records it),
+and on the pin state of the context that created it, or else the one :func:`tlspin.inject`
+installed for the whole process (:mod:`tlspin.injection`).
 """
 
 from __future__ import annotations
