@@ -113,13 +113,20 @@ def _findable(name: str) -> bool:
     return False
 
 
+def _sha256_hex(raw: bytes) -> str:
+    # The built-in module first: hashlib would load OpenSSL's libcrypto into every interpreter.
+    for name in ("_sha2", "_sha256", "hashlib"):  # 3.12+, 3.11, anything else
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        return str(module.sha256(raw).hexdigest())
+    return ""  # Defensive: hashlib is always there.
+
+
 def _validated(raw: bytes) -> bool:
     expected = os.environ.get("TLSPIN_POLICY_SHA256", "")
-    if not expected:
-        return False
-    import hashlib
-
-    return hashlib.sha256(raw).hexdigest() == expected.strip().lower()
+    return bool(expected) and _sha256_hex(raw) == expected.strip().lower()
 
 
 def _pin() -> None:
