@@ -30,7 +30,6 @@ from __future__ import annotations
 import _ssl
 import ssl
 import threading
-import weakref
 from typing import Any
 
 from tlspin._state import INJECTED, Snapshot, _PinState
@@ -58,7 +57,7 @@ _C_CHECK_HOSTNAME = _C_CONTEXT.__dict__["check_hostname"]
 _CERT_REQUIRED = int(ssl.CERT_REQUIRED)
 _PY_VERIFY_MODE: property = STDLIB_CONTEXT.__dict__["verify_mode"]
 
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCK_ATTR = "_tlspin_lock"
 _INSTALL_LOCK = threading.Lock()
 _users: set[str] = set()
 _saved: dict[str, Any] = {}
@@ -71,9 +70,12 @@ def lock_of(ctx: Any) -> threading.RLock:
     Re-entrant: an observer or callback that makes a connection on the same context while the
     lock is held by its own thread must not deadlock.
     """
-    lock = _LOCKS.get(ctx)
+    # Kept in the context's own __dict__: the fastest lookup on every connection, and gone with
+    # the context. dict.setdefault is atomic, so two threads never get two locks.
+    d = ctx.__dict__
+    lock: threading.RLock | None = d.get(_LOCK_ATTR)
     if lock is None:
-        lock = _LOCKS.setdefault(ctx, threading.RLock())
+        lock = d.setdefault(_LOCK_ATTR, threading.RLock())
     return lock
 
 
@@ -92,9 +94,9 @@ def _snapshot(ctx: Any, wrap: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         state = INJECTED.state
     if before != after:
         # Changed by something that bypassed the lock: what OpenSSL copied is unknown.
-        owner._tlspin_snapshot = Snapshot(state, verified=False, hostname_checked=False)
-    else:
-        owner._tlspin_snapshot = Snapshot(state, *after)
+        after = (False, False)
+    # tuple.__new__ rather than Snapshot(...): this runs for every connection.
+    owner._tlspin_snapshot = tuple.__new__(Snapshot, (state, *after))
     return sslobj
 
 
@@ -115,10 +117,6 @@ def _set_verify_mode(self: Any, value: Any) -> None:
         _PY_VERIFY_MODE.__set__(self, value)
 
 
-def _get_check_hostname(self: Any) -> bool:
-    return bool(_C_CHECK_HOSTNAME.__get__(self))
-
-
 def _set_check_hostname(self: Any, value: Any) -> None:
     with lock_of(self):
         _C_CHECK_HOSTNAME.__set__(self, value)
@@ -128,8 +126,9 @@ _HOOKS: dict[str, Any] = {
     "_wrap_socket": _wrap_socket,
     "_wrap_bio": _wrap_bio,
     "verify_mode": property(_PY_VERIFY_MODE.fget, _set_verify_mode, None, _PY_VERIFY_MODE.__doc__),
+    # The getter is the C descriptor's own (no Python frame on a hot attribute).
     "check_hostname": property(
-        _get_check_hostname, _set_check_hostname, None, _C_CHECK_HOSTNAME.__doc__
+        _C_CHECK_HOSTNAME.__get__, _set_check_hostname, None, _C_CHECK_HOSTNAME.__doc__
     ),
 }
 
