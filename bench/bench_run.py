@@ -1,0 +1,103 @@
+"""Benchmark interpreter start under tlspin's start-up hook (``tlspin run``, TLSPIN_POLICY).
+
+Run with ``./scripts/bench run`` (or ``python bench/bench_run.py``). Each row starts the venv's
+Python many times, interleaved with the baseline (the same command with no hook), and reports
+median wall times and the median of the paired differences:
+
+* ``-c pass`` and ``-c "import ssl"`` with the environment ``tlspin run`` sets (policy
+  validated by the parent: the child pins at its first ``import ssl``);
+* the same without ``TLSPIN_POLICY_SHA256`` (the bare environment form: the child validates
+  the policy at start, before any of the program's code);
+* the whole ``tlspin run --policy P -- python -c pass``, the tlspin command included.
+
+Target: no more than 40 ms added to ``python -c pass`` under the hook.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tlspin import _run
+from tlspin.testing.pki import CA
+
+RUNS = 25
+
+
+def _time(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one run; CPU time (user + system, the process and what it execs)
+    hardly depends on what else the machine is doing, wall time does."""
+    start = time.perf_counter_ns()
+    process = subprocess.Popen(command, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = (time.perf_counter_ns() - start) / 1e6
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command)
+    return wall, (usage.ru_utime + usage.ru_stime) * 1000
+
+
+def compare(
+    base: tuple[list[str], dict[str, str]], other: tuple[list[str], dict[str, str]], runs: int
+) -> dict[str, float]:
+    """Medians of wall and CPU ms for both commands, and of the paired differences."""
+    for command, env in (base, other):  # warm-up: page cache, bytecode
+        _time(command, env)
+    a: list[tuple[float, float]] = []
+    b: list[tuple[float, float]] = []
+    for i in range(runs):
+        pair = [(a, base), (b, other)] if i % 2 == 0 else [(b, other), (a, base)]
+        for samples, (command, env) in pair:
+            samples.append(_time(command, env))
+    out: dict[str, float] = {}
+    for k, kind in enumerate(("wall", "cpu")):
+        out[f"{kind} base"] = statistics.median(x[k] for x in a)
+        out[f"{kind} hooked"] = statistics.median(y[k] for y in b)
+        out[f"{kind} added"] = statistics.median(y[k] - x[k] for x, y in zip(a, b, strict=True))
+    return out
+
+
+def main() -> int:
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs{load}, {RUNS} runs per row")
+    plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("TLSPIN_", "PYTHON"))}
+    with tempfile.TemporaryDirectory(prefix="tlspin-bench-") as tmp:
+        policy = Path(tmp, "pins.toml")
+        policy.write_text(
+            '[[rule]]\nhosts = ["api.example.com"]\n'
+            f'pins = ["{CA.root("a").pin}", "{CA.root("b").pin}"]\n'
+        )
+        path, raw, _ = _run.read_policy(policy)
+        hooked = _run.environment(path, raw, plain_env)
+        bare = {k: v for k, v in hooked.items() if k != _run.ENV_DIGEST}
+        python = sys.executable
+        rows = [
+            ("-c pass, tlspin run env", [python, "-c", "pass"], hooked),
+            ('-c "import ssl", tlspin run env', [python, "-c", "import ssl"], hooked),
+            ("-c pass, TLSPIN_POLICY only", [python, "-c", "pass"], bare),
+            ('-c "import ssl", TLSPIN_POLICY only', [python, "-c", "import ssl"], bare),
+        ]
+        print(f"\n{'command':<36} {'wall: plain':>11} {'hooked':>9} {'added':>9}"
+              f" {'CPU: plain':>11} {'hooked':>9} {'added':>9}")
+        whole = [python, "-m", "tlspin", "run", "--policy", str(policy), "--", python, "-c", "pass"]
+        rows.append(("tlspin run -- python -c pass", whole, plain_env))
+        for name, command, env in rows:
+            base_cmd = [python, "-c", "pass"] if command is whole else command
+            got = compare((base_cmd, plain_env), (command, env), RUNS)
+            cells = [
+                f"{got[f'{kind} base']:>8.1f} ms {got[f'{kind} hooked']:>6.1f} ms"
+                f" {got[f'{kind} added']:>+6.1f} ms"
+                for kind in ("wall", "cpu")
+            ]
+            print(f"{name:<36} {cells[0]}  {cells[1]}")
+        print("target: ≤ 40 ms added to `python -c pass` under the hook (first row)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
