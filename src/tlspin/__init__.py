@@ -5,6 +5,10 @@ Three lines pin any client::
     policy = tlspin.PinPolicy.from_mapping({"api.example.com": ["sha256/…", "sha256/…"]})
     ctx = tlspin.create_context(policy)
     httpx.Client(verify=ctx)            # or urllib3, aiohttp, asyncio, http.client…
+
+Or one line pins every client in the process, whatever library made it::
+
+    tlspin.inject(policy)               # tlspin.extract() undoes it; `with tlspin.injected(p):`
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tlspin.exceptions import (
     TlspinWarning,
 )
 from tlspin.hosts import HostPattern
+from tlspin.injection import extract, inject, injected
 from tlspin.pins import CertificatePin, Pin, spki_sha256
 from tlspin.policy import PinInfo, PinPolicy, PinRule
 from tlspin.verify import Verdict, Violation
@@ -53,6 +58,9 @@ __all__ = [
     "Violation",
     "__version__",
     "create_context",
+    "extract",
+    "inject",
+    "injected",
     "pin_context",
     "policy_of",
     "spki_sha256",

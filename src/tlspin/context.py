@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import _ssl
 import ssl
-import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
+from tlspin import _guard, _state
+from tlspin._leafonly import check_unverified
+from tlspin._state import PolicySource, Snapshot, _PinState
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 from tlspin.policy import PinPolicy
 from tlspin.verify import check_resumed
@@ -30,72 +32,45 @@ __all__ = ["PolicySource", "create_context", "pin_context", "policy_of"]
 _DER = _ssl.ENCODING_DER
 
 
-@runtime_checkable
-class PolicySource(Protocol):
-    """Anything that can say which policy is in force now (e.g. :class:`tlspin.BundleUpdater`).
-
-    A context pinned to a source reads ``current_policy()`` at every handshake, so new
-    connections pick up new pins without rebuilding contexts.
-    """
-
-    def current_policy(self) -> PinPolicy:
-        """Return the policy to apply to the next handshake."""
-        ...
-
-
-class _PinState:
-    """Per-context pin state: the policy (or its source) and leaves that passed a full check."""
-
-    __slots__ = ("_lock", "_policy", "_seen", "_seen_policy", "_source")
-
-    def __init__(self, policy: PinPolicy | PolicySource) -> None:
-        self._source = None if isinstance(policy, PinPolicy) else policy
-        self._policy = policy if isinstance(policy, PinPolicy) else None
-        self._seen: set[tuple[str, bytes]] = set()
-        self._seen_policy: PinPolicy | None = None
-        self._lock = threading.Lock()
-
-    def policy(self) -> PinPolicy:
-        if self._policy is not None:
-            return self._policy
-        assert self._source is not None
-        policy = self._source.current_policy()
-        if not isinstance(policy, PinPolicy):
-            # A buggy source (e.g. returning None) must refuse clearly, not fail on an attribute.
-            msg = (
-                f"refused the connection: the policy source {type(self._source).__name__} "
-                f"returned {type(policy).__name__}, expected a PinPolicy"
-            )
-            raise PinningUnavailableError(msg, reason="no-policy")
-        return policy
-
-    def seen(self, policy: PinPolicy) -> set[tuple[str, bytes]]:
-        # Leaves remembered under an older policy must not vouch for sessions under a new one.
-        if self._seen_policy is not policy:
-            with self._lock:
-                if self._seen_policy is not policy:
-                    self._seen = set()
-                    self._seen_policy = policy
-        return self._seen
-
-    def remember(self, policy: PinPolicy, hostname: str, leaf: bytes) -> None:
-        seen = self.seen(policy)
-        if len(seen) > 10_000:
-            seen.clear()
-        seen.add((hostname, leaf))
+def _refuse(hostname: str | None, reason: str, text: str) -> PinningUnavailableError:
+    return PinningUnavailableError(
+        f"refused the connection to {hostname}: {text}", hostname=hostname, reason=reason
+    )
 
 
 def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
-    """Check the just-completed handshake of *obj*; raise to refuse it."""
-    context = obj.context
-    state: _PinState | None = getattr(context, "_tlspin", None)
-    if state is None:  # Defensive: the classes are only installed together with the state.
+    """Check the just-completed handshake of *obj*; raise to refuse it.
+
+    What the connection verified comes from its snapshot, taken when OpenSSL created it
+    (:mod:`tlspin._guard`), never from its context now: a context can be switched back on
+    between the two.
+
+    Under :func:`tlspin.inject` (a pin state that is not the context's own):
+
+    * a connection with no server name is not covered. The name is chosen by the program,
+      never by the network, so an attacker cannot make a connection drop it; and without it
+      OpenSSL checks no host name (``check_hostname`` needs one), so the program already
+      accepts any trusted certificate for any name and names no host a rule could apply to.
+      Refusing would break connections to hosts no rule covers. A context pinned with
+      ``pin_context`` still refuses such connections;
+    * ``check_hostname=False`` with ``CERT_REQUIRED`` (botocore, urllib3 contexts that match
+      the name themselves) is checked on the verified chain against the server name;
+    * a connection made without CA verification (``CERT_NONE``, or unknown) passes only on a
+      pin of the leaf's own key (:func:`tlspin._leafonly.check_unverified`).
+    """
+    snap = obj._tlspin_snapshot  # type: ignore[union-attr]
+    if snap is None:
+        snap = _state.unknown(obj.context)
+    state = snap.state
+    if state is None:
         return
-    policy = state.policy()
+    policy, seen = state.current()
     if not policy.rules:
         return
     hostname = obj.server_hostname
     if hostname is None:
+        if not state.explicit:
+            return
         msg = (
             "refused a TLS connection without a server name: pins are looked up by host name, "
             "so a pinned context needs server_hostname (and check_hostname=True)"
@@ -105,38 +80,45 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
         rules = policy.rules_for(hostname)
     except PinConfigurationError as exc:
         # A name the policy cannot even canonicalise cannot be shown to be unpinned.
-        msg = f"refused the connection to {hostname!r}: {exc}"
-        raise PinningUnavailableError(msg, hostname=hostname, reason="bad-hostname") from None
+        raise _refuse(hostname, "bad-hostname", str(exc)) from None
     if not rules:
         return
-    if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
-        # Something (often the HTTP client itself) switched verification off after pinning.
-        # With CERT_NONE the "verified" chain is just what the server sent, so pins mean nothing.
-        msg = (
-            f"refused the connection to {hostname}: pinning needs CA and hostname verification "
-            f"(expected verify_mode=CERT_REQUIRED and check_hostname=True, found "
-            f"{ssl.VerifyMode(context.verify_mode).name} and "
-            f"check_hostname={context.check_hostname})"
+    if state.explicit and not (snap.verified and snap.hostname_checked):
+        # Something (often the HTTP client itself) switched verification off on the context
+        # before this connection was made: its chain and name were never checked.
+        raise _refuse(
+            hostname,
+            "verification-off",
+            "pinning adds to CA and hostname verification and never replaces it: expected "
+            "this connection to be made with verify_mode=CERT_REQUIRED and "
+            "check_hostname=True, found CA verification "
+            f"{'on' if snap.verified else 'off (or switched while it was made)'} and "
+            f"check_hostname={snap.hostname_checked}",
         )
-        raise PinningUnavailableError(msg, hostname=hostname, reason="verification-off")
     # The C object's chain API: 3.11 and 3.12 have no public get_verified_chain().
     sslobj: Any = obj._sslobj  # type: ignore[union-attr]
+
+    def served() -> list[bytes]:
+        return [c.public_bytes(_DER) for c in (sslobj.get_unverified_chain() or ())]
+
+    if not snap.verified:
+        leaf = obj.getpeercert(binary_form=True)
+        if leaf is None:
+            raise _refuse(hostname, "no-certificate", "the server presented no certificate")
+        check_unverified(policy, hostname, leaf, port=port, served_chain=served)
+        return
     chain = sslobj.get_verified_chain()
     if not chain:
         # A resumed session: OpenSSL keeps no verified chain, only the leaf.
         leaf = obj.getpeercert(binary_form=True)
         if leaf is None:
-            msg = f"refused the connection to {hostname}: the server presented no certificate"
-            raise PinningUnavailableError(msg, hostname=hostname, reason="no-certificate")
-        check_resumed(policy, hostname, leaf, state.seen(policy), port=port)
+            raise _refuse(hostname, "no-certificate", "the server presented no certificate")
+        check_resumed(policy, hostname, leaf, seen, port=port)
         return
     ders = [cert.public_bytes(_DER) for cert in chain]
-
-    def served() -> list[bytes]:
-        return [c.public_bytes(_DER) for c in (sslobj.get_unverified_chain() or ())]
-
     policy.check(hostname, ders, port=port, served_chain=served)
-    state.remember(policy, hostname, ders[0])
+    # Into the set of the policy that checked this chain, read once above (issue 13, item 13).
+    _state.remember(seen, hostname, ders[0])
 
 
 class PinnedSSLSocket(ssl.SSLSocket):
@@ -148,6 +130,17 @@ class PinnedSSLSocket(ssl.SSLSocket):
 
     _tlspin_ok = False
     _tlspin_error: BaseException | None = None
+    # Read by tlspin._guard: record what OpenSSL copies into this connection when it is made.
+    _tlspin_snapshots = True
+    _tlspin_snapshot: Snapshot | None = None
+    # Server-side connections are made as this class instead: tlspin leaves them untouched.
+    _tlspin_base: type[ssl.SSLSocket] = ssl.SSLSocket
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("server_side"):
+            return cls._tlspin_base._create(*args, **kwargs)  # type: ignore[attr-defined]
+        return super()._create(*args, **kwargs)  # type: ignore[misc]
 
     @property
     def tlspin_checked(self) -> bool:
@@ -251,6 +244,17 @@ class PinnedSSLObject(ssl.SSLObject):
 
     _tlspin_ok = False
     _tlspin_error: BaseException | None = None
+    # Read by tlspin._guard: record what OpenSSL copies into this connection when it is made.
+    _tlspin_snapshots = True
+    _tlspin_snapshot: Snapshot | None = None
+    # Server-side connections are made as this class instead: tlspin leaves them untouched.
+    _tlspin_base: type[ssl.SSLObject] = ssl.SSLObject
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("server_side"):
+            return cls._tlspin_base._create(*args, **kwargs)  # type: ignore[attr-defined]
+        return super()._create(*args, **kwargs)  # type: ignore[misc]
 
     @property
     def tlspin_checked(self) -> bool:
@@ -287,13 +291,27 @@ class PinnedSSLObject(ssl.SSLObject):
         return super().read(len, buffer)
 
 
+def _is_truststore(cls: type) -> bool:
+    # truststore itself, or a vendored copy such as pip._vendor.truststore.
+    return "truststore" in cls.__module__.split(".")
+
+
+def compose(ours: type, current: type) -> type:
+    """A class that runs tlspin's check after *current*'s own handshake (truststore's verify).
+
+    Server-side connections of the composed class are made as *current*, untouched.
+    """
+    return type(f"Pinned{current.__name__}", (ours, current), {"_tlspin_base": current})
+
+
 def _inner_context(ctx: ssl.SSLContext) -> ssl.SSLContext:
     """Return the context whose wrap methods really create the TLS objects."""
     cls = type(ctx)
-    if cls.wrap_socket is ssl.SSLContext.wrap_socket and cls.wrap_bio is ssl.SSLContext.wrap_bio:
+    stdlib = _guard.STDLIB_CONTEXT
+    if cls.wrap_socket is stdlib.wrap_socket and cls.wrap_bio is stdlib.wrap_bio:
         return ctx
     inner = getattr(ctx, "_ctx", None)
-    if cls.__module__.startswith("truststore") and isinstance(inner, ssl.SSLContext):
+    if _is_truststore(cls) and isinstance(inner, stdlib):
         # truststore delegates to an inner stdlib context; hooking the outer one would
         # silently check nothing (measured: the request went through).
         return _inner_context(inner)
@@ -308,13 +326,19 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
     """Pin an existing client context in place and return it.
 
     CA and hostname verification stay on: a context with ``CERT_NONE`` or
-    ``check_hostname=False`` is refused when the policy has rules, and the check refuses the
-    connection if verification is switched off later.
+    ``check_hostname=False`` is refused when the policy has rules, and a connection made after
+    verification was switched off is refused (what counts is what the connection verified when
+    it was made, see :mod:`tlspin._guard`). The context keeps this policy under
+    :func:`tlspin.inject`.
+
+    Pinning installs tlspin's verification guard on the stdlib ``ssl.SSLContext`` class for the
+    rest of the process (a lock around ``verify_mode``/``check_hostname`` changes and around the
+    creation of pinned connections; other connections pass straight through).
 
     Raises:
         PinConfigurationError: the context cannot be pinned safely.
     """
-    if not isinstance(ctx, ssl.SSLContext):
+    if not isinstance(ctx, _guard.STDLIB_CONTEXT):
         msg = f"expected an ssl.SSLContext, found {type(ctx).__name__}"
         raise PinConfigurationError(msg)
     if not isinstance(policy, PinPolicy | PolicySource):
@@ -331,10 +355,10 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
             classes[attr] = ours
         elif issubclass(current, ours):
             classes[attr] = current  # already pinned (re-pinning keeps what was composed)
-        elif current.__module__.startswith("truststore") and issubclass(current, base):
+        elif _is_truststore(current) and issubclass(current, base):
             # truststore (0.10+) installs its own classes that verify after the handshake;
             # put ours in front so the pins are checked after truststore's verification.
-            classes[attr] = type(f"Pinned{current.__name__}", (ours, current), {})
+            classes[attr] = compose(ours, current)
         else:
             msg = (
                 f"the context already uses a custom {attr} ({current.__qualname__}); "
@@ -349,6 +373,8 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
             f"{ssl.VerifyMode(inner.verify_mode).name} and check_hostname={inner.check_hostname}"
         )
         raise PinConfigurationError(msg)
+    # Before the classes: a pinned connection is never made without its snapshot.
+    _guard.install("pin")
     inner._tlspin = _PinState(policy)  # type: ignore[attr-defined]
     inner.sslsocket_class = classes["sslsocket_class"]
     inner.sslobject_class = classes["sslobject_class"]
@@ -358,9 +384,12 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
 
 
 def policy_of(ctx: ssl.SSLContext) -> PinPolicy | None:
-    """Return the policy currently in force for a pinned context, or None if it is not pinned."""
-    state: _PinState | None = getattr(ctx, "_tlspin", None)
-    return None if state is None else state.policy()
+    """Return the policy currently in force for a pinned context, or None if it is not pinned.
+
+    Only a context's own policy counts (``pin_context``), not one injected process-wide.
+    """
+    state = getattr(ctx, "_tlspin", None)
+    return state.policy() if isinstance(state, _PinState) else None
 
 
 def create_context(

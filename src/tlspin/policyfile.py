@@ -35,7 +35,7 @@ from tlspin.exceptions import PinConfigurationError, PolicyError
 from tlspin.pins import CertificatePin, Pin, parse_any
 from tlspin.policy import PinInfo, PinPolicy, PinRule
 
-__all__ = ["from_data", "load", "loads", "to_data"]
+__all__ = ["from_data", "load", "load_bytes", "loads", "to_data"]
 
 MAX_POLICY_BYTES = 16 * 1024 * 1024
 _RULE_KEYS = ("hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri")
@@ -285,6 +285,17 @@ def load(path: str | Path) -> PinPolicy:
         raw = p.read_bytes()
     except OSError as exc:
         raise PolicyError(f"cannot read policy file {p}: {exc.strerror or exc}") from None
+    return load_bytes(raw, p)
+
+
+def load_bytes(raw: bytes, path: str | Path) -> PinPolicy:
+    """Parse *raw*, the bytes already read from policy file *path*, exactly as :func:`load`.
+
+    For callers that must parse the very bytes they checked (``tlspin run`` compares a digest).
+    """
+    p = Path(path)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{p}: policy file is larger than {MAX_POLICY_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "ct": "tlspin.cli.monitor:ct",
     "audit": "tlspin.cli.audit:audit",
     "demo": "tlspin.cli.demo:demo",
+    "run": "tlspin.cli.run:run",
 }
 
 

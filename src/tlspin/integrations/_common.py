@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 
+from tlspin._state import _PinState
 from tlspin.context import PolicySource, create_context, policy_of
 from tlspin.exceptions import PinConfigurationError, PinVerificationError
 from tlspin.policy import PinPolicy
@@ -79,14 +80,10 @@ def policy_source(ctx: ssl.SSLContext) -> PinPolicy | PolicySource:
         PinConfigurationError: *ctx* is not pinned.
     """
     state = getattr(ctx, "_tlspin", None)
-    if state is None:
+    if not isinstance(state, _PinState):
         msg = "expected a context pinned with tlspin.pin_context(), found a plain one"
         raise PinConfigurationError(msg)
-    source: PinPolicy | PolicySource | None = (
-        state._source if state._source is not None else state._policy
-    )
-    assert source is not None  # Defensive: _PinState always holds one of the two.
-    return source
+    return state.source
 
 
 def is_pinned_host(ctx: ssl.SSLContext, host: str | None) -> bool:
