@@ -67,8 +67,9 @@ def test_scrapy_default_counts_only_leaf_pins(pki: ServerPKI, tls_server: TLSSer
     policy = write_policy(tmp_path, pki.pins(level="intermediate"))
     env = trusting_env(pki)
     result = crawl(tls_server.url, tmp_path, "--factory", "--policy", policy, env=env)
-    assert result["pin_error"] == "PinMismatchError", result
-    assert "only a pin of the leaf's own key counts" in result["pin_message"]
+    assert result["pin_error"] == "PinningUnavailableError", result
+    assert result["pin_reason"] == "unverified-chain"
+    assert "only a pin of the leaf's own key can vouch" in result["pin_message"]
     assert tls_server.received == b""
     verified = crawl(tls_server.url, tmp_path, "--factory", "--verify", "--policy", policy, env=env)
     assert verified == {"status": 200, "body": "ok"}

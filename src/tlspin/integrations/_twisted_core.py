@@ -31,13 +31,10 @@ from OpenSSL import SSL
 from twisted.internet._sslverify import ClientTLSOptions
 from twisted.python.failure import Failure
 
-from tlspin.context import PolicySource, _PinState
-from tlspin.exceptions import (
-    PinConfigurationError,
-    PinMismatchError,
-    PinningUnavailableError,
-    PinVerificationError,
-)
+from tlspin import _state
+from tlspin._leafonly import check_unverified
+from tlspin._state import PolicySource, _PinState
+from tlspin.exceptions import PinConfigurationError, PinningUnavailableError, PinVerificationError
 from tlspin.policy import PinPolicy
 from tlspin.verify import check_resumed
 
@@ -108,7 +105,7 @@ def _der(cert: Any) -> bytes:
 
 def decide(conn: SSL.Connection, armed: Armed) -> None:
     """Check the handshake that just completed on *conn*; raise to refuse it."""
-    policy = armed.state.policy()
+    policy, seen = armed.state.current()
     if not policy.rules:
         return
     host = armed.host
@@ -131,38 +128,19 @@ def decide(conn: SSL.Connection, armed: Armed) -> None:
         return [_der(c) for c in conn.get_peer_cert_chain(as_cryptography=True) or ()]
 
     if not armed.verified:
-        _check_leaf_only(policy, host, leaf_der, port, served)
+        # Nothing verified this chain: only the leaf is proven (its key signed the handshake),
+        # so only a pin of the leaf's own key counts (the rule tlspin.inject applies to
+        # CERT_NONE, with the same error).
+        check_unverified(policy, host, leaf_der, port=port, served_chain=served)
         return
     chain = conn.get_verified_chain(as_cryptography=True)
     if not chain:
         # A resumed session: OpenSSL keeps no verified chain, only the leaf.
-        check_resumed(policy, host, leaf_der, armed.state.seen(policy), port=port)
+        check_resumed(policy, host, leaf_der, seen, port=port)
         return
     ders = [_der(c) for c in chain]
     policy.check(host, ders, port=port, served_chain=served)
-    armed.state.remember(policy, host, ders[0])
-
-
-def _check_leaf_only(
-    policy: PinPolicy,
-    host: str,
-    leaf_der: bytes,
-    port: int | None,
-    served: Callable[[], list[bytes]],
-) -> None:
-    # Nothing verified this chain: only the leaf is proven (its key signed the handshake), so
-    # only a pin of the leaf's own key can count (the rule tlspin.inject applies to CERT_NONE).
-    try:
-        policy.check(host, [leaf_der], port=port, served_chain=served)
-    except PinMismatchError as exc:
-        msg = (
-            f"{exc}\n  The chain of this connection was not verified by a CA check (its "
-            "connection creator does not verify, as Scrapy's default), so only a pin of the "
-            "leaf's own key counts: pin the leaf key, or turn certificate verification on."
-        )
-        raise PinMismatchError(
-            msg, hostname=exc.hostname, chain=exc.chain, expected=exc.expected, reason=exc.reason
-        ) from None
+    _state.remember(seen, host, ders[0])
 
 
 def _info_callback(armed: Armed) -> Callable[[SSL.Connection, int, int], None]:
@@ -253,9 +231,8 @@ def arm(
 
 
 class _Hook:
-    """The process-wide state: the pin state in force and Twisted's own method."""
+    """Twisted's own method while the process-wide check is installed."""
 
-    state: _PinState | None = None
     original: Callable[..., SSL.Connection] | None = None
     lock = threading.Lock()
 
@@ -267,22 +244,20 @@ def _client_connection(
     original = _Hook.original
     assert original is not None  # Defensive: installed only after saving the original.
     conn = original(self, tlsProtocol)
-    state = _Hook.state
+    state = _state.INJECTED.state  # read per connection: inject() may replace the policy
     if state is not None:
         arm(conn, tlsProtocol, creator=self, host=self._hostnameASCII, port=None, state=state)
     return conn
 
 
-def install(policy: PinPolicy | PolicySource) -> None:
-    """Check pins on every connection a ``ClientTLSOptions`` makes (treq, Agent, Scrapy…).
+def install() -> None:
+    """Check every connection a ``ClientTLSOptions`` makes (treq, Agent, Scrapy…) against
+    the policy :func:`tlspin.inject` put in force.
 
     Every Twisted TLS client with a host name goes through ``optionsForClientTLS``'s creator,
-    ``ClientTLSOptions``, or a subclass that calls it (Scrapy's). Idempotent; a new policy
-    replaces the old one.
+    ``ClientTLSOptions``, or a subclass that calls it (Scrapy's). Idempotent.
     """
-    state = state_for(policy)
     with _Hook.lock:
-        _Hook.state = state
         if _Hook.original is None:
             _Hook.original = ClientTLSOptions.clientConnectionForTLS
             ClientTLSOptions.clientConnectionForTLS = _client_connection  # type: ignore[method-assign]
@@ -291,7 +266,6 @@ def install(policy: PinPolicy | PolicySource) -> None:
 def uninstall() -> None:
     """Undo :func:`install`: new connections are no longer checked process-wide."""
     with _Hook.lock:
-        _Hook.state = None
         if _Hook.original is not None:
             ClientTLSOptions.clientConnectionForTLS = _Hook.original  # type: ignore[method-assign]
             _Hook.original = None

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
     from twisted.web.client import HTTPConnectionPool
 
-    from tlspin.context import PolicySource, _PinState
+    from tlspin._state import PolicySource, _PinState
     from tlspin.policy import PinPolicy
 
 __all__ = ["PinnedPolicyForHTTPS", "agent", "pin_creator", "trust_root"]
