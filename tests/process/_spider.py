@@ -21,6 +21,10 @@ def main(argv: list[str]) -> None:
     from tlspin.integrations import find_pin_error
 
     url, out = argv[0], argv[1]
+    if "--inject" in argv:
+        import tlspin
+
+        tlspin.inject(tlspin.PinPolicy.load(argv[argv.index("--inject") + 1]))
     result: dict[str, Any] = {}
 
     class Once(scrapy.Spider):
