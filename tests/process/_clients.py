@@ -173,7 +173,7 @@ def attempt(name: str, cfg: Config) -> dict[str, Any]:
 
     try:
         value = OPERATIONS[name](cfg)
-    except Exception as exc:  # noqa: BLE001 - every client has its own error types
+    except Exception as exc:
         error = find_pin_error(exc)
         return {
             "ok": False,

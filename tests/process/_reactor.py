@@ -16,7 +16,7 @@ _thread: threading.Thread | None = None
 
 def reactor() -> Any:
     """Start the reactor thread once and return the reactor."""
-    global _thread
+    global _thread  # noqa: PLW0603 - one reactor thread per process
     from twisted.internet import reactor as the_reactor
 
     with _lock:

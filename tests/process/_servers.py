@@ -59,7 +59,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.05)
-    pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within 30 s:\n{log.read_text()[-3000:]}")
+    tail = log.read_text()[-3000:]
+    pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within 30 s:\n{tail}")
 
 
 @contextlib.contextmanager
@@ -167,7 +168,7 @@ class MailRecorder:
         self.mail_from: list[str] = []
         self.messages: list[bytes] = []
 
-    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         """Record the sender (an application command, only ever sent after STARTTLS)."""
@@ -176,7 +177,7 @@ class MailRecorder:
         envelope.mail_options.extend(options)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         """Record the message."""
         self.messages.append(envelope.content)
         return "250 Message accepted"
@@ -268,7 +269,7 @@ def package_index(leaf: Leaf) -> Iterator[Service]:
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, directory=str(directory), **kwargs)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 requests.append(self.requestline)
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -55,7 +55,8 @@ def main(argv: list[str]) -> None:
         "DOWNLOAD_VERIFY_CERTIFICATES": "--verify" in argv,
     }
     if "--factory" in argv:
-        settings["DOWNLOADER_CLIENTCONTEXTFACTORY"] = "tlspin.integrations.scrapy.PinnedContextFactory"
+        factory = "tlspin.integrations.scrapy.PinnedContextFactory"
+        settings["DOWNLOADER_CLIENTCONTEXTFACTORY"] = factory
         settings["TLSPIN_POLICY"] = argv[argv.index("--policy") + 1]
     warnings.simplefilter("ignore")  # the factory setting is deprecated in Scrapy 2.13+
     process = CrawlerProcess(settings=settings)

@@ -56,7 +56,8 @@ def test_boto3_s3(mode: str, moto: _servers.Service, relay: Callable[..., Any],
     assert f"forged-{mode}" not in check["value"]
     if mode == "inject":
         twin = outcome("plain", "boto3", port=forging.port, bucket="twin-unpinned")
-        assert twin["ok"] and forging.received, twin
+        assert twin["ok"], twin
+        assert forging.received
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -136,7 +137,8 @@ def test_paho_mqtt(mode: str, world: World, mosquitto: _servers.Service,
     try:
         legit = outcome(mode, "paho", port=mosquitto.port, client_id=f"legit-{mode}",
                         topic=f"tlspin/legit/{mode}", message="hi")
-        assert legit["ok"] and legit["value"], legit
+        assert legit["ok"], legit
+        assert legit["value"]
         forging = relay(mosquitto.port)
         _refused(outcome(mode, "paho", port=forging.port, client_id=f"forged-{mode}",
                          topic=f"tlspin/forged/{mode}", message="forged"))
@@ -205,7 +207,8 @@ def test_asyncpg(mode: str, world: World, relay: Callable[..., Any], outcome: Ou
     if mode == "inject":
         twin = outcome("plain", "asyncpg", port=forging.port, user=pg["user"],
                        database="tlspin_clear")
-        assert twin == {"ok": True, "value": True} and forging.received, twin
+        assert twin == {"ok": True, "value": True}, twin
+        assert forging.received
 
 
 def test_asyncpg_refusal_falls_back_to_clear_text_without_the_block(
@@ -220,7 +223,8 @@ def test_asyncpg_refusal_falls_back_to_clear_text_without_the_block(
         asyncpg_block.uninstall()
         result = _clients.attempt("asyncpg", cfg)
     assert result == {"ok": True, "value": False}, result  # connected, without TLS
-    assert forging.cleartext and forging.received == b""
+    assert forging.cleartext
+    assert forging.received == b""
 
 
 def _pip(world: World, mode: str, port: int, dest: Path) -> subprocess.CompletedProcess[str]:
@@ -276,7 +280,7 @@ def test_treq(mode: str, world: World, servers: tuple[TLSServer, TLSServer],
                       contextFactory=BrowserLikePolicyForHTTPS(trust_root(world.cafile)))
         with tlspin.injected(world.policy):
             assert _get(agent, good.url) == b"ok"
-            with pytest.raises(Exception) as caught:  # noqa: PT011
+            with pytest.raises(Exception) as caught:
                 _get(agent, bad.url)
         assert find_pin_error(caught.value) is not None
         assert _get(agent, bad.url) == b"ok"  # extract() undid it: the twin goes through

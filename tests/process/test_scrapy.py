@@ -38,7 +38,7 @@ def write_policy(tmp_path: Path, pins: list[str], name: str = "pins.toml") -> st
 
 
 def trusting_env(pki: ServerPKI) -> dict[str, str]:
-    """The environment of a child that trusts both test CAs (Scrapy verifies with OpenSSL's paths)."""
+    """A child's environment trusting both test CAs (Scrapy verifies with OpenSSL's paths)."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_CA_BUNDLE")}
     env["SSL_CERT_FILE"] = pki.cafile
     return env

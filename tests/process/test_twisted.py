@@ -6,8 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-
 import treq
 from OpenSSL import SSL
 from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
