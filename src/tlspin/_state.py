@@ -60,7 +60,8 @@ class _PinState:
             self._current = (policy, set())
         else:
             self._source = policy
-        self._lock = threading.Lock()
+        # Re-entrant: nothing user-supplied runs under it, but a nested handshake must not hang.
+        self._lock = threading.RLock()
         #: True for a context pinned with pin_context(); False for the injected state.
         self.explicit = explicit
 

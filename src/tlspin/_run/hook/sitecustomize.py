@@ -90,9 +90,7 @@ class _PinOnImport:
         self._path = path
         self._raw = raw
 
-    def find_spec(
-        self, name: str, path: Any = None, target: Any = None
-    ) -> ModuleSpec | None:
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
         if name != "ssl":
             return None
         try:
