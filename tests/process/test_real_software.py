@@ -276,6 +276,9 @@ def test_treq(mode: str, world: World, servers: tuple[TLSServer, TLSServer],
 
         from .test_twisted import _get, _reactor
 
+        from twisted.internet._sslverify import ClientTLSOptions
+
+        original = ClientTLSOptions.clientConnectionForTLS
         agent = Agent(_reactor.reactor(),
                       contextFactory=BrowserLikePolicyForHTTPS(trust_root(world.cafile)))
         with tlspin.injected(world.policy):
@@ -283,7 +286,8 @@ def test_treq(mode: str, world: World, servers: tuple[TLSServer, TLSServer],
             with pytest.raises(Exception) as caught:
                 _get(agent, bad.url)
         assert find_pin_error(caught.value) is not None
-        assert _get(agent, bad.url) == b"ok"  # extract() undid it: the twin goes through
+        assert ClientTLSOptions.clientConnectionForTLS is original  # extract() restored it
+        assert _get(agent, bad.url) == b"ok"  # so the unpinned twin goes through
         bad.reset()
     assert bad.received == b""
 
