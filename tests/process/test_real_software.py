@@ -269,14 +269,13 @@ def test_treq(mode: str, world: World, servers: tuple[TLSServer, TLSServer],
         assert outcome(mode, "treq", port=good.address[1])["value"] == "ok"
         _refused(outcome(mode, "treq", port=bad.address[1]))
     else:
+        from twisted.internet._sslverify import ClientTLSOptions
         from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
         from tlspin.integrations import find_pin_error
         from tlspin.integrations.twisted import trust_root
 
         from .test_twisted import _get, _reactor
-
-        from twisted.internet._sslverify import ClientTLSOptions
 
         original = ClientTLSOptions.clientConnectionForTLS
         agent = Agent(_reactor.reactor(),
