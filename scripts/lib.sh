@@ -263,6 +263,7 @@ pg_start() {
     (cd "$PG_DIR" && _as_pg "$PG_BIN/initdb" -D "$PG_DIR/data" -U "$PG_USER" -A trust -E UTF8 \
         --locale=C --no-sync >"$PG_DIR/initdb.log" 2>&1) \
         || { cat "$PG_DIR/initdb.log" >&2; die "initdb failed"; }
+    _pg_tls_files
     cat >>"$PG_DIR/data/postgresql.conf" <<EOF
 
 # tlspin test cluster: loopback only, throwaway, so durability is off for speed.
@@ -271,10 +272,19 @@ unix_socket_directories = '$PG_DIR/sock'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
+# TLS for the process-wide pinning proofs (asyncpg): a throwaway CA made by _pg_tls_files.
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 EOF
+    # tlspin_tls takes TLS only; every other database (tlspin_test, tlspin_clear) also takes clear
+    # text, so a client that falls back to clear text after a refused handshake gets through:
+    # the asyncpg test proves that a pin refusal never becomes a clear-text connection.
     cat >"$PG_DIR/data/pg_hba.conf" <<EOF
-local all all trust
-host  all all 127.0.0.1/32 trust
+local     all        all trust
+hostssl   tlspin_tls all 127.0.0.1/32 trust
+hostnossl tlspin_tls all 127.0.0.1/32 reject
+host      all        all 127.0.0.1/32 trust
 EOF
     for tries in 1 2 3 4 5; do
         port="$(free_port "$py")"
@@ -288,9 +298,41 @@ EOF
         port=""
     done
     [[ -n "$port" ]] || die "PostgreSQL did not start; see $PG_DIR/server.log"
-    (cd "$PG_DIR" && _as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" tlspin_test) \
-        || die "createdb tlspin_test failed"
-    export TLSPIN_TEST_PG_URL="postgresql://$PG_USER@127.0.0.1:$port/tlspin_test"
+    local db
+    for db in tlspin_test tlspin_tls tlspin_clear; do
+        (cd "$PG_DIR" && _as_pg "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U "$PG_USER" "$db") \
+            || die "createdb $db failed"
+    done
+    # The collector's tests keep clear text (as before TLS was turned on); the TLS proofs use
+    # TLSPIN_TEST_PG_CAFILE (the CA) and TLSPIN_TEST_PG_CERT (the server's certificate).
+    export TLSPIN_TEST_PG_URL="postgresql://$PG_USER@127.0.0.1:$port/tlspin_test?sslmode=disable"
+    export TLSPIN_TEST_PG_HOST=127.0.0.1 TLSPIN_TEST_PG_PORT="$port" TLSPIN_TEST_PG_USER="$PG_USER"
+    export TLSPIN_TEST_PG_CAFILE="$PG_DIR/tls/ca.pem" TLSPIN_TEST_PG_CERT="$PG_DIR/tls/server.crt"
+}
+
+# _pg_tls_files: a throwaway CA and a server certificate (localhost, 127.0.0.1) for the cluster.
+# The key belongs to the cluster user, mode 0600 (PostgreSQL refuses a key others can read).
+_pg_tls_files() {
+    local t="$PG_DIR/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+        -subj "/CN=tlspin test PostgreSQL CA" -keyout "$t/ca.key" -out "$t/ca.pem" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" \
+        >"$t/openssl.log" 2>&1 || { cat "$t/openssl.log" >&2; die "openssl: the PostgreSQL CA failed"; }
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$t/server.key" -out "$t/server.csr" >>"$t/openssl.log" 2>&1 \
+        || { cat "$t/openssl.log" >&2; die "openssl: the PostgreSQL server key failed"; }
+    printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >"$t/server.ext"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -days 7 -extfile "$t/server.ext" -out "$t/server.crt" >>"$t/openssl.log" 2>&1 \
+        || { cat "$t/openssl.log" >&2; die "openssl: the PostgreSQL server certificate failed"; }
+    install -m 0644 "$t/server.crt" "$PG_DIR/data/server.crt"
+    install -m 0600 "$t/server.key" "$PG_DIR/data/server.key"
+    rm -f "$t/ca.key" "$t/server.key" "$t/server.csr"
+    if [[ $EUID -eq 0 ]]; then
+        chown "$PG_USER" "$PG_DIR/data/server.crt" "$PG_DIR/data/server.key"
+    fi
 }
 
 pg_stop() {

@@ -31,6 +31,7 @@ from tlspin import _guard, _state
 from tlspin._state import PolicySource, _PinState
 from tlspin.context import PinnedSSLObject, PinnedSSLSocket, compose
 from tlspin.exceptions import PinConfigurationError
+from tlspin.integrations import _process
 from tlspin.policy import PinPolicy
 
 __all__ = ["extract", "inject", "injected", "injected_policy"]
@@ -124,6 +125,8 @@ def _set(state: _PinState) -> None:
         for name, hook in hooks.items():
             setattr(stdlib, name, hook)
         _CURRENT.installed = _Installed(originals, hooks)
+        # Twisted (pyOpenSSL) and asyncpg's clear-text fallback, when they are (or get) imported.
+        _process.activate()
 
 
 def inject(policy: PinPolicy | PolicySource) -> None:
@@ -180,6 +183,7 @@ def extract() -> None:
                 ctx.__dict__.pop(hook.cache, None)
         _COMPOSED.clear()
         _guard.uninstall("inject")
+        _process.deactivate()
 
 
 @contextlib.contextmanager

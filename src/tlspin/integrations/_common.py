@@ -162,6 +162,10 @@ def _linked(exc: BaseException) -> Iterator[object]:
     for attr in ("reason", "certificate_error", "os_error"):
         yield getattr(exc, attr, None)
     yield from exc.args
+    # Twisted's ResponseNeverReceived / ResponseFailed keep twisted Failures in .reasons.
+    reasons = getattr(exc, "reasons", None)
+    if isinstance(reasons, list | tuple):
+        yield from (getattr(reason, "value", reason) for reason in reasons)
     if isinstance(exc, BaseExceptionGroup):
         yield from exc.exceptions
 
@@ -171,8 +175,9 @@ def find_pin_error(exc: BaseException) -> PinVerificationError | None:
 
     Clients wrap TLS errors in their own types (``requests.exceptions.SSLError``,
     ``httpx.ConnectError``, ``urllib3.exceptions.MaxRetryError``,
-    ``aiohttp.ClientConnectorCertificateError``, ``urllib.error.URLError``…). This walks
-    ``__cause__``, ``__context__``, ``.reason``, ``.args`` and exception groups.
+    ``aiohttp.ClientConnectorCertificateError``, ``urllib.error.URLError``, Twisted's
+    ``ResponseNeverReceived``…). This walks ``__cause__``, ``__context__``, ``.reason``,
+    ``.args``, Twisted's ``.reasons`` (failures) and exception groups.
 
     Example::
 
