@@ -70,6 +70,7 @@ def rules(draw: st.DrawFn) -> PinRule:
             deny=denied,
             report_uri=draw(st.none() | _TEXT.map(lambda t: "https://r.example.com/" + t.strip())),
             pin_info=meta,
+            ports=draw(st.lists(st.integers(1, 65535), max_size=3)),
         )
 
 
