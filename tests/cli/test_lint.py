@@ -266,3 +266,13 @@ def test_docs_list_every_code(doc: str) -> None:
     text = (Path(__file__).parents[2] / doc).read_text(encoding="utf-8")
     for code, (severity, _) in CODES.items():
         assert re.search(rf"\|\s*{code}\s*\|\s*{severity}\s*\|", text), code
+
+
+def test_live_without_cafile_suggests_it(world: World) -> None:
+    """--live against a private CA without --cafile: TP017 says the system store refused it and
+    suggests --cafile (twin: test_live_codes passes with --cafile)."""
+    path = world.write("p.toml", toml(hosts='"localhost"', extra=f"ports = [{world.server.port}]"))
+    result = invoke("lint", str(path), "--live", "--json")
+    found = {f["code"]: f["message"] for f in json.loads(result.stdout)["findings"]}
+    assert "system trust store" in found["TP017"]
+    assert "--cafile" in found["TP017"]
