@@ -142,6 +142,27 @@ def test_okhttp_java() -> None:
     assert round_trip(policy, "okhttp-java") == policy
 
 
+@pytest.mark.parametrize("fmt", ["okhttp-java", "okhttp-kotlin"])
+def test_okhttp_keeps_expiry(fmt: str) -> None:
+    """The expiry the OkHttp code carries comes back on import, rule by rule (the Kotlin form
+    is read by the same importer)."""
+    a, b, c, d = pins(4)
+    policy = PinPolicy(
+        [
+            rule(["api.example.com", "*.example.com"], [a, b], expires="2026-06-30"),
+            rule(["**.example.org"], [c, d]),
+            rule(["old.example.net"], [a, d], expires="2026-01-31"),
+        ]
+    )
+    text = export(policy, fmt, ExportOptions(today=TODAY)).text
+    imported = import_policy(text.encode(), "okhttp-java", today=TODAY)
+    assert imported.policy == policy
+    assert [str(p) for p in imported.problems] == [
+        "OkHttp has no expiry of its own: 1 imported rule(s) have no 'expires' (no tlspin "
+        "expiry guard around them); add one"
+    ]
+
+
 def test_round_trip_detects_a_lost_pin() -> None:
     """The comparison the round trips rely on fails when a pin goes missing."""
     a, b = pins(2)

@@ -65,8 +65,8 @@ def check_rule(
         )
     if rule.expires is not None and not expiry:
         problems.error(
-            f"{target} has no pin expiry; clients would keep enforcing after {rule.expires} "
-            "(remove 'expires' or pass --force)",
+            f"{target} has no pin expiry; clients would keep enforcing the pins after "
+            f"{rule.expires}",
             rule=index,
         )
     if rule.mode == "report" and not report_mode:
