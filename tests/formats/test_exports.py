@@ -445,3 +445,14 @@ def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: st
         import_policy(source.encode(), "okhttp-java")
     harmless = f'if (DEBUG) {{ log("x"); }}\nb.add("a.example.com", "{a}", "{b}");'
     assert import_policy(harmless.encode(), "okhttp-java").policy.rules[0].pins == (a, b)
+
+
+@pytest.mark.parametrize("fmt", ["okhttp-java", "android-nsc", "trustkit-android", "trustkit-ios"])
+def test_exporting_an_expired_rule_warns(fmt: str) -> None:
+    """A rule already past its expires exports, with a warning that clients ignore its pins;
+    its twin expiring tomorrow exports without one."""
+    a, b = pins(2)
+    for expires, warned in ((TODAY - dt.timedelta(days=1), True), (TODAY, False)):
+        policy = PinPolicy([rule(["a.example.com"], [a, b], expires=expires)])
+        problems = export(policy, fmt, ExportOptions(today=TODAY)).problems
+        assert any("no longer applies its pins" in str(p) for p in problems) is warned
