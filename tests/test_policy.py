@@ -208,6 +208,10 @@ def test_rule_validation_errors() -> None:
         PinRule([], pins)
     with pytest.raises(PolicyError, match="report_uri"):
         PinRule([HOST], pins, report_uri="ftp://x")
+    for raw in ("https://r.example/\x7f", "https://r.example/a\r\nX-Evil: 1", "https://r e/"):
+        with pytest.raises(PolicyError, match="control characters"):
+            PinRule([HOST], pins, report_uri=raw)
+    assert PinRule([HOST], pins, report_uri="https://r.example/%7F%20").report_uri  # twin
     with pytest.raises(PolicyError, match="on_expiry"):
         PinPolicy([], on_expiry="never")  # type: ignore[arg-type]
     for ports in ([0], [65536], [True], ["443"], "443"):

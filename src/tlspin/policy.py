@@ -148,6 +148,14 @@ class PinRule:
         ):
             msg = f"report_uri must be an http(s) URL, found {report_uri!r}"
             raise PolicyError(msg)
+        if report_uri is not None and any(ch <= " " or ch == "\x7f" for ch in report_uri):
+            # Exports write it into headers, XML and plists, where a newline or control
+            # character would end a header line or break the document.
+            msg = (
+                "report_uri must be a URL without spaces or control characters (percent-encode "
+                f"them, e.g. %20, %7F), found {report_uri!r}"
+            )
+            raise PolicyError(msg)
         if isinstance(ports, int):
             ports = (ports,)
         if isinstance(ports, str | bytes):
