@@ -312,3 +312,33 @@ def test_cli_imports_the_overflowing_header(world: World) -> None:
     refused = invoke("import", str(single), "--from", "hpkp", "--host", HOST)
     assert refused.exit_code == 2
     assert "backup pin" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "why"),
+    [
+        (f'max-age=243; pin-sha256=""; {BACKUP}', "empty"),  # Chromium: an empty pin fails
+        (f"max-age=243; pin-sha256; {GOOD}; {BACKUP}", "quoted value"),
+        (f'max-age=243; {GOOD}; {BACKUP}; report-uri=""', "absolute http"),
+        (f'max-age=243; {GOOD}; {BACKUP}; report-uri="/relative"', "absolute http"),
+        (f"max-age=243; {GOOD}; {BACKUP}; max-age=244", "appears twice"),
+        (f"MAX-AGE=243; {GOOD}; {BACKUP}; max-age=243", "appears twice"),  # names fold case
+    ],
+)
+def test_malformed_directives_are_refused(header: str, why: str) -> None:
+    """Empty or unquoted pins, an empty or relative report-uri and a repeated directive (in
+    any case) are refused, each with its reason."""
+    with pytest.raises(PinConfigurationError, match=why):
+        parse(header)
+
+
+def test_unknown_and_other_algorithm_directives_are_ignored() -> None:
+    """Unknown directives and pins of other algorithms are ignored with a warning, as both
+    browsers did (twin: the same header without them imports the same rule)."""
+    noisy = parse(f'max-age=86400; {GOOD}; pin-sha1="AAAA"; {BACKUP}; future-thing="x"; flag')
+    plain = parse(f"max-age=86400; {GOOD}; {BACKUP}")
+    assert noisy.policy == plain.policy
+    warned = " ".join(map(str, noisy.problems))
+    assert "pin-sha1" in warned
+    assert "future-thing" in warned
+    assert "flag" in warned
