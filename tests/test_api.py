@@ -97,3 +97,19 @@ def test_exceptions_module_all_matches_classes() -> None:
         and value.__module__ == exceptions.__name__
     }
     assert public == set(exceptions.__all__)
+
+
+def test_dir_shows_the_public_api_only() -> None:
+    """dir(tlspin) lists __all__: no typing helpers, __future__ features or loaded submodules."""
+    tlspin.PinPolicy  # noqa: B018 - loads tlspin.policy and its imports
+    assert dir(tlspin) == sorted(tlspin.__all__)
+    for name in ("Any", "annotations", "TYPE_CHECKING", "policy", "context"):
+        assert name not in dir(tlspin)
+
+
+def test_public_names_resolve_to_their_modules() -> None:
+    """Each lazily loaded name is the object its defining module holds (one class, one identity)."""
+    from tlspin import PinPolicy, policy
+
+    assert PinPolicy is policy.PinPolicy is tlspin.PinPolicy
+    assert tlspin.PinMismatchError is exceptions.PinMismatchError

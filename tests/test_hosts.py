@@ -109,6 +109,25 @@ def test_include_subdomains_on_public_suffix_is_refused(suffix: str) -> None:
         PinRule([suffix], PINS, include_subdomains=True)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "include_subdomains", "suggested"),
+    [
+        ("*.com", False, "*.example.com"),
+        ("**.co.uk", False, "**.example.co.uk"),
+        ("*.github.io", False, "*.example.github.io"),
+        ("com", True, "example.com"),
+    ],
+)
+def test_public_suffix_refusal_suggests_a_pattern_like_the_one_given(
+    pattern: str, include_subdomains: bool, suggested: str
+) -> None:
+    """The refusal suggests the same kind of pattern one label down, not a fixed example."""
+    with pytest.raises(PolicyError) as excinfo:
+        HostPattern.parse(pattern, include_subdomains=include_subdomains)
+    assert f"such as {suggested!r}" in str(excinfo.value)
+    assert HostPattern.parse(suggested).text == suggested  # twin: the suggestion itself loads
+
+
 def test_public_suffix_as_exact_host_is_allowed() -> None:
     """An exact public-suffix host pins only that name, which is allowed."""
     assert PinRule(["co.uk"], PINS).matches("co.uk")

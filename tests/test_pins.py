@@ -176,8 +176,6 @@ COLON_HEX = ":".join(HEX[i : i + 2] for i in range(0, 64, 2)).upper()
         (f'pin-sha1="{SHA1}"', "SHA-1"),
         (f"md5/{B64}", "unknown algorithm 'md5'"),
         (f"pin-sha512={B64}", "unknown algorithm 'sha512'"),
-        (HEX, "hex certificate fingerprint"),
-        (COLON_HEX, "hex certificate fingerprint"),
         ("", "not base64"),
         ("pin-sha256", "no '='"),
     ],
@@ -199,6 +197,40 @@ def test_non_string_pin_is_refused(value: object) -> None:
     with pytest.raises(InvalidPinError, match="must be a string") as excinfo:
         Pin.parse(value)  # type: ignore[arg-type]
     assert "sha256/<base64>" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("text", [HEX, COLON_HEX, f"sha256/{HEX}", f"pin-sha256={HEX}"])
+def test_hex_digest_is_explained_both_ways(text: str) -> None:
+    """64 hex digits get an error naming both readings: the SPKI pin it would be, and
+    CertificatePin for a certificate fingerprint, with how to tell them apart."""
+    as_pin = "sha256/" + base64.b64encode(bytes.fromhex(HEX)).decode()
+    with pytest.raises(InvalidPinError) as excinfo:
+        Pin.parse(text)
+    message = str(excinfo.value)
+    assert "64 hex digits" in message
+    assert f"the pin is {as_pin} " in message
+    assert "CertificatePin.parse()" in message
+    assert "openssl x509 -noout -fingerprint -sha256" in message
+    assert "tlspin pin CERT --form hex" in message
+    assert "decodes to" not in message  # the old, misleading "48 bytes" complaint
+
+
+@needs_openssl
+def test_hex_hint_matches_what_openssl_prints(issuer: CA) -> None:
+    """The SPKI hash openssl prints in hex leads to the certificate's own pin; the certificate
+    fingerprint openssl prints is pointed to CertificatePin, which reads it."""
+    leaf = issuer.issue("pins.test")
+    public_pem = _openssl("x509", "-pubkey", "-noout", data=leaf.cert_pem)
+    spki_der = _openssl("pkey", "-pubin", "-outform", "DER", data=public_pem)
+    spki_hex = _openssl("dgst", "-sha256", "-r", data=spki_der).decode().split()[0]
+    with pytest.raises(InvalidPinError) as excinfo:
+        Pin.parse(spki_hex)
+    assert f"the pin is {Pin.from_certificate(leaf.cert_pem)} " in str(excinfo.value)
+    printed = _openssl("x509", "-noout", "-fingerprint", "-sha256", data=leaf.cert_pem).decode()
+    fingerprint = printed.strip().split("=", 1)[1]
+    assert CertificatePin.parse(fingerprint) == CertificatePin.from_certificate(leaf.cert_pem)
+    with pytest.raises(InvalidPinError, match=r"CertificatePin\.parse\(\)"):
+        Pin.parse(fingerprint)
 
 
 def test_whole_certificate_fingerprint_is_pointed_elsewhere() -> None:

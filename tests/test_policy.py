@@ -208,8 +208,28 @@ def test_rule_validation_errors() -> None:
         PinRule([], pins)
     with pytest.raises(PolicyError, match="report_uri"):
         PinRule([HOST], pins, report_uri="ftp://x")
+    for raw in ("https://r.example/\x7f", "https://r.example/a\r\nX-Evil: 1", "https://r e/"):
+        with pytest.raises(PolicyError, match="control characters"):
+            PinRule([HOST], pins, report_uri=raw)
+    assert PinRule([HOST], pins, report_uri="https://r.example/%7F%20").report_uri  # twin
     with pytest.raises(PolicyError, match="on_expiry"):
         PinPolicy([], on_expiry="never")  # type: ignore[arg-type]
+    for ports in ([0], [65536], [True], ["443"], "443"):
+        with pytest.raises(PolicyError, match="port"):
+            PinRule([HOST], pins, ports=ports)  # type: ignore[arg-type]
+
+
+def test_ports_are_kept_and_do_not_change_the_check(chain: Chain) -> None:
+    """A rule's ports are where tools connect; the pin check is the same with or without them."""
+    pins = [chain.intermediate.pin, _unrelated()]
+    rule = PinRule([HOST], pins, ports=[8443, 8443, 9443])
+    assert rule.ports == (8443, 9443)
+    assert PinRule([HOST], pins, ports=8443).ports == (8443,)
+    assert rule != PinRule([HOST], pins)  # part of the rule: it round-trips through files
+    for policy in (PinPolicy([rule]), PinPolicy([PinRule([HOST], pins)])):
+        assert policy.check(HOST, chain.der, now=NOW).ok
+        with pytest.raises(PinMismatchError):
+            policy.check(HOST, [chain.other.issue(HOST).cert_der], now=NOW)
 
 
 # -- policy files ------------------------------------------------------------------------------
@@ -258,6 +278,8 @@ def test_toml_policy_loads() -> None:
             "line 8, rule #2, key 'hosts'",
         ),
         (lambda t: t + "colour = 3\n", "key 'colour'"),
+        (lambda t: t + "ports = [70000]\n", "line 12, rule #2, key 'ports'"),
+        (lambda t: t + 'ports = "8443"\n', "line 12, rule #2, key 'ports'"),
         (
             lambda t: t.replace('hosts = ["api.example.com"]\n', ""),
             "line 3, rule #1: the rule has no 'hosts'",
@@ -375,6 +397,7 @@ _KEYS = st.sampled_from(
         "mode",
         "deny",
         "expires",
+        "ports",
         "include_subdomains",
         "report_uri",
         "x",

@@ -218,12 +218,14 @@ class HostPattern:
                 f"host pattern {pattern!r} is invalid: IP addresses take no wildcard or subdomains"
             )
         effective = Kind.ANY_DEPTH if include_subdomains and kind is Kind.EXACT else kind
+        prefix = {Kind.EXACT: "", Kind.ONE_LABEL: "*.", Kind.ANY_DEPTH: "**."}[kind]
         if effective is not Kind.EXACT and ("." not in base or is_public_suffix(base)):
+            # The same pattern one label further down, under a domain someone can register.
+            suggestion = f"{prefix}example.{base}"
             raise PolicyError(
                 f"host pattern {pattern!r} covers every name under the public suffix {base!r}; "
-                "pin a registrable domain such as 'example.co.uk' instead"
+                f"pin a registrable domain under it instead, such as {suggestion!r}"
             )
-        prefix = {Kind.EXACT: "", Kind.ONE_LABEL: "*.", Kind.ANY_DEPTH: "**."}[kind]
         return cls(text=prefix + base, kind=kind, base=base)
 
     def matches(self, host: str, *, include_subdomains: bool = False) -> bool:

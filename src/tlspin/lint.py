@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import tomllib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +20,7 @@ from tlspin.exceptions import PinConfigurationError, PolicyError, TlspinWarning
 from tlspin.hosts import HostPattern, Kind, is_public_suffix
 from tlspin.pins import CertificatePin, Pin, spki_sha256
 from tlspin.policy import PinRule
+from tlspin.policyfile import _RULE_KEYS, _rule, _Where
 
 if TYPE_CHECKING:
     from tlspin.probe import ProbeResult
@@ -98,7 +98,9 @@ class Finding:
         severity: ``error``, ``warning`` or ``info`` (fixed per code).
         message: one line saying what is wrong and what was found.
         rule: 0-based index of the rule, or None for policy-wide findings.
-        line: line of the rule's ``[[rule]]`` header (TOML only).
+        line: TOML only: for a rule that cannot be loaded (TP000, TP006, TP007), the line of
+            the key at fault, as ``check`` and ``export`` name it; otherwise the line of the
+            rule's ``[[rule]]`` header.
         hosts: the rule's host patterns.
     """
 
@@ -226,16 +228,6 @@ def _overlaps(rules: Sequence[tuple[int, PinRule]]) -> Iterable[tuple[int, int, 
 # -- the lint -------------------------------------------------------------------------------------
 
 
-def _rule_lines(text: str | None) -> list[int]:
-    if text is None:
-        return []
-    return [
-        i + 1
-        for i, line in enumerate(text.splitlines())
-        if re.match(r"^\s*\[\[\s*rule\s*\]\]", line)
-    ]
-
-
 def _raw_hosts(raw: Any) -> tuple[str, ...]:
     hosts = raw.get("hosts") if isinstance(raw, Mapping) else None
     if isinstance(hosts, str):
@@ -245,16 +237,22 @@ def _raw_hosts(raw: Any) -> tuple[str, ...]:
     return ()
 
 
-def _load_rule(raw: Any, index: int, on_expiry: Any) -> PinRule | str:
-    from tlspin.policyfile import from_data
-
+def _load_rule(raw: Any, index: int, where: _Where) -> PinRule | tuple[str, int | None]:
+    """The rule, or ``(why, line)``: the loader's message without its location, and the line
+    of the key it is about (of the ``[[rule]]`` header when it is about no key)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TlspinWarning)
-            policy = from_data({"on_expiry": on_expiry, "rule": [raw]})
+            return _rule(raw, index, where)
     except PinConfigurationError as exc:
-        return re.sub(r"^rule #1\b,? ?", "", str(exc)).lstrip(": ")
-    return policy.rules[0]
+        message = str(exc)
+    keys = [*(raw if isinstance(raw, Mapping) else ()), *_RULE_KEYS]
+    for key in dict.fromkeys([None, *keys]):
+        prefix = f"{where(index, key)}: "
+        if message.startswith(prefix):
+            shown = f"key '{key}': " if key else ""
+            return shown + message[len(prefix) :], where.line(index, key)
+    return message, where.line(index, None)  # Defensive: every loader error names its place.
 
 
 def _label(index: int, hosts: Sequence[str]) -> str:
@@ -267,7 +265,7 @@ def lint_text(
     *,
     format: Literal["toml", "json"] = "toml",
     today: dt.date | None = None,
-    live: Callable[[str], ProbeResult] | None = None,
+    live: Callable[[str, int | None], ProbeResult] | None = None,
 ) -> LintReport:
     """Lint a policy document.
 
@@ -287,9 +285,12 @@ def lint_data(
     *,
     text: str | None = None,
     today: dt.date | None = None,
-    live: Callable[[str], ProbeResult] | None = None,
+    live: Callable[[str, int | None], ProbeResult] | None = None,
 ) -> LintReport:
-    """Lint parsed policy data; *live* probes a host name for the live checks.
+    """Lint parsed policy data; *live* probes a host for the live checks.
+
+    *live* is called with a host name and one of the rule's ``ports``, or None when the rule
+    names none (the caller's default port).
 
     Raises:
         LintInputError: the data is not a policy (wrong top-level shape, no rules).
@@ -313,22 +314,18 @@ def lint_data(
     if not raw_rules:
         msg = "the policy is empty; expected at least one [[rule]]"
         raise LintInputError(msg)
-    lines = _rule_lines(text)
+    where = _Where(text)
+    lines = [where.line(index, None) for index in range(len(raw_rules))]
     findings: list[Finding] = []
     loaded: list[PinRule | None] = []
     for index, raw in enumerate(raw_rules):
-        line = lines[index] if index < len(lines) else None
+        line = lines[index]
         hosts = _raw_hosts(raw)
-
-        def add(
-            code: str, message: str, *, _i: int = index, _l: Any = line, _h: Any = hosts
-        ) -> None:
-            findings.append(Finding(code, CODES[code][0], message, _i, _l, _h))
-
-        result = _load_rule(raw, index, on_expiry)
-        if isinstance(result, str):
+        result = _load_rule(raw, index, where)
+        if isinstance(result, tuple):
             loaded.append(None)
-            low = result.lower()
+            why, key_line = result
+            low = why.lower()
             code = (
                 "TP007"
                 if "public suffix" in low
@@ -336,7 +333,8 @@ def lint_data(
                 if ("host" in low and "pattern" in low) or "host name" in low
                 else "TP000"
             )
-            add(code, f"{_label(index, hosts)}: {result}")
+            message = f"{_label(index, hosts)}: {why}"
+            findings.append(Finding(code, CODES[code][0], message, index, key_line, hosts))
             continue
         loaded.append(result)
         findings.extend(
@@ -454,9 +452,11 @@ def _rule_findings(index: int, rule: PinRule, today: dt.date, on_expiry: str) ->
 
 
 def _live_findings(
-    rules: Sequence[tuple[int, PinRule]], lines: Sequence[int], live: Callable[[str], ProbeResult]
+    rules: Sequence[tuple[int, PinRule]],
+    lines: Sequence[int | None],
+    live: Callable[[str, int | None], ProbeResult],
 ) -> Iterable[Finding]:
-    cache: dict[str, ProbeResult] = {}
+    cache: dict[tuple[str, int | None], ProbeResult] = {}
     for index, rule in rules:
         patterns = tuple(h.text for h in rule.hosts)
         line = lines[index] if index < len(lines) else None
@@ -472,15 +472,18 @@ def _live_findings(
                 patterns,
             )
             continue
-        for host in hosts:
-            result = cache.get(host)
+        # The rule's ports say where its hosts listen; None lets the caller choose (443).
+        ports: Sequence[int | None] = rule.ports or (None,)
+        for host, port in ((h, p) for h in hosts for p in ports):
+            result = cache.get((host, port))
             if result is None:
-                result = cache[host] = live(host)
+                result = cache[host, port] = live(host, port)
+            endpoint = str(result.target)
             if not result.ok:
                 yield Finding(
                     "TP017",
                     "error",
-                    f"{label}: live check of {host} failed: {result.error}",
+                    f"{label}: live check of {endpoint} failed: {result.error}",
                     index,
                     line,
                     patterns,
@@ -493,7 +496,8 @@ def _live_findings(
                 yield Finding(
                     "TP003",
                     "error",
-                    f"{label}: the live chain of {host} matches none of the {len(rule.pins)} pins",
+                    f"{label}: the live chain of {endpoint} matches none of the "
+                    f"{len(rule.pins)} pins",
                     index,
                     line,
                     patterns,
@@ -502,7 +506,7 @@ def _live_findings(
                 yield Finding(
                     "TP002",
                     "error",
-                    f"{label}: all {len(inside)} pins are in the live chain of {host}; "
+                    f"{label}: all {len(inside)} pins are in the live chain of {endpoint}; "
                     "add a backup pin for a key outside it (tlspin backup-key)",
                     index,
                     line,

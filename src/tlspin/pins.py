@@ -69,21 +69,34 @@ def _shown(text: object) -> str:
     return repr(text)
 
 
-def _hex_hint(original: str) -> str:
-    compact = original.strip().replace(":", "")
-    if _HEX.match(original.strip()) and len(compact) == 64:
-        return (
-            " It looks like a hex certificate fingerprint; "
-            "use CertificatePin.parse() for whole-certificate pins."
-        )
-    return ""
+def _hex_message(text: str, original: str) -> str | None:
+    """The error for a 64-hex-digit SHA-256, which is not base64; None for anything else."""
+    compact = text.replace(":", "")
+    if not _HEX.match(text) or len(compact) != 64:
+        return None
+    as_pin = "sha256/" + base64.b64encode(bytes.fromhex(compact)).decode("ascii")
+    # Both kinds circulate as hex; nothing in the digits says which one it is.
+    return (
+        f"pin {_shown(original)} is 64 hex digits, not base64: a SHA-256 written in hex, either "
+        "of the public key (SPKI) or of the whole certificate. If it is the public key's hash "
+        "(as 'tlspin pin CERT --form hex' or 'openssl x509 -pubkey -noout | openssl pkey "
+        f"-pubin -outform DER | openssl dgst -sha256' print it), the pin is {as_pin} (the same "
+        "digest in base64). If it is "
+        "the certificate's fingerprint (as 'openssl x509 -noout -fingerprint -sha256' prints it, "
+        "colon-separated), it changes at every renewal: pin the key instead ('tlspin pin CERT' "
+        "prints its pin), or keep the fingerprint to migrate with CertificatePin.parse() / "
+        "'cert-sha256/<hex>'. To tell which it is, compare it with both commands' output for "
+        "the certificate."
+    )
 
 
 def _b64decode(text: str, original: str) -> bytes:
     text = text.strip()
+    hex_message = _hex_message(text, original)
+    if hex_message is not None:
+        raise InvalidPinError(hex_message)
     if not text or not _B64.match(text):
-        hint = _hex_hint(original)
-        msg = f"pin {_shown(original)} is not base64.{hint} {_ACCEPTED}"
+        msg = f"pin {_shown(original)} is not base64; {_ACCEPTED}"
         raise InvalidPinError(msg)
     padded = text + "=" * (-len(text) % 4)
     try:
@@ -91,10 +104,9 @@ def _b64decode(text: str, original: str) -> bytes:
     except (binascii.Error, ValueError):
         raise InvalidPinError(f"pin {_shown(original)} is not valid base64; {_ACCEPTED}") from None
     if len(raw) != 32:
-        hint = _hex_hint(original)
         raise InvalidPinError(
-            f"pin {_shown(original)} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest)."
-            f"{hint} {_ACCEPTED}"
+            f"pin {_shown(original)} decodes to {len(raw)} bytes, expected 32 (a SHA-256 digest); "
+            f"{_ACCEPTED}"
         )
     return raw
 

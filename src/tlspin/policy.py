@@ -65,6 +65,13 @@ def _to_date(value: object, what: str) -> dt.date | None:
     raise PolicyError(msg)
 
 
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        msg = f"a port must be an integer from 1 to 65535, found {value!r}"
+        raise PolicyError(msg)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class PinRule:
     """Pins for one or more host patterns.
@@ -78,6 +85,9 @@ class PinRule:
         deny: keys that must never appear in the chain (e.g. a compromised intermediate).
         report_uri: where a :class:`tlspin.Reporter` sends this rule's violations.
         pin_info: optional metadata per pin (role, note, not_after).
+        ports: the TCP ports the rule's hosts serve TLS on, for the tools that connect to them
+            (``tlspin check``, ``lint --live``, ``monitor``); empty means 443. Pinning itself
+            is per host name, as on every platform, so the check never looks at them.
 
     Raises:
         PolicyError: a host pattern, pin or option is invalid.
@@ -91,6 +101,7 @@ class PinRule:
     deny: tuple[AnyPin, ...] = ()
     report_uri: str | None = None
     pin_info: tuple[tuple[AnyPin, PinInfo], ...] = ()
+    ports: tuple[int, ...] = ()
     _spki: frozenset[bytes] = field(default=frozenset(), repr=False, compare=False)
     _cert: frozenset[bytes] = field(default=frozenset(), repr=False, compare=False)
 
@@ -105,6 +116,7 @@ class PinRule:
         deny: Iterable[str | AnyPin] = (),
         report_uri: str | None = None,
         pin_info: Mapping[str | AnyPin, PinInfo] | Iterable[tuple[AnyPin, PinInfo]] | None = None,
+        ports: Iterable[int] | int = (),
     ) -> None:
         if isinstance(hosts, str):
             hosts = (hosts,)
@@ -136,6 +148,20 @@ class PinRule:
         ):
             msg = f"report_uri must be an http(s) URL, found {report_uri!r}"
             raise PolicyError(msg)
+        if report_uri is not None and any(ch <= " " or ch == "\x7f" for ch in report_uri):
+            # Exports write it into headers, XML and plists, where a newline or control
+            # character would end a header line or break the document.
+            msg = (
+                "report_uri must be a URL without spaces or control characters (percent-encode "
+                f"them, e.g. %20, %7F), found {report_uri!r}"
+            )
+            raise PolicyError(msg)
+        if isinstance(ports, int):
+            ports = (ports,)
+        if isinstance(ports, str | bytes):
+            msg = f"ports must be a list of port numbers, found {ports!r}"
+            raise PolicyError(msg)
+        port_list = tuple(dict.fromkeys(_port(p) for p in ports))
         info: dict[AnyPin, PinInfo] = {}
         items = pin_info.items() if isinstance(pin_info, Mapping) else (pin_info or ())
         for key, value in items:
@@ -154,6 +180,7 @@ class PinRule:
         set_(self, "report_uri", report_uri)
         # Stored in pin order, so that equal rules compare equal whatever order the info came in.
         set_(self, "pin_info", tuple((p, info[p]) for p in parsed + denied if p in info))
+        set_(self, "ports", port_list)
         set_(self, "_spki", frozenset(p.digest for p in parsed if isinstance(p, Pin)))
         set_(self, "_cert", frozenset(p.digest for p in parsed if isinstance(p, CertificatePin)))
         if mode == "enforce" and len(parsed) < 2:

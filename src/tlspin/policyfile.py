@@ -15,6 +15,7 @@ Schema (TOML)::
     mode = "enforce"                   # optional: or "report"
     deny = ["sha256/…"]                # optional
     report_uri = "https://…"           # optional
+    ports = [8443]                     # optional: where the hosts serve TLS (default 443)
 
 The JSON form has the same keys (``{"rule": [{…}]}``) with dates as ``"YYYY-MM-DD"`` strings.
 Policy files are treated as untrusted input: every error is a :class:`~tlspin.PolicyError` that
@@ -38,7 +39,16 @@ from tlspin.policy import PinInfo, PinPolicy, PinRule
 __all__ = ["from_data", "load", "load_bytes", "loads", "to_data"]
 
 MAX_POLICY_BYTES = 16 * 1024 * 1024
-_RULE_KEYS = ("hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri")
+_RULE_KEYS = (
+    "hosts",
+    "pins",
+    "include_subdomains",
+    "expires",
+    "mode",
+    "deny",
+    "report_uri",
+    "ports",
+)
 _TOP_KEYS = ("on_expiry", "rule")
 _PIN_KEYS = ("pin", "role", "note", "not_after")
 # Which key a PinRule error is about, by a phrase of its message (first match wins).
@@ -48,6 +58,8 @@ _ERROR_KEYS = (
     ("include_subdomains", "include_subdomains"),
     ("pin_info", "pins"),
     ("no pins", "pins"),
+    ("a port must be", "ports"),
+    ("ports must be", "ports"),
     ("host", "hosts"),
     ("pattern", "hosts"),
 )
@@ -77,12 +89,13 @@ class _Where:
         where = "" if index is None else f"rule #{index + 1}"
         if key:
             where += f"{', ' if where else ''}key '{key}'"
-        line = self._line(index, key)
+        line = self.line(index, key)
         if line is not None:
             where = f"line {line}, {where}" if where else f"line {line}"
         return where
 
-    def _line(self, index: int | None, key: str | None) -> int | None:
+    def line(self, index: int | None, key: str | None) -> int | None:
+        """The line of rule #*index*'s *key* (of its header for no key); None without text."""
         if self.lines is None:
             return None
         start, end = 0, len(self.lines)
@@ -187,50 +200,58 @@ def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise PolicyError(f"'rule' must be an array of tables, found {type(raw_rules).__name__}")
-    rules = []
-    for index, raw in enumerate(raw_rules):
-        if not isinstance(raw, Mapping):
-            raise PolicyError(f"{where(index, None)}: a rule must be a table")
-        extra = sorted(set(raw) - set(_RULE_KEYS))
-        if extra:
-            raise PolicyError(
-                f"{where(index, extra[0])}: unknown key(s) {extra}; expected {list(_RULE_KEYS)}"
-            )
-        for key in ("hosts", "pins"):
-            if key not in raw:
-                raise PolicyError(f"{where(index, None)}: the rule has no '{key}'")
-        hosts = raw["hosts"]
-        if isinstance(hosts, str):
-            hosts = [hosts]
-        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-            raise PolicyError(f"{where(index, 'hosts')}: 'hosts' must be a list of strings")
-        pins, info = _pins(raw["pins"], where(index, "pins"), "pins")
-        deny, deny_info = _pins(raw.get("deny", []), where(index, "deny"), "deny")
-        info.update(deny_info)
-        for key, kind in (("include_subdomains", bool), ("mode", str), ("report_uri", str)):
-            if key in raw and not isinstance(raw[key], kind):
-                raise PolicyError(
-                    f"{where(index, key)}: '{key}' must be a {kind.__name__}, found {raw[key]!r}"
-                )
-        # Read the date first: its error already names the line and key.
-        expires = _date(raw.get("expires"), where(index, "expires"), "expires")
-        try:
-            rule = PinRule(
-                hosts,
-                pins,
-                include_subdomains=raw.get("include_subdomains", False),
-                expires=expires,
-                mode=raw.get("mode", "enforce"),
-                deny=deny,
-                report_uri=raw.get("report_uri"),
-                pin_info=info.items(),
-            )
-        except PinConfigurationError as exc:
-            message = str(exc)
-            bad_key = next((k for marker, k in _ERROR_KEYS if marker in message), None)
-            raise PolicyError(f"{where(index, bad_key)}: {exc}") from None
-        rules.append(rule)
+    rules = [_rule(raw, index, where) for index, raw in enumerate(raw_rules)]
     return PinPolicy(rules, on_expiry=on_expiry)
+
+
+def _rule(raw: Any, index: int, where: _Where) -> PinRule:
+    """Build rule #*index* from its data; errors name the line and key through *where*."""
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where(index, None)}: a rule must be a table")
+    extra = sorted(set(raw) - set(_RULE_KEYS))
+    if extra:
+        raise PolicyError(
+            f"{where(index, extra[0])}: unknown key(s) {extra}; expected {list(_RULE_KEYS)}"
+        )
+    for key in ("hosts", "pins"):
+        if key not in raw:
+            raise PolicyError(f"{where(index, None)}: the rule has no '{key}'")
+    hosts = raw["hosts"]
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise PolicyError(f"{where(index, 'hosts')}: 'hosts' must be a list of strings")
+    pins, info = _pins(raw["pins"], where(index, "pins"), "pins")
+    deny, deny_info = _pins(raw.get("deny", []), where(index, "deny"), "deny")
+    info.update(deny_info)
+    for key, kind in (("include_subdomains", bool), ("mode", str), ("report_uri", str)):
+        if key in raw and not isinstance(raw[key], kind):
+            raise PolicyError(
+                f"{where(index, key)}: '{key}' must be a {kind.__name__}, found {raw[key]!r}"
+            )
+    ports = raw.get("ports", [])
+    if not isinstance(ports, list | int) or isinstance(ports, bool):
+        raise PolicyError(
+            f"{where(index, 'ports')}: 'ports' must be a list of port numbers, found {ports!r}"
+        )
+    # Read the date first: its error already names the line and key.
+    expires = _date(raw.get("expires"), where(index, "expires"), "expires")
+    try:
+        return PinRule(
+            hosts,
+            pins,
+            include_subdomains=raw.get("include_subdomains", False),
+            expires=expires,
+            mode=raw.get("mode", "enforce"),
+            deny=deny,
+            report_uri=raw.get("report_uri"),
+            pin_info=info.items(),
+            ports=ports,
+        )
+    except PinConfigurationError as exc:
+        message = str(exc)
+        bad_key = next((k for marker, k in _ERROR_KEYS if marker in message), None)
+        raise PolicyError(f"{where(index, bad_key)}: {exc}") from None
 
 
 def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:
@@ -342,6 +363,8 @@ def to_data(policy: PinPolicy, *, dates_as_strings: bool = False) -> dict[str, A
             item["deny"] = [pin_entry(rule, p) for p in rule.deny]
         if rule.report_uri is not None:
             item["report_uri"] = rule.report_uri
+        if rule.ports:
+            item["ports"] = list(rule.ports)
         rules.append(item)
     out: dict[str, Any] = {}
     if policy.on_expiry != "fail-open":

@@ -64,6 +64,8 @@ def toml_string(value: str) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         return toml_string(value)
     if isinstance(value, dt.datetime):
@@ -79,6 +81,8 @@ def _toml_value(value: Any) -> str:
             return "[]"
         if all(isinstance(item, str) for item in value) and len(value) <= 1:
             return "[" + _toml_value(value[0]) + "]"
+        if all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            return "[" + ", ".join(_toml_value(item) for item in value) + "]"
         return "[\n" + "".join(f"  {_toml_value(item)},\n" for item in value) + "]"
     msg = f"cannot write {type(value).__name__} value {value!r} as TOML"
     raise PolicyError(msg)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from tlspin.policy import PinPolicy, PinRule
 
 __all__ = [
+    "NO_PATH",
     "ChainDiff",
     "HostResult",
     "PreflightReport",
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 _SAMPLE_LABEL = "tlspin-preflight"
+#: Starts the reason :func:`verify_chain` gives when no path leads to a trusted root.
+NO_PATH = "no path to a root in"
+# cryptography's path-building failures: they say only that no candidate path worked.
+_PATH_FAILURES = ("candidates exhausted", "exceeds max depth")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,20 +137,35 @@ def hosts_for(leaf_der: bytes, policies: Sequence[PinPolicy]) -> list[tuple[str,
 
 
 def verify_chain(
-    served: Sequence[bytes], anchors: Sequence[bytes], host: str, at: dt.datetime
+    served: Sequence[bytes],
+    anchors: Sequence[bytes],
+    host: str,
+    at: dt.datetime,
+    *,
+    roots: str = "the trusted roots",
 ) -> tuple[tuple[bytes, ...] | None, str | None]:
     """Build and verify the chain for *host* at *at*.
 
+    Args:
+        roots: what *anchors* are, for messages (e.g. ``"the system trust store"``).
+
     Returns:
-        ``(chain DER, None)`` on success, ``(None, why)`` on failure.
+        ``(chain DER, None)`` on success, ``(None, why)`` on failure. When no path leads from
+        the leaf to one of *anchors*, *why* contains :data:`NO_PATH`.
     """
+    import warnings
+
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.utils import CryptographyDeprecationWarning
     from cryptography.x509 import verification
 
     certs = [x509.load_der_x509_certificate(d) for d in served]
-    roots = [x509.load_der_x509_certificate(d) for d in anchors]
-    if not roots:
+    with warnings.catch_warnings():
+        # Old roots of system stores draw deprecation warnings (a negative serial number).
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        roots_ = [x509.load_der_x509_certificate(d) for d in anchors]
+    if not roots_:
         return None, "no trusted root certificates were given"
     try:
         subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ipaddress.ip_address(host))
@@ -154,14 +174,45 @@ def verify_chain(
     try:
         verifier = (
             verification.PolicyBuilder()
-            .store(verification.Store(roots))
+            .store(verification.Store(roots_))
             .time(at)
             .build_server_verifier(subject)
         )
         chain = verifier.verify(certs[0], certs[1:])
     except (verification.VerificationError, ValueError) as exc:
-        return None, str(exc).split(" (encountered")[0]
+        why = str(exc).split(" (encountered")[0]
+        if any(marker in why for marker in _PATH_FAILURES):
+            return None, _no_path(certs, roots_, at, roots)
+        return None, why
     return tuple(c.public_bytes(Encoding.DER) for c in chain), None
+
+
+def _no_path(
+    certs: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: dt.datetime,
+    roots: str,
+) -> str:
+    """Say why no path was found; cryptography's own words ("candidates exhausted…") do not."""
+    top = certs[-1]
+    subjects = {a.subject for a in anchors}
+    if top.issuer not in subjects and top.subject not in subjects:
+        return (
+            f"{NO_PATH} {roots}: the last certificate of the chain "
+            f"({top.subject.rfc4514_string()}) is issued by {top.issuer.rfc4514_string()}, "
+            f"which is not among them (a private CA, or an intermediate missing from the chain?)"
+        )
+    for cert in certs:
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            return (
+                f"{NO_PATH} {roots}: {cert.subject.rfc4514_string()} is not valid on "
+                f"{at.date()} (valid {cert.not_valid_before_utc.date()} to "
+                f"{cert.not_valid_after_utc.date()})"
+            )
+    return (
+        f"{NO_PATH} {roots}: no valid signature path from the leaf through the chain's "
+        "intermediates (check that the chain holds each intermediate, leaf first)"
+    )
 
 
 def _describe(chain: Sequence[bytes], digest: bytes) -> str:
@@ -211,6 +262,7 @@ def preflight(
     hosts: Sequence[str] = (),
     also: Sequence[str] = (),
     at: dt.datetime | None = None,
+    roots: str = "the trusted roots",
 ) -> PreflightReport:
     """Check a planned served chain (leaf first) against each shipped policy version.
 
@@ -221,6 +273,7 @@ def preflight(
         hosts: host names to check (default: the leaf's names that some rule covers).
         also: more host names to check besides the default ones (e.g. a live host).
         at: the planned deployment time (default: now).
+        roots: what *anchors* are, for messages (e.g. ``"the system trust store"``).
     """
     if not served:
         msg = "the planned chain is empty; expected at least the leaf certificate"
@@ -237,7 +290,7 @@ def preflight(
     chains: dict[str, tuple[bytes, ...]] = {}
     errors: dict[str, str] = {}
     for shown, checked in targets:
-        chain, error = verify_chain(served, anchors, checked, at)
+        chain, error = verify_chain(served, anchors, checked, at, roots=roots)
         if chain is not None:
             chains[shown] = chain
         else:

@@ -173,6 +173,20 @@ def test_document_round_trips_through_dumps() -> None:
     assert again.bundle.signatures == document.bundle.signatures
 
 
+def test_signed_policy_leaves_out_the_tools_ports() -> None:
+    """A rule's ports (where tlspin's tools connect) stay out of the bundle, whose policy
+    schema has no such key; the pins, hosts and expiry are all there."""
+    from tlspin.policy import PinPolicy, PinRule
+
+    pins = ["sha256/" + "A" * 43 + "=", "sha256/" + "B" * 42 + "A="]
+    with_ports = PinPolicy([PinRule(["api.test"], pins, expires="2030-01-01", ports=[8443])])
+    document = make(with_ports, [seed_key(1)], 3)
+    assert "ports" not in document.bundle.policy_data["rule"][0]
+    assert document.bundle.load_policy() == PinPolicy(
+        [PinRule(["api.test"], pins, expires="2030-01-01")]
+    )
+
+
 _INTS = st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1)
 _TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=8)
 _KEYS = st.one_of(_TEXT, st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=8))

@@ -68,8 +68,8 @@ def test_refused_export_writes_no_file(world: World, tmp_path: Path) -> None:
     """A refused export leaves no output file, and an existing one unchanged."""
     policy = world.write(
         "p.toml",
-        f'[[rule]]\nhosts = ["a.example.com"]\npins = ["{A}", "{B}"]\nexpires = 2030-01-01\n',
-    )
+        f'[[rule]]\nhosts = ["a.example.com"]\npins = ["{A}", "{B}"]\nmode = "report"\n',
+    )  # OkHttp has no report-only mode
     out = tmp_path / "pinner.java"
     refused = invoke("export", str(policy), "--format", "okhttp-java", "--out", str(out))
     assert refused.exit_code == 1

@@ -245,3 +245,22 @@ def test_check_expired_rule_fails_open_with_warning(world: World) -> None:
         ).exit_code
         == 1
     )
+
+
+def test_pin_host_on_a_private_ca_suggests_cafile(world: World) -> None:
+    """Without --cafile a privately issued server fails verification, and the one-line error
+    says it does not verify against the system store and suggests --cafile."""
+    result = invoke("pin", world.target)
+    assert result.exit_code == 3
+    assert "unable to get local issuer certificate" in result.stderr
+    assert "system trust store" in result.stderr
+    assert "--cafile" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pin_host_with_cafile_needs_no_hint(world: World) -> None:
+    """Twin: with --cafile the same server's chain is printed; an untrusted one gets no hint."""
+    assert invoke("pin", world.target, "--cafile", str(world.root_pem)).exit_code == 0
+    rogue = invoke("pin", world.rogue_target, "--cafile", str(world.root_pem))
+    assert rogue.exit_code == 3
+    assert "--cafile" not in rogue.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import socket
 import stat
 from pathlib import Path
@@ -242,3 +243,48 @@ def test_backup_key_add_to_uncovered_host_writes_nothing(world: World, tmp_path:
     assert "no rule covers" in result.stderr
     assert not (tmp_path / "k").exists()
     assert policy.read_bytes() == before
+
+
+def test_init_keeps_the_port_for_lint_check_and_monitor(world: World, tmp_path: Path) -> None:
+    """init HOST:PORT writes the port into the rule, and lint --live, check and monitor use it
+    with no --port or endpoints file."""
+    out = tmp_path / "policy.toml"
+    cafile = str(world.root_pem)
+    made = invoke("init", world.target, "--cafile", cafile, "--out", str(out))
+    assert made.exit_code == 0, made.stderr
+    assert f"ports = [{world.server.port}]" in out.read_text()
+    assert load(out).rules[0].ports == (world.server.port,)
+    linted = invoke("lint", str(out), "--live", "--cafile", cafile, "--json")
+    found = {f["code"]: f["message"] for f in json.loads(linted.stdout)["findings"]}
+    assert "TP017" not in found, found
+    assert f"live chain of {world.target}" in found["TP002"]  # reached: all pins are live
+    checked = invoke("check", "localhost", "--policy", str(out), "--cafile", cafile)
+    assert checked.exit_code == 0, checked.stderr
+    assert f"PASS {world.target}" in checked.stdout
+    monitored = invoke(
+        "monitor", str(out), "--cafile", cafile, "--json", "--state", str(tmp_path / "s.json")
+    )
+    results = json.loads(monitored.stdout)["results"]
+    assert [(r["endpoint"], r["status"]) for r in results] == [(world.target, "green")]
+
+
+def test_an_explicit_port_still_wins(world: World, tmp_path: Path) -> None:
+    """Twin: HOST:PORT and --port override the policy's ports; several ports need a choice."""
+    out = tmp_path / "policy.toml"
+    cafile = str(world.root_pem)
+    assert invoke("init", world.target, "--cafile", cafile, "--out", str(out)).exit_code == 0
+    rogue = str(world.rogue_server.port)
+    linted = invoke("lint", str(out), "--live", "--cafile", cafile, "--port", rogue, "--json")
+    codes = {f["code"] for f in json.loads(linted.stdout)["findings"]}
+    assert "TP017" in codes  # the forging server on the other port does not verify
+    checked = invoke("check", world.rogue_target, "--policy", str(out), "--cafile", cafile)
+    assert checked.exit_code == 3
+    assert f"localhost:{rogue}" in checked.stderr
+    both = tmp_path / "both.toml"
+    both.write_text(
+        out.read_text().replace(f"ports = [{world.server.port}]", f"ports = [{rogue}, 1]")
+    )
+    ambiguous = invoke("check", "localhost", "--policy", str(both), "--cafile", cafile)
+    assert ambiguous.exit_code == 2
+    assert "give one as HOST:PORT" in ambiguous.stderr
+

@@ -90,9 +90,47 @@ def test_one_bad_rule_does_not_hide_others() -> None:
     report = lint_text(toml(hosts='"*.com"') + toml(pins=f'"{A}"'), today=TODAY)
     by_code = {f.code: f for f in report.findings}
     assert by_code["TP007"].rule == 0
-    assert by_code["TP007"].line == 1
+    assert by_code["TP007"].line == 2  # the hosts key; the [[rule]] header is line 1
+    assert "such as '*.example.com'" in by_code["TP007"].message
     assert by_code["TP001"].rule == 1
     assert by_code["TP001"].line == 5
+
+
+BAD_KEYS = {
+    "pins": toml(pins=f'"{A}",\n  "sha256/not-a-pin"'),
+    "mode": toml(extra=f'expires = {SOON}\n\nmode = "enforced"'),
+    "expires": toml(extra='expires = "tomorrow"'),
+    "ports": toml(extra=f"expires = {SOON}\nports = [0]"),
+    "deny": toml(extra=f'expires = {SOON}\ndeny = ["nope"]'),
+}
+
+
+@pytest.mark.parametrize("key", sorted(BAD_KEYS))
+def test_unloadable_rule_names_the_line_of_the_bad_key(world: World, key: str) -> None:
+    """TP000 points at the line of the key at fault, the line check and export name too."""
+    text = "# a comment\n" + toml() + "\n" + BAD_KEYS[key]
+    finding = next(f for f in lint_text(text, today=TODAY).findings if f.rule == 1)
+    assert finding.code == "TP000"
+    lines = text.splitlines()
+    header = [i + 1 for i, ln in enumerate(lines) if ln == "[[rule]]"][1]
+    wanted = next(i + 1 for i, ln in enumerate(lines) if i >= header and ln.startswith(f"{key} ="))
+    assert finding.line == wanted != header
+    assert f"key '{key}'" in finding.message
+    path = world.write("bad.toml", text)
+    exported = invoke("export", str(path), "--format", "json")
+    assert exported.exit_code == 2
+    assert f"line {wanted}, rule #2, key '{key}'" in exported.stderr
+    shown = invoke("lint", str(path), "--json")
+    assert shown.exit_code == 1
+    assert {"code": "TP000", "line": wanted} in [
+        {"code": f["code"], "line": f["line"]} for f in json.loads(shown.stdout)["findings"]
+    ]
+
+
+def test_loaded_rules_keep_the_header_line() -> None:
+    """Twin: findings about a rule that loads still point at its [[rule]] header."""
+    report = lint_text("# c\n" + toml(pins=f'"{A}"'), today=TODAY)
+    assert [(f.code, f.line) for f in report.findings] == [("TP001", 2)]
 
 
 @pytest.mark.parametrize(
@@ -228,3 +266,13 @@ def test_docs_list_every_code(doc: str) -> None:
     text = (Path(__file__).parents[2] / doc).read_text(encoding="utf-8")
     for code, (severity, _) in CODES.items():
         assert re.search(rf"\|\s*{code}\s*\|\s*{severity}\s*\|", text), code
+
+
+def test_live_without_cafile_suggests_it(world: World) -> None:
+    """--live against a private CA without --cafile: TP017 says the system store refused it and
+    suggests --cafile (twin: test_live_codes passes with --cafile)."""
+    path = world.write("p.toml", toml(hosts='"localhost"', extra=f"ports = [{world.server.port}]"))
+    result = invoke("lint", str(path), "--live", "--json")
+    found = {f["code"]: f["message"] for f in json.loads(result.stdout)["findings"]}
+    assert "system trust store" in found["TP017"]
+    assert "--cafile" in found["TP017"]

@@ -21,6 +21,11 @@ _BASES = st.sampled_from(["example.com", "example.org", "tlspin.test", "example.
 _TEXT = st.text(
     alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30
 )  # no lone surrogates: neither TOML nor UTF-8 can hold them
+# What a report_uri may hold after the host: no ASCII space or control character.
+_URL_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=" "),
+    max_size=30,
+)
 _DATES = st.dates(min_value=dt.date(2000, 1, 1), max_value=dt.date(2100, 12, 31))
 
 
@@ -68,8 +73,9 @@ def rules(draw: st.DrawFn) -> PinRule:
             expires=draw(st.none() | _DATES),
             mode=draw(st.sampled_from(["enforce", "report"])),
             deny=denied,
-            report_uri=draw(st.none() | _TEXT.map(lambda t: "https://r.example.com/" + t.strip())),
+            report_uri=draw(st.none() | _URL_TEXT.map(lambda t: "https://r.example.com/" + t)),
             pin_info=meta,
+            ports=draw(st.lists(st.integers(1, 65535), max_size=3)),
         )
 
 

@@ -148,3 +148,39 @@ def test_live_unreachable_exits_3(world: World) -> None:
         world.rogue_target,
     )
     assert result.exit_code == 3
+
+
+def test_private_ca_without_cafile_says_system_store_and_suggests_cafile(world: World) -> None:
+    """Without --cafile the chain is checked against the system store; on a private CA the
+    reason says so (not cryptography's "candidates exhausted") and --cafile is suggested."""
+    policy = _policy(world, "p.toml", world.leaf_pin, world.backup_pin)
+    chain = world.write("chain.pem", world.leaf.chain_pem)
+    result = invoke("preflight", "--chain", str(chain), "--policy", policy, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    why = report["errors"]["localhost"]
+    assert why.startswith("no path to a root in the system trust store")
+    assert "issued by CN=tlspin cli test root" in why
+    assert "candidates exhausted" not in result.stdout
+    assert "--cafile" in result.stderr
+    trusted = invoke(
+        "preflight", "--chain", str(chain), "--policy", policy, "--cafile", str(world.root_pem)
+    )
+    assert trusted.exit_code == 0  # twin: the same chain against its root passes
+    assert "--cafile" not in trusted.stderr
+
+
+def test_missing_intermediate_is_named(world: World) -> None:
+    """A chain file without its intermediate is told which issuer it lacks."""
+    policy = _policy(world, "p.toml", world.leaf_pin, world.backup_pin)
+    code, _ = _run(world, world.leaf, policy)
+    assert code == 0  # twin: the full chain verifies
+    chain = world.write("leaf-only.pem", world.leaf.cert_pem)
+    result = invoke(
+        "preflight", "--chain", str(chain), "--policy", policy, "--cafile", str(world.root_pem),
+        "--json",
+    )
+    why = json.loads(result.stdout)["errors"]["localhost"]
+    assert f"no path to a root in the roots of {world.root_pem}" in why
+    assert "issued by CN=tlspin cli test intermediate" in why
+    assert "intermediate missing" in why

@@ -402,3 +402,57 @@ def test_import_android_nested_configs_inherit_pins() -> None:
     assert all(r.pins == (a, b) and r.expires == dt.date(2026, 12, 31) for r in policy.rules)
     with pytest.raises(ValueError, match="SHA-256"):
         import_policy(xml.replace('digest="SHA-256"', 'digest="SHA-1"', 1).encode(), "android-nsc")
+
+
+def test_okhttp_expiry_is_a_guard_in_code() -> None:
+    """An expiring rule's pins are added only while System.currentTimeMillis() is before the
+    midnight (UTC) that ends its expires day; a rule without expires is added always."""
+    a, b, c, d = pins(4)
+    policy = PinPolicy(
+        [rule(["a.example.com"], [a, b], expires="2026-06-01"), rule(["b.example.com"], [c, d])]
+    )
+    midnight = int(dt.datetime(2026, 6, 2, tzinfo=dt.UTC).timestamp() * 1000)
+    java = export(policy, "okhttp-java", ExportOptions(today=TODAY))
+    assert java.problems == ()
+    assert "static CertificatePinner certificatePinner() {" in java.text
+    assert "    long now = System.currentTimeMillis();" in java.text
+    guarded, unguarded = java.text.split("// rule #2")
+    assert f"if (now < {midnight}L) {{" in guarded
+    assert '.add("a.example.com",' in guarded
+    assert "if (" not in unguarded
+    assert '.add("b.example.com",' in unguarded
+    kotlin = run(policy, "okhttp-kotlin")
+    assert "fun certificatePinner(): CertificatePinner {" in kotlin
+    assert f"if (now < {midnight}L) {{" in kotlin
+    assert ";" not in kotlin.replace("; ", "")
+
+
+@pytest.mark.parametrize(
+    ("code", "detail"),
+    [
+        ('if (BuildConfig.DEBUG) { b.add("a.example.com", "%A", "%B"); }', "only condition"),
+        ('if (DEBUG) b.add("a.example.com", "%A", "%B");', "only condition"),
+        ('if (now < 1780358400001L) { b.add("a.example.com", "%A", "%B"); }', "end of a day"),
+        ('if (now < 259200000000000L) { b.add("a.example.com", "%A", "%B"); }', "not a date"),
+        ('if (now < 1780358400000L) { b.add("a.example.com", "%A", "%B");', "not closed"),
+    ],
+)
+def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: str) -> None:
+    """Pins under a condition tlspin cannot read are refused, not imported as unconditional."""
+    a, b = pins(2)
+    source = code.replace("%A", str(a)).replace("%B", str(b))
+    with pytest.raises(ValueError, match=detail):
+        import_policy(source.encode(), "okhttp-java")
+    harmless = f'if (DEBUG) {{ log("x"); }}\nb.add("a.example.com", "{a}", "{b}");'
+    assert import_policy(harmless.encode(), "okhttp-java").policy.rules[0].pins == (a, b)
+
+
+@pytest.mark.parametrize("fmt", ["okhttp-java", "android-nsc", "trustkit-android", "trustkit-ios"])
+def test_exporting_an_expired_rule_warns(fmt: str) -> None:
+    """A rule already past its expires exports, with a warning that clients ignore its pins;
+    its twin expiring tomorrow exports without one."""
+    a, b = pins(2)
+    for expires, warned in ((TODAY - dt.timedelta(days=1), True), (TODAY, False)):
+        policy = PinPolicy([rule(["a.example.com"], [a, b], expires=expires)])
+        problems = export(policy, fmt, ExportOptions(today=TODAY)).problems
+        assert any("no longer applies its pins" in str(p) for p in problems) is warned

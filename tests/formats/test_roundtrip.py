@@ -111,22 +111,35 @@ def test_trustkit_ios() -> None:
 
 
 def test_hpkp() -> None:
-    """An HPKP header keeps pins, includeSubDomains, report-only, report-uri and expiry."""
+    """An HPKP header keeps pins, includeSubDomains, report-only, report-uri and expiry (up to
+    the 60 days browsers honour a max-age for)."""
     a, b, c = pins(3)
     policy = PinPolicy(
         [
             rule(
                 ["**.example.com"],
                 [a, b, c],
-                expires="2026-09-30",
+                expires=TODAY + dt.timedelta(days=59),
                 mode="report",
-                report_uri='https://r.example.com/a"b',
+                report_uri="https://r.example.com/a;b?c=d",
             )
         ]
     )
     assert round_trip(policy, "hpkp", host="example.com", report_only=True) == policy
     enforced = PinPolicy([rule(["example.com"], [a, b], expires=TODAY)])
     assert round_trip(enforced, "hpkp") == enforced
+
+
+def test_hpkp_longer_than_browsers_honour() -> None:
+    """A rule expiring in more than 60 days comes back expiring in 60: its header's max-age is
+    longer than Chromium and Firefox honoured. The export says so, and so does the import."""
+    a, b = pins(2)
+    policy = PinPolicy([rule(["example.com"], [a, b], expires=TODAY + dt.timedelta(days=200))])
+    exported = export(policy, "hpkp", ExportOptions(today=TODAY))
+    assert any("60 days" in str(p) for p in exported.problems)
+    imported = import_policy(exported.text.encode(), "hpkp", host="example.com", today=TODAY)
+    assert imported.policy.rules[0].expires == TODAY + dt.timedelta(days=59)
+    assert any("60 days" in str(p) for p in imported.problems)
 
 
 def test_okhttp_java() -> None:
@@ -140,6 +153,27 @@ def test_okhttp_java() -> None:
         ]
     )
     assert round_trip(policy, "okhttp-java") == policy
+
+
+@pytest.mark.parametrize("fmt", ["okhttp-java", "okhttp-kotlin"])
+def test_okhttp_keeps_expiry(fmt: str) -> None:
+    """The expiry the OkHttp code carries comes back on import, rule by rule (the Kotlin form
+    is read by the same importer)."""
+    a, b, c, d = pins(4)
+    policy = PinPolicy(
+        [
+            rule(["api.example.com", "*.example.com"], [a, b], expires="2026-06-30"),
+            rule(["**.example.org"], [c, d]),
+            rule(["old.example.net"], [a, d], expires="2026-01-31"),
+        ]
+    )
+    text = export(policy, fmt, ExportOptions(today=TODAY)).text
+    imported = import_policy(text.encode(), "okhttp-java", today=TODAY)
+    assert imported.policy == policy
+    assert [str(p) for p in imported.problems] == [
+        "OkHttp has no expiry of its own: 1 imported rule(s) have no 'expires' (no tlspin "
+        "expiry guard around them); add one"
+    ]
 
 
 def test_round_trip_detects_a_lost_pin() -> None:

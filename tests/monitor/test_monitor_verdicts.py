@@ -110,6 +110,12 @@ def test_targets_from_policy_and_endpoints_file(tmp_path) -> None:
         PinRule(["b.example.test"], ["sha256/" + "C" * 43 + "=", "sha256/" + "D" * 43 + "="]),
     ])
     assert policy_targets(policy) == [Target("a.example.test"), Target("b.example.test")]
+    on_ports = policy.with_rules([
+        PinRule(["a.example.test"], policy.rules[0].pins, ports=[8443, 9443]), policy.rules[1]
+    ])
+    assert policy_targets(on_ports) == [
+        Target("a.example.test", 8443), Target("a.example.test", 9443), Target("b.example.test")
+    ]
     path = tmp_path / "endpoints.toml"
     path.write_text(
         '[[endpoint]]\nhost = "A.example.test"\nport = 8443\nips = ["192.0.2.1", "[2001:db8::1]"]\n'

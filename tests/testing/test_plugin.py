@@ -65,6 +65,9 @@ def test_readme_example_fails_for_an_unpinned_client(pytester: pytest.Pytester) 
     result = pytester.runpytest_subprocess(*PYTEST_ARGS)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*expected the call to be refused by pinning, but it succeeded*"])
+    # The traceback ends at the test's own line: the plugin's frames are hidden.
+    result.stdout.fnmatch_lines([">*assert_refused(lambda: client.get(tls_server.url))"])
+    assert "tlspin/testing/" not in result.stdout.str()
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/testing.md"])
@@ -87,6 +90,34 @@ def test_plugin_import_loads_no_fixture_machinery() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        ("assert_refused(lambda: 1)", "*expected the call to be refused by pinning*"),
+        ("assert_accepted(boom)", "*expected the call to succeed, but it failed*"),
+    ],
+)
+def test_failing_assertion_hides_its_own_frames(
+    pytester: pytest.Pytester, call: str, expected: str
+) -> None:
+    """A failing assert_refused / assert_accepted shows the test's line, not tlspin's frames."""
+    pytester.makepyfile(
+        f"""
+        from tlspin.testing.assertions import assert_accepted, assert_refused
+
+        def boom():
+            raise ConnectionError("down")
+
+        def test_it():
+            {call}
+        """
+    )
+    result = pytester.runpytest_inprocess(*PYTEST_ARGS)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f">*{call}", expected])
+    assert "tlspin/testing/assertions.py" not in result.stdout.str()
 
 
 def test_assert_refused_fixture_needs_a_server(pytester: pytest.Pytester) -> None:

@@ -75,6 +75,10 @@ def sign_bundle(
         raise BundleError(msg, reason="key")
     if isinstance(policy, PinPolicy):
         policy_data = policyfile.to_data(policy, dates_as_strings=True)
+        # A rule's ports tell tlspin's tools where to connect; clients pin by host name and the
+        # bundle format (docs/bundle-format.md §9) has no such key, so they stay out of it.
+        for rule in policy_data["rule"]:
+            rule.pop("ports", None)
     else:
         policy_data = dict(policy)
     issued = (issued_at or dt.datetime.now(dt.UTC)).replace(microsecond=0)

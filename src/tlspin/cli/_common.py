@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,9 @@ EXIT_CONNECT = 3
 
 # The engine logs each violation; the CLI reports them itself, so keep the log quiet here.
 logging.getLogger("tlspin").addHandler(logging.NullHandler())
+
+# OpenSSL's verify messages for a chain that reaches no trusted root (X509_V_ERR 2, 18, 19, 20).
+_UNTRUSTED = re.compile(r"unable to get (local )?issuer certificate|self[- ]signed certificate")
 
 #: Largest input file the commands read (certificates, policies, configurations).
 MAX_INPUT_BYTES = 16 * 1024 * 1024
@@ -168,14 +172,23 @@ def probe_live(target: Target, *, cafile: str | None, timeout: float) -> ProbeRe
 
     An unusable CA file exits 2; a failure to connect or verify comes back in the result.
     """
+    import dataclasses
+
     from tlspin.probe import probe
 
     try:
-        return probe(target, cafile=cafile, timeout=timeout)
+        result = probe(target, cafile=cafile, timeout=timeout)
     except OSError as exc:
         fail(f"cannot use the CA file {cafile}: {exc.strerror or exc}")
     except ValueError as exc:
         fail(str(exc))
+    if cafile is None and result.error_kind == "verify" and _UNTRUSTED.search(result.error or ""):
+        hint = (
+            "; the chain does not verify against the system trust store: if the server uses a "
+            "private CA, pass its root certificate with --cafile FILE"
+        )
+        result = dataclasses.replace(result, error=f"{result.error}{hint}")
+    return result
 
 
 def write_output(

@@ -60,7 +60,8 @@ def export(
     """Export POLICY to a platform's pinning configuration.
 
     Whatever the target cannot express is an error (exit 1) unless --force, which turns it into a
-    warning; nothing is dropped silently.
+    warning; nothing is dropped silently. OkHttp code carries the rules' expires itself: after
+    that day a rule's pins are left out, as Android does with an expired pin-set.
     """
     from tlspin.formats import ExportOptions, ExportRefusedError
     from tlspin.formats import export as run
@@ -82,7 +83,15 @@ def export(
                 click.echo(f"error: {problem}{hint}", err=True)
             else:
                 warn(str(problem))
-        fail(f"{fmt} cannot express {policy} as it is; nothing was written", code=EXIT_FAIL)
+        errors = [p for p in exc.problems if p.severity == "error"]
+        forced = (
+            "; --force writes it anyway, with these errors as warnings"
+            if not force and errors and all(p.forceable for p in errors)
+            else ""
+        )
+        fail(
+            f"{fmt} cannot express {policy} as it is; nothing was written{forced}", code=EXIT_FAIL
+        )
     for problem in result.problems:
         prefix = "forced: " if problem.severity == "error" else ""
         warn(f"{prefix}{problem}")

@@ -238,8 +238,9 @@ def check(
 ) -> None:
     """Connect to a server and check its verified chain against pins.
 
-    Give the pins with --policy FILE or one or more --pin. Exit codes: 0 pass, 1 pin failure,
-    2 bad input or usage, 3 connection or TLS error.
+    Give the pins with --policy FILE or one or more --pin. Without a port, the port named by the
+    policy's rule (its ports) is used, else 443. Exit codes: 0 pass, 1 pin failure, 2 bad input
+    or usage, 3 connection or TLS error.
     """
     import warnings
 
@@ -265,7 +266,13 @@ def check(
     rules = policy.rules_for(host)
     if not rules:
         fail(f"the policy has no rule for {host}; nothing to check")
-    _, result = connect(target, cafile=cafile, port=None, timeout=timeout)
+    port = None
+    if parse_target(target, default_port=0).port == 0:  # no port given: the rules' ports
+        named = sorted({p for r in rules for p in r.ports})
+        if len(named) > 1:
+            fail(f"the policy names ports {named} for {host}; give one as HOST:PORT")
+        port = named[0] if named else None
+    _, result = connect(target, cafile=cafile, port=port, timeout=timeout)
     rows = chain_rows(result.verified_chain)
     allowed = {p.digest for r in rules for p in r.pins if isinstance(p, Pin)}
     denied = {p.digest for r in rules for p in r.deny if isinstance(p, Pin)}

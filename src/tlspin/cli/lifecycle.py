@@ -59,8 +59,9 @@ def init(
     """Connect to each host and write a starter policy.
 
     Each rule pins the leaf key and the issuing CA's key, with roles, subjects and expiry
-    recorded, and expires --expires-days ahead. Add a backup pin before shipping it
-    (tlspin backup-key --add-to POLICY).
+    recorded, and expires --expires-days ahead. A port other than 443 is kept in the rule's
+    ports, where lint --live, check and monitor look for it. Add a backup pin before shipping
+    it (tlspin backup-key --add-to POLICY).
     """
     from tlspin.certfiles import cert_info
     from tlspin.cli.inspect import connect
@@ -74,11 +75,13 @@ def init(
     today = dt.datetime.now(dt.UTC).date()
     expires = today + dt.timedelta(days=expires_days)
     per_host: dict[str, dict[Pin, PinInfo]] = {}
+    ports: dict[str, list[int]] = {}
     for text in targets:
         target, result = connect(text, cafile=cafile, port=port, timeout=timeout)
         host = canonical_host(target.host)
         chain = result.verified_chain
         pins = per_host.setdefault(host, {})
+        ports.setdefault(host, []).append(target.port)
         for depth, der in enumerate(chain[:2]):
             cert = cert_info(der, index=depth)
             role: Role = "leaf" if depth == 0 else "root" if cert.self_signed else "intermediate"
@@ -87,8 +90,17 @@ def init(
                 PinInfo(role=role, note=cert.subject, not_after=cert.not_after.date()),
             )
         info(f"{target}: pinned the {'leaf and issuing CA' if len(chain) > 1 else 'leaf'} keys")
+    # The rule keeps a port other than 443, so that lint --live, check and monitor find the
+    # server where init did.
     rules = [
-        _rule([host], list(pins), expires=expires, pin_info=pins) for host, pins in per_host.items()
+        _rule(
+            [host],
+            list(pins),
+            expires=expires,
+            pin_info=pins,
+            ports=[] if set(ports[host]) == {443} else sorted(set(ports[host])),
+        )
+        for host, pins in per_host.items()
     ]
     comments = {
         i: (
@@ -323,4 +335,5 @@ def _with_pin(rule: PinRule, pin: Any, meta: PinInfo) -> PinRule:
         deny=rule.deny,
         report_uri=rule.report_uri,
         pin_info=info_items,
+        ports=rule.ports,
     )

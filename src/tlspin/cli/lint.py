@@ -26,9 +26,8 @@ from tlspin.cli._common import EXIT_FAIL, EXIT_OK, fail, guarded, read_input, st
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
-    default=443,
-    show_default=True,
-    help="Port for --live connections.",
+    default=None,
+    help="Port for --live connections (default: each rule's ports, else 443).",
 )
 @click.option(
     "--timeout", type=float, default=10.0, show_default=True, help="Seconds per --live connection."
@@ -47,7 +46,7 @@ def lint(
     policy: str,
     live: bool,
     cafile: str | None,
-    port: int,
+    port: int | None,
     timeout: float,
     as_json: bool,
     fail_on: str,
@@ -69,8 +68,10 @@ def lint(
     if cafile is not None and not Path(cafile).is_file():
         fail(f"{cafile}: no such CA file")
 
-    def prober(host: str) -> ProbeResult:
-        return probe_live(Target(host, port), cafile=cafile, timeout=timeout)
+    def prober(host: str, rule_port: int | None) -> ProbeResult:
+        # An explicit --port wins over the policy's ports.
+        chosen = port if port is not None else rule_port if rule_port is not None else 443
+        return probe_live(Target(host, chosen), cafile=cafile, timeout=timeout)
 
     fmt: Literal["toml", "json"] = "json" if Path(policy).suffix.lower() == ".json" else "toml"
     try:

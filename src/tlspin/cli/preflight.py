@@ -20,6 +20,7 @@ from tlspin.cli._common import (
     EXIT_OK,
     fail,
     guarded,
+    info,
     load_policy,
     read_input,
     stdout_console,
@@ -38,13 +39,21 @@ def _read_chain(path: str, *, what: str) -> list[bytes]:
 
 
 def _anchors(cafile: str | None) -> list[bytes]:
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
     if cafile is None:
         paths = ssl.get_default_verify_paths()
         candidates = [paths.cafile, paths.openssl_cafile]
         cafile = next((c for c in candidates if c and Path(c).is_file()), None)
         if cafile is None:
             fail("no --cafile given and no system CA bundle found; pass --cafile ROOTS.pem")
-    return _read_chain(cafile, what="CA file")
+    with warnings.catch_warnings():
+        # System stores hold a few old roots cryptography frowns upon (Debian's has one with a
+        # negative serial number); the trust store is the user's choice, not input to judge.
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _read_chain(cafile, what="CA file")
 
 
 @click.command("preflight")
@@ -98,7 +107,7 @@ def preflight(
     from tlspin.cli.inspect import connect
     from tlspin.exceptions import PinMismatchError
     from tlspin.hosts import canonical_host
-    from tlspin.preflight import compare_chains
+    from tlspin.preflight import NO_PATH, compare_chains
     from tlspin.preflight import preflight as run
 
     versions = [(path, load_policy(path)) for path in policies]
@@ -115,9 +124,15 @@ def preflight(
         live_target, result = connect(live, cafile=cafile, port=None, timeout=timeout)
         current = result.verified_chain
     also = [live_target.host] if live_target is not None and not hosts else []
-    report = run(versions, served, anchors, hosts=hosts, also=also, at=at)
+    roots = f"the roots of {cafile}" if cafile is not None else "the system trust store"
+    report = run(versions, served, anchors, hosts=hosts, also=also, at=at, roots=roots)
     if not report.versions or not any(v.hosts for v in report.versions):
         fail("no rule of any policy covers the chain's names; give the host with --host")
+    if cafile is None and any(NO_PATH in why for why in report.errors.values()):
+        info(
+            "hint: the planned chain does not verify against the system trust store; if your "
+            "clients trust a private CA, pass its root certificate with --cafile ROOTS.pem"
+        )
     live_info: dict[str, Any] | None = None
     if live_target is not None:
         host = canonical_host(live_target.host)

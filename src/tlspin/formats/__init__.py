@@ -229,6 +229,7 @@ def _rebuild(rule: PinRule, **changes: object) -> PinRule:
         "deny": rule.deny,
         "report_uri": rule.report_uri,
         "pin_info": rule.pin_info,
+        "ports": rule.ports,
     }
     fields.update(changes)
     with warnings.catch_warnings():

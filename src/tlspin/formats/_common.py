@@ -55,18 +55,28 @@ def check_rule(
     expiry: bool,
     report_mode: bool,
     report_uri: bool,
+    today: dt.date | None = None,
 ) -> None:
-    """Report the rule features *target* lacks (``deny`` is never supported by exports)."""
+    """Report the rule features *target* lacks (``deny`` is never supported by exports).
+
+    With *today*, a target that has an expiry is told when the rule has expired already.
+    """
     if rule.deny:
         problems.error(
             f"{target} has no deny list; {len(rule.deny)} denied key(s) would be accepted if "
             "chained to a trusted root",
             rule=index,
         )
+    if expiry and today is not None and rule.expired(today):
+        problems.warning(
+            f"the rule expired on {rule.expires}: the exported {target} configuration no "
+            "longer applies its pins",
+            rule=index,
+        )
     if rule.expires is not None and not expiry:
         problems.error(
-            f"{target} has no pin expiry; clients would keep enforcing after {rule.expires} "
-            "(remove 'expires' or pass --force)",
+            f"{target} has no pin expiry; clients would keep enforcing the pins after "
+            f"{rule.expires}",
             rule=index,
         )
     if rule.mode == "report" and not report_mode:

@@ -58,7 +58,14 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     )
     for index, rule in enumerate(policy.rules):
         check_rule(
-            rule, index, problems, target, expiry=True, report_mode=trustkit, report_uri=trustkit
+            rule,
+            index,
+            problems,
+            target,
+            expiry=True,
+            report_mode=trustkit,
+            report_uri=trustkit,
+            today=options.date,
         )
         pins = spki_pins(rule, index, problems, target)
         entries = domains(rule, index, problems, target)

@@ -10,7 +10,9 @@ Schema (Info.plist)::
 Pins are sorted by role: ``root`` and ``intermediate`` keys are CA identities, ``leaf`` and
 ``backup`` keys leaf identities; a pin without a role cannot be placed. When both lists are present
 ATS requires a match in *each* (tlspin accepts any one pin), and NSIncludesSubdomains covers one
-more label only; both differences are errors unless forced. ATS has no expiry or report-only mode.
+more label only; both differences are errors unless forced. ATS has no expiry or report-only mode:
+a rule with ``expires`` is an error that says what to do instead (ship updated pins before the
+date, or use TrustKit, which has an expiry), and ``--force`` writes the pins without it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,17 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     check_overlaps(policy, problems, target)
     pinned: dict[str, dict[str, Any]] = {}
     for index, rule in enumerate(policy.rules):
-        check_rule(rule, index, problems, target, expiry=False, report_mode=False, report_uri=False)
+        # ATS's own words about expiry (below), not the generic ones.
+        check_rule(rule, index, problems, target, expiry=True, report_mode=False, report_uri=False)
+        if rule.expires is not None:
+            problems.error(
+                f"ATS has no pin expiry: iOS keeps enforcing these pins after {rule.expires}, "
+                "until an app update replaces the Info.plist, so an app nobody updates refuses "
+                "the server once its keys rotate past the pins. Ship an update with new pins "
+                f"before {rule.expires}, or pin with TrustKit (export trustkit-ios), whose "
+                "TSKExpirationDate stops enforcing at the date",
+                rule=index,
+            )
         ca: list[str] = []
         leaf: list[str] = []
         for pin in spki_pins(rule, index, problems, target):
@@ -58,9 +70,11 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
                 )
         if ca and leaf:
             problems.error(
-                f"ATS requires a match in both {CA_IDENTITIES} and {LEAF_IDENTITIES} when both are "
-                "given, while tlspin accepts any one pin; a chain matching only one list would be "
-                "refused (pin only CA keys or only leaf keys for ATS, or --force)",
+                f"ATS requires a match in both {CA_IDENTITIES} and {LEAF_IDENTITIES} when a "
+                "domain has both, while tlspin accepts any one pin: a chain matching only one "
+                "list is refused, so a move to the backup leaf key fails unless the CA stays, "
+                "and a CA change fails unless the leaf key stays. For ATS, give this rule CA "
+                "keys only (roles intermediate, root) or leaf keys only (roles leaf, backup)",
                 rule=index,
             )
         for entry in domains(rule, index, problems, target, one_level=True):

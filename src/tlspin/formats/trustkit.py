@@ -59,7 +59,16 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     check_overlaps(policy, problems, target)
     pinned: dict[str, dict[str, Any]] = {}
     for index, rule in enumerate(policy.rules):
-        check_rule(rule, index, problems, target, expiry=True, report_mode=True, report_uri=True)
+        check_rule(
+            rule,
+            index,
+            problems,
+            target,
+            expiry=True,
+            report_mode=True,
+            report_uri=True,
+            today=options.date,
+        )
         pins = spki_pins(rule, index, problems, target)
         if rule.mode == "enforce" and len(pins) < 2:
             problems.error(

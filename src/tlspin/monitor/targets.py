@@ -2,7 +2,8 @@
 
 Endpoints file (TOML)::
 
-    policy_hosts = true          # optional: also probe every exact host of the policy on 443
+    policy_hosts = true          # optional: also probe every exact host of the policy (on
+                                 # its rule's ports, else 443)
 
     [[endpoint]]
     host = "api.example.com"     # must fall under a rule of the policy
@@ -10,7 +11,8 @@ Endpoints file (TOML)::
     ips = ["192.0.2.10", "2001:db8::10"]   # optional: probe each edge separately
 
 A policy host named in the endpoints file is probed only as the file says (its ports and IPs);
-the others are probed on port 443 through ordinary name resolution. Wildcard rules have no
+the others are probed on their rule's ``ports`` (443 when it names none) through ordinary name
+resolution. Without an endpoints file, that is all the monitor probes. Wildcard rules have no
 concrete host, so their names are probed only when the file lists them.
 """
 
@@ -56,13 +58,17 @@ class Target:
 
 
 def policy_targets(policy: PinPolicy, *, port: int = 443) -> list[Target]:
-    """Return one target per exact (non-wildcard) host named in *policy*, in policy order."""
-    seen: dict[str, None] = {}
+    """Return a target per exact (non-wildcard) host named in *policy*, in policy order.
+
+    A host is probed on each of its rule's ``ports``, or on *port* when the rule names none.
+    """
+    seen: dict[Target, None] = {}
     for rule in policy.rules:
         for pattern in rule.hosts:
             if pattern.kind is Kind.EXACT:
-                seen.setdefault(pattern.base, None)
-    return [Target(host, port) for host in seen]
+                for each in rule.ports or (port,):
+                    seen.setdefault(Target(pattern.base, each), None)
+    return list(seen)
 
 
 def _port(value: Any, where: str) -> int:

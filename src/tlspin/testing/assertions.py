@@ -118,6 +118,7 @@ def assert_refused(
     Raises:
         AssertionError: the call succeeded, failed for another reason, or bytes leaked.
     """
+    __tracebackhide__ = True  # a failure points at the test's line, not at this function
     from tlspin.integrations import find_pin_error
 
     servers, proxies = list(servers), list(proxies)
@@ -170,6 +171,7 @@ def assert_accepted(call: Callable[[], T], *, servers: Iterable[ByteRecorder] = 
         AssertionError: the call raised (the message says whether pinning refused it), or no
             server received anything.
     """
+    __tracebackhide__ = True
     from tlspin.integrations import find_pin_error
 
     servers = list(servers)

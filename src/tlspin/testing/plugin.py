@@ -206,6 +206,7 @@ def assert_refused(request: pytest.FixtureRequest) -> Callable[..., PinVerificat
     from tlspin.testing import assertions
 
     def check(call: Callable[[], object]) -> PinVerificationError:
+        __tracebackhide__ = True  # failures point at the test, not at the plugin
         servers = _servers(request)
         if not servers:
             msg = (
@@ -225,6 +226,7 @@ def assert_accepted(request: pytest.FixtureRequest) -> Callable[[Callable[[], T]
     from tlspin.testing import assertions
 
     def check(call: Callable[[], T]) -> T:
+        __tracebackhide__ = True
         return assertions.assert_accepted(call, servers=_servers(request))
 
     return check

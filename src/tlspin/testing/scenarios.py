@@ -246,6 +246,7 @@ def expire_policy(
                 deny=rule.deny,
                 report_uri=rule.report_uri,
                 pin_info=rule.pin_info,
+                ports=rule.ports,
             )
             for rule in policy.rules
         ]
