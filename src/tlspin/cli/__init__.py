@@ -49,6 +49,7 @@ _SUMMARIES: dict[str, str] = {
     "monitor": "Probe every pinned endpoint of POLICY and judge its pin health.",
     "pin": "Print the SPKI pin of each certificate, key or CSR in FILEs, or of a server's chain.",
     "preflight": "Check a planned certificate chain against every shipped policy version.",
+    "run": "Run a Python program with every TLS client in it pinned (no code change).",
     "serve": "Run the report collector: intake at POST /reports, dashboard at /dashboard.",
 }
 
