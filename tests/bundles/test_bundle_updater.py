@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tlspin
+from _httpd import DripServer
 from tlspin import PinMismatchError, PinPolicy, PinRule, PolicyError
 from tlspin.bundles import (
     BundleEvent,
@@ -26,6 +27,7 @@ from tlspin.bundles import (
 )
 from tlspin.bundles import updater as updater_module
 from tlspin.bundles.store import CURRENT
+from tlspin.testing.pki import server_context
 from tlspin.testing.servers import TLSServer
 
 from .conftest import BUNDLE_HOST, BundleServer, Pki, handshake, make, public, raw_sign
@@ -432,6 +434,46 @@ def test_fetch_is_bounded_by_timeout(pki: Pki, make_updater: Factory) -> None:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 64),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b" "),
+    ],
+    ids=["dripped-headers", "dripped-body"],
+)
+def test_timeout_bounds_the_whole_fetch(
+    pki: Pki, make_updater: Factory, key_a: Ed25519PrivateKey, prefix: bytes, drip: bytes
+) -> None:
+    """A server dripping its headers or its body cannot hold a refresh (and its lock) past timeout.
+
+    Every read returns a byte within a few milliseconds, so only an overall deadline ends it.
+    The bound below is functional (timeout plus a generous 5 s), not a benchmark.
+    """
+    timeout = 1.0
+    dripper = DripServer(prefix, drip, context=server_context(pki.bundle_leaf))
+    try:
+        updater = make_updater(url=f"https://127.0.0.1:{dripper.port}/b.json", timeout=timeout)
+        results: list[Any] = []
+        worker = threading.Thread(target=lambda: results.append(updater.refresh()), daemon=True)
+        worker.start()
+        worker.join(timeout + 5)
+        assert not worker.is_alive(), "refresh() is still running past its timeout"
+        assert results[0].outcome == "failed"
+        assert "timed out" in results[0].message
+        assert dripper.dripped > 0, "the server really was dripping when the deadline hit"
+        # The refresh lock is free again: the next refresh runs, and takes a bundle at once.
+        dripper.full = _http_response(make(pki.policy(), [key_a], 1).dumps())
+        assert updater.refresh().outcome == "updated"
+    finally:
+        dripper.close()
+
+
+def _http_response(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
 
 
 def test_raising_observer_does_not_break_updates(
