@@ -26,6 +26,7 @@ from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
 from tlspin.bundles.keys import KeySet, PublicKey
+from tlspin.bundles.revocations import with_denies
 from tlspin.bundles.store import BundleStore
 from tlspin.bundles.verify import DEFAULT_CLOCK_SKEW, TrustState, Verified, accept, require_pinned
 from tlspin.exceptions import PolicyError
@@ -153,7 +154,9 @@ class BundleUpdater(Service):
         """The policy for the next handshake: the accepted bundle's, or the embedded one.
 
         An accepted bundle that has expired is replaced by the embedded fallback policy (with
-        a :class:`~tlspin.bundles.BundleWarning` and an ``"expired"`` event), never by nothing.
+        a :class:`~tlspin.bundles.BundleWarning` and an ``"expired"`` event), never by nothing;
+        the expired bundle's deny pins stay in force on top of it
+        (:func:`tlspin.bundles.revocations.with_denies`).
         """
         state = self._in_force
         if state.expires_at is not None and _now() >= state.expires_at:
@@ -238,7 +241,11 @@ class BundleUpdater(Service):
         with self._lock:
             if self._in_force is not state:
                 return
-            self._in_force = _InForce(self._fallback, None, None)
+            # Revocations outlive their bundle: the expired bundle's deny pins stay in force on
+            # top of the embedded policy, which may still pin a key the bundle denied.
+            accepted = self._accepted
+            fallback = with_denies(self._fallback, None if accepted is None else accepted.policy)
+            self._in_force = _InForce(fallback, None, None)
         expired = state.expires_at.isoformat() if state.expires_at else "?"
         self._notify(
             self._event(
