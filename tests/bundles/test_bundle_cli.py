@@ -138,6 +138,21 @@ def test_verify_exit_codes(workdir: Path, pki: Pki) -> None:
     assert unpinned.exit_code == 4
 
 
+@pytest.mark.parametrize("size", [5 << 20, 17 << 20], ids=["over-bundle-cap", "over-input-cap"])
+def test_verify_oversized_bundle_is_malformed_data(workdir: Path, size: int) -> None:
+    """A bundle file past the size cap is refused as malformed data (exit 3, reason size), not as
+    a usage error (exit 2), however large; the same command on a normal bundle exits 0."""
+    sign("pins.toml", "-k", "a.key", "--version", "5", "-o", "b.json")
+    with (workdir / "huge.json").open("wb") as handle:
+        handle.truncate(size)  # sparse: nothing is written
+    for command in ("verify", "show"):
+        extra = ["-t", "a.pub"] if command == "verify" else []
+        refused = run("bundle", command, "huge.json", *extra)
+        assert refused.exit_code == 3, refused.stderr
+        assert "REFUSED (size)" in refused.stderr
+    assert run("bundle", "verify", "b.json", "-t", "a.pub").exit_code == 0
+
+
 def test_show_and_diff(workdir: Path) -> None:
     """show summarises rules and signatures; --diff lists added and removed pins."""
     sign("pins.toml", "-k", "a.key", "--version", "1", "-o", "v1.json")

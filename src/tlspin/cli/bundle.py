@@ -140,15 +140,34 @@ def _lint_errors(policy_file: str, policy: PinPolicy) -> list[str] | None:
     return [f"{f.code}: {f.message}" for f in findings if f.severity == "error"]
 
 
+def _read_bundle_bytes(path: str) -> bytes:
+    """Read at most one byte past the bundle size cap: a larger file is malformed data (exit 3,
+    reason ``size``), not a usage error, and is never read whole."""
+    from tlspin.bundles.format import DEFAULT_MAX_BYTES
+
+    if path == "-":
+        return sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+    p = Path(path)
+    try:
+        if p.is_dir():
+            fail(f"{path}: expected a bundle, found a directory")
+        with p.open("rb") as handle:
+            return handle.read(DEFAULT_MAX_BYTES + 1)
+    except FileNotFoundError:
+        fail(f"{path}: no such bundle")
+    except OSError as exc:
+        fail(f"{path}: cannot read the bundle: {exc.strerror or exc}")
+
+
 def _read_document(path: str) -> Document:
     from tlspin.bundles.errors import BundleError
     from tlspin.bundles.format import parse_document
 
-    data = read_input(path, what="bundle")
+    data = _read_bundle_bytes(path)
     try:
         return parse_document(data)
     except BundleError as exc:
-        fail(f"{path}: {exc}", code=EXIT_MALFORMED)
+        fail(f"{path}: REFUSED ({exc.reason}): {exc}", code=EXIT_MALFORMED)
 
 
 def _expiry(value: str, issued: dt.datetime) -> dt.datetime:
