@@ -3,14 +3,20 @@
 The program runs with ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` pointing at a loopback
 proxy, and with that proxy's CA made trusted through ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``,
 ``CURL_CA_BUNDLE`` and ``NODE_EXTRA_CA_CERTS``. For each CONNECT the proxy presents a
-certificate forged for the host and signed by its CA, and watches what the program does:
+certificate forged for the host and signed by its CA, and records what the program did. Each
+verdict names its evidence:
 
-* it sends a request over the forged session → **not pinned** (anyone whose CA the program
-  trusts can read its traffic);
-* it completes the handshake, then hangs up without a byte → **pinned** (the key check that
-  curl's ``--pinnedpubkey``, tlspin and most pinning libraries run after the handshake);
-* it aborts the handshake → **refused** (a pin check inside the handshake, or the program does
-  not trust the audit CA at all: the TLS alert tells which).
+* any application byte through the forged session, whatever the protocol → **not pinned**
+  (anyone whose CA the program trusts can read its traffic);
+* an unencrypted ``http://`` request (or plain HTTP through a tunnel) → **plaintext**;
+* the program aborts the handshake with a TLS alert → **refused** (a pin check inside the
+  handshake, or the program does not trust the audit CA at all: the alert tells which);
+* it completes the handshake, then rejects the certificate with a TLS alert before any byte →
+  **pinned**;
+* anything that proves neither → **inconclusive**. That includes a program that completes the
+  handshake and closes without a byte: the post-handshake key check of curl's
+  ``--pinnedpubkey``, tlspin and OkHttp looks exactly like that, but so does a program that had
+  nothing to send, or whose bytes never arrived. Absence of data is not proof.
 
 Only request lines are kept, with the query string blanked: never headers or bodies.
 
@@ -50,7 +56,8 @@ __all__ = [
     "write_trust_bundle",
 ]
 
-HostVerdict = Literal["not-pinned", "plaintext", "pinned", "refused"]
+HostVerdict = Literal["not-pinned", "plaintext", "inconclusive", "pinned", "refused"]
+ExpectationStatus = Literal["met", "not-pinned", "inconclusive"]
 
 #: Environment variables that point at the proxy, and those that make its CA trusted.
 PROXY_VARIABLES = (
@@ -91,11 +98,12 @@ class HostReport:
     Attributes:
         host: the host name (or address) the program asked the proxy for.
         port: the port.
-        verdict: ``"not-pinned"``, ``"plaintext"``, ``"pinned"`` or ``"refused"``.
+        verdict: the worst of its connections' verdicts: ``"not-pinned"``, ``"plaintext"``,
+            ``"inconclusive"``, ``"pinned"``, ``"refused"`` (in that order).
         connections: how many connections the program made to it.
         requests: request lines it sent (query strings blanked), first per connection.
-        details: what ended the connections that carried no request (TLS alerts, hang-ups).
-        upstream: what the proxy did upstream (forwarded, not contacted and why).
+        details: the evidence behind each connection's verdict (distinct texts).
+        upstream: what the proxy did upstream (forwarded, failed or not contacted, and why).
     """
 
     host: str
@@ -108,7 +116,7 @@ class HostReport:
 
     @property
     def pinned(self) -> bool:
-        """True when the program never sent a request through the forged certificate."""
+        """True when every connection refused the forgery, with evidence (an alert)."""
         return self.verdict in ("pinned", "refused")
 
     def to_json(self) -> dict[str, Any]:
@@ -127,15 +135,28 @@ class HostReport:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """The outcome of one ``--expect-pinned HOST``."""
+    """The outcome of one ``--expect-pinned HOST``.
+
+    Attributes:
+        host: the host expected to be pinned.
+        status: ``"met"`` (every connection refused the forgery, with an alert as evidence),
+            ``"not-pinned"`` (bytes went through the forgery, or plain HTTP) or
+            ``"inconclusive"`` (no evidence either way, or never contacted).
+        reason: the evidence, in words.
+    """
 
     host: str
-    met: bool
+    status: ExpectationStatus
     reason: str
+
+    @property
+    def met(self) -> bool:
+        """True when the host was shown to be pinned."""
+        return self.status == "met"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"host": self.host, "met": self.met, "reason": self.reason}
+        return {"host": self.host, "met": self.met, "status": self.status, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +172,18 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        """True when every ``--expect-pinned`` host was pinned."""
+        """True when every ``--expect-pinned`` host was shown to be pinned."""
         return all(e.met for e in self.expectations)
+
+    @property
+    def status(self) -> ExpectationStatus:
+        """``"not-pinned"`` if any expected host is not pinned, else ``"inconclusive"`` if any
+        is inconclusive, else ``"met"`` (also with no expectations)."""
+        statuses = {e.status for e in self.expectations}
+        for status in ("not-pinned", "inconclusive"):
+            if status in statuses:
+                return status
+        return "met"
 
     def host(self, name: str) -> HostReport | None:
         """The first report for host *name* (any port), or None if it was never contacted."""
@@ -169,6 +200,7 @@ class AuditReport:
             "hosts": [h.to_json() for h in self.hosts],
             "expectations": [e.to_json() for e in self.expectations],
             "ok": self.ok,
+            "status": self.status,
         }
 
 
@@ -176,7 +208,9 @@ def _norm(host: str) -> str:
     return host.strip("[]").lower().rstrip(".")
 
 
-_RANK: dict[str, int] = {"not-pinned": 3, "plaintext": 2, "pinned": 1, "refused": 0}
+_RANK: dict[str, int] = {
+    "not-pinned": 4, "plaintext": 3, "inconclusive": 2, "pinned": 1, "refused": 0,
+}
 
 
 def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
@@ -207,17 +241,23 @@ def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple
     for name in dict.fromkeys(expected):
         matching = [h for h in hosts if _norm(h.host) == _norm(name)]
         if not matching:
-            out.append(
-                Expectation(name, False, "the program never connected to it through the proxy")
-            )
-        elif all(h.pinned for h in matching):
-            verdicts = ", ".join(sorted({h.verdict for h in matching}))
-            out.append(Expectation(name, True, f"{verdicts}: no request went through the forgery"))
+            out.append(Expectation(
+                name, "inconclusive", "no evidence: the program never connected to it through "
+                "the proxy"))
+            continue
+        verdicts = {h.verdict for h in matching}
+        evidence = "; ".join(dict.fromkeys(d for h in matching for d in h.details))
+        if verdicts & {"not-pinned", "plaintext"}:
+            bad = [h for h in matching if h.verdict in ("not-pinned", "plaintext")]
+            sent = sum(len(h.requests) for h in bad)
+            out.append(Expectation(
+                name, "not-pinned", f"not pinned: {sent} request(s) went through the forgery or "
+                f"in plaintext ({evidence})"))
+        elif "inconclusive" in verdicts:
+            out.append(Expectation(name, "inconclusive", f"inconclusive: {evidence}"))
         else:
-            sent = sum(len(h.requests) for h in matching if not h.pinned)
-            out.append(
-                Expectation(name, False, f"not pinned: {sent} request(s) sent through the forgery")
-            )
+            out.append(Expectation(
+                name, "met", f"{', '.join(sorted(verdicts))}: {evidence}"))
     return tuple(out)
 
 
