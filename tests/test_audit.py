@@ -455,3 +455,15 @@ def test_upstream_failure_is_reported_as_the_502_the_program_got(origin: Origin)
     assert entry["upstream"][0].endswith("the program got 502 Bad Gateway")
     assert "forwarded to" not in json.dumps(report)
     assert "502 tlspin audit: upstream failed" in stderr  # what the program printed
+
+
+def test_a_long_host_name_is_audited_not_dropped(origin: Origin, raw_client: Path) -> None:
+    """A CONNECT to a name longer than a certificate CN may be (64) is still forged and judged:
+    bytes through the forgery make it NOT PINNED, and the report names the host."""
+    long_host = "a" * 60 + ".audit.test"
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), f"{long_host}:{origin.server.port}",
+                 "secret-close"])
+    [entry] = [h for h in report["hosts"] if h["host"] == long_host]
+    assert entry["verdict"] == "not-pinned"
+    assert status == 3  # the expected host itself was never contacted

@@ -288,9 +288,19 @@ class AuditProxy(LoopService):
                 await reply(writer, "400 Bad Request",
                             "tlspin audit: bytes followed the CONNECT request before the answer")
                 return
+            try:
+                context = self._forged_context(host)
+            except ValueError as exc:
+                # Never drop a connection silently: it would vanish from the report.
+                self._record(Connection(host, port, "inconclusive", detail=(
+                    f"the audit could not forge a certificate for this name ({exc}); the "
+                    "program got 502 Bad Gateway")))
+                await reply(writer, "502 Bad Gateway", "tlspin audit: cannot forge this name")
+                return
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
-            await self._intercept(reader, writer, host, port, len(head))
+            await self._intercept(
+                reader, writer, host, port, context=context, head_size=len(head))
             return
         await self._plain(reader, writer, head, line, target)
 
@@ -357,7 +367,9 @@ class AuditProxy(LoopService):
         with self._cond:
             ctx = self._contexts.get(name)
             if ctx is None:
-                ctx = server_context(self.ca.issue(name), alpn=["http/1.1"])
+                # The name goes in the SAN; the CN (at most 64 characters) is only a label.
+                leaf = self.ca.issue(name, common_name=name[:64] or "tlspin audit")
+                ctx = server_context(leaf, alpn=["http/1.1"])
                 # No session tickets: the server then sends nothing after the handshake, so a
                 # program that writes and closes leaves no unread data behind, and its close is a
                 # FIN, not a reset that could discard the bytes it sent.
@@ -372,6 +384,8 @@ class AuditProxy(LoopService):
         writer: asyncio.StreamWriter,
         host: str,
         port: int,
+        *,
+        context: ssl.SSLContext,
         head_size: int,
     ) -> None:
         def record(verdict: Outcome, detail: str, line: str | None = None, upstream: str = "",
@@ -386,7 +400,7 @@ class AuditProxy(LoopService):
                     "TLS handshake started (not part of any handshake the audit could see)")
 
         try:
-            await writer.start_tls(self._forged_context(host), ssl_handshake_timeout=TIMEOUT)
+            await writer.start_tls(context, ssl_handshake_timeout=TIMEOUT)
         except ssl.SSLError as exc:
             alert = _alert(exc)
             if early():

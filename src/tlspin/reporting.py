@@ -425,7 +425,12 @@ class Reporter:
                 item.destination, body, ssl_context=self._context_for(item.destination),
                 timeout=self._timeout, headers=self._headers,
             )
-        except (OSError, http.client.HTTPException, ValueError) as exc:
+        except ValueError as exc:
+            # The URI itself is unusable (e.g. a rule's report_uri with plain http to a remote
+            # host, or control characters): no retry can fix it.
+            log.warning("pin report to %r refused: %s", item.destination, exc)
+            return "failed"
+        except (OSError, http.client.HTTPException) as exc:
             log.info("pin report to %s failed (attempt %d): %s", item.destination, attempt, exc)
             return "retry"
         outcome = classify_status(status)
