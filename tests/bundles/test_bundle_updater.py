@@ -121,6 +121,10 @@ def _case(
         data = v6.to_data()
         data["signatures"] = make(pki.policy(), [a], 5).to_data()["signatures"]
         return raw_json(data)
+    if name == "one-key-twice":
+        data = make(good, [a], 6).to_data()
+        data["signatures"] = data["signatures"] * 2  # the same key id and signature, twice
+        return raw_json(data)
     if name in ("untrusted-key", "below-threshold"):
         return make(good, [evil] if name == "untrusted-key" else [a], 6).dumps()
     if name == "rollback":
@@ -163,6 +167,7 @@ SECURITY_CASES = {
     "swapped-signature": "threshold",
     "untrusted-key": "threshold",
     "below-threshold": "threshold",
+    "one-key-twice": "threshold",
     "rollback": "rollback",
     "same-version-other-content": "equivocation",
     "expired": "expired",
@@ -191,7 +196,7 @@ def test_attack_is_refused_and_old_policy_stays(
     """Each attack from the issue is refused with its reason; v5 stays in force and stored."""
     store = BundleStore(tmp_path / "store")
     store.save(make(pki.policy(), [key_a, key_b], 5))
-    both = case == "below-threshold"
+    both = case in ("below-threshold", "one-key-twice")
     trusted = [public(key_a), public(key_b)] if both else [public(key_a)]
     threshold = 2 if both else 1
     updater = make_updater(trusted_keys=trusted, threshold=threshold)
@@ -582,6 +587,24 @@ def test_timeout_bounds_the_whole_fetch(
 def _http_response(body: bytes) -> bytes:
     head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode() + body
+
+
+def test_redirects_are_not_followed(pki: Pki, make_updater: Factory) -> None:
+    """A 302 from the (pinned) update host is a failed fetch: its Location is never visited."""
+    target = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    redirector = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    try:
+        redirector.full = (
+            f"HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:{target.port}/evil.json\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        result = make_updater(url=f"https://127.0.0.1:{redirector.port}/b.json").refresh()
+        assert (result.outcome, result.version) == ("failed", None)
+        assert "HTTP 302" in result.message
+        assert target.dripped == 0
+    finally:
+        target.close()
+        redirector.close()
 
 
 def test_raising_observer_does_not_break_updates(
