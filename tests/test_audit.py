@@ -116,14 +116,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run_audit(
-    origin: Origin, command: Sequence[str], *options: str
+    origin: Origin, command: Sequence[str], *options: str, env: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], str]:
     """Run ``tlspin audit --json`` on *command*; return (status, report, program stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "tlspin", "audit", "--json", "--expect-pinned", HOST,
          "--resolve", f"{HOST}=127.0.0.1", "--upstream-cafile", str(origin.cafile),
          *options, "--", *command],
-        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+        capture_output=True, text=True, timeout=120, env=_env(**(env or {})), check=False,
     )
     assert proc.stdout.strip(), f"no report; stderr:\n{proc.stderr}"
     return proc.returncode, json.loads(proc.stdout), proc.stderr
@@ -467,3 +467,54 @@ def test_a_long_host_name_is_audited_not_dropped(origin: Origin, raw_client: Pat
     [entry] = [h for h in report["hosts"] if h["host"] == long_host]
     assert entry["verdict"] == "not-pinned"
     assert status == 3  # the expected host itself was never contacted
+
+
+@pytest.fixture(scope="module")
+def control(origin: Origin) -> list[str]:
+    """``--control-cert/--control-key`` options with the origin's genuine certificate and key."""
+    chain, key = origin.leaf.write(origin.scripts, name="genuine")
+    return ["--control-cert", str(chain), "--control-key", str(key)]
+
+
+def test_control_run_proves_a_post_handshake_pin(origin: Origin, control: list[str]) -> None:
+    """With the genuine certificate as control, the tlspin-pinned script that sent nothing
+    through the forgery sends its request: the certificate made the difference, so pinned
+    (exit 0); only the control run's request reaches the origin."""
+    script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/control"),
+              origin.leaf.pin, origin.backup_pin]
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, script, *control, env={"REQUESTS_CA_BUNDLE": str(origin.cafile)})))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["status"]) == (0, "pinned", "met"), stderr
+    assert "control run with the genuine certificate: the program sent application data" in (
+        entry["details"][-1])
+    assert seen == ["GET /control HTTP/1.1"]
+
+
+@curl
+def test_control_run_proves_curl_pinnedpubkey(origin: Origin, control: list[str]) -> None:
+    """curl --pinnedpubkey: inconclusive alone, pinned with the control run."""
+    pin = origin.leaf.pin.replace("sha256/", "sha256//")
+    status, report, stderr = run_audit(
+        origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-control")], *control,
+        env={"CURL_CA_BUNDLE": str(origin.cafile)})
+    assert (status, host_report(report)["verdict"]) == (0, "pinned"), stderr
+
+
+def test_control_run_cannot_turn_silence_into_a_pin(
+    origin: Origin, raw_client: Path, control: list[str]
+) -> None:
+    """Twin: a program silent with the genuine certificate too stays inconclusive (exit 3), and
+    one that sends through the forgery is NOT PINNED whatever the control says (exit 1)."""
+    target = f"{HOST}:{origin.server.port}"
+    env = {"SSL_CERT_FILE": str(origin.cafile)}
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), target, "silent"], *control, env=env)
+    entry = host_report(report)
+    assert (status, entry["verdict"]) == (3, "inconclusive")
+    assert "no application data either" in entry["details"][-1]
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), target, "secret-close"], *control, env=env)
+    assert (status, host_report(report)["verdict"]) == (1, "not-pinned")

@@ -75,6 +75,7 @@ class Connection:
         detail: the evidence for the verdict, in words.
         upstream: what happened upstream (forwarded, failed, or not contacted, and why).
         sent: application bytes the program sent through the forged session.
+        completed: True when the program completed the TLS handshake with the proxy.
     """
 
     host: str
@@ -84,6 +85,7 @@ class Connection:
     detail: str = ""
     upstream: str = ""
     sent: int = 0
+    completed: bool = False
 
 
 class _QuietEOF(logging.Filter):
@@ -214,6 +216,8 @@ class AuditProxy(LoopService):
         resolve: host name (lower case) → loopback IP, for forwarding upstream.
         upstream_cafile: CA bundle to verify upstream servers (default: system store).
         ca: the forging CA (default: a fresh one).
+        present: a server context to present for every CONNECT instead of forged certificates
+            (the control run of ``tlspin audit --control-cert``: the genuine certificate).
     """
 
     def __init__(
@@ -222,6 +226,7 @@ class AuditProxy(LoopService):
         resolve: Mapping[str, str] | None = None,
         upstream_cafile: str | os.PathLike[str] | None = None,
         ca: CA | None = None,
+        present: ssl.SSLContext | None = None,
     ) -> None:
         from tlspin.testing.pki import CA
 
@@ -234,6 +239,7 @@ class AuditProxy(LoopService):
         self._upstream_cafile = None if upstream_cafile is None else os.fspath(upstream_cafile)
         self._upstream_ctx: ssl.SSLContext | None = None
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._present = present
         self._connections: list[Connection] = []
 
     def start(self) -> Self:
@@ -363,6 +369,8 @@ class AuditProxy(LoopService):
     def _forged_context(self, host: str) -> ssl.SSLContext:
         from tlspin.testing.pki import server_context
 
+        if self._present is not None:
+            return self._present
         name = host.strip("[]").lower().rstrip(".")
         with self._cond:
             ctx = self._contexts.get(name)
@@ -388,9 +396,12 @@ class AuditProxy(LoopService):
         context: ssl.SSLContext,
         head_size: int,
     ) -> None:
+        completed = False
+
         def record(verdict: Outcome, detail: str, line: str | None = None, upstream: str = "",
                    ) -> None:
-            self._record(Connection(host, port, verdict, line, detail, upstream, reader.tls))
+            self._record(Connection(host, port, verdict, line, detail, upstream, reader.tls,
+                                    completed))
 
         def early() -> str | None:
             extra = reader.plain - head_size
@@ -425,6 +436,7 @@ class AuditProxy(LoopService):
                    "without a TLS alert")
             return
         self._track(writer)  # start_tls replaced the transport
+        completed = True
         try:
             arrived = await reader.wait_until(lambda: reader.tls > 0, _FIRST_BYTE_TIMEOUT)
             if reader.tls > 0:

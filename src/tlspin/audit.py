@@ -18,6 +18,12 @@ verdict names its evidence:
   ``--pinnedpubkey``, tlspin and OkHttp looks exactly like that, but so does a program that had
   nothing to send, or whose bytes never arrived. Absence of data is not proof.
 
+The proof is a **control run** (``control_cert``/``control_key``, the CLI's ``--control-cert``
+and ``--control-key``): the program runs a second time, and the proxy presents the host's
+genuine certificate instead of a forgery. A host that got no byte through the forgery but gets
+application data with the genuine certificate is **pinned**: the certificate made the
+difference. The program runs twice, so use it on programs that may.
+
 Only request lines are kept, with the query string blanked: never headers or bodies.
 
 Safety: the proxy connects upstream only to loopback addresses (``localhost``, loopback IP
@@ -36,7 +42,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -102,7 +108,8 @@ class HostReport:
             ``"inconclusive"``, ``"pinned"``, ``"refused"`` (in that order).
         connections: how many connections the program made to it.
         requests: request lines it sent (query strings blanked), first per connection.
-        details: the evidence behind each connection's verdict (distinct texts).
+        details: the evidence behind each connection's verdict (distinct texts), and the
+            control run's conclusion when there was one.
         upstream: what the proxy did upstream (forwarded, failed or not contacted, and why).
     """
 
@@ -113,6 +120,7 @@ class HostReport:
     requests: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
+    silent: bool = False  # every connection completed the handshake and sent nothing
 
     @property
     def pinned(self) -> bool:
@@ -231,9 +239,37 @@ def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
                 requests=tuple(c.request_line for c in conns if c.request_line is not None),
                 details=tuple(dict.fromkeys(c.detail for c in conns if c.detail)),
                 upstream=tuple(dict.fromkeys(c.upstream for c in conns if c.upstream)),
+                silent=all(c.completed and c.sent == 0 for c in conns),
             )
         )
     return tuple(sorted(reports, key=lambda r: (r.host, r.port)))
+
+
+def _with_control(
+    hosts: Sequence[HostReport], control: Sequence[HostReport]
+) -> tuple[HostReport, ...]:
+    """Settle the silent inconclusive hosts with the control run (genuine certificate)."""
+    by_key = {(h.host, h.port): h for h in control}
+    out = []
+    for host in hosts:
+        seen = by_key.get((host.host, host.port))
+        if host.verdict != "inconclusive" or not host.silent or seen is None:
+            out.append(host)
+            continue
+        if seen.verdict == "not-pinned":
+            note = (
+                "control run with the genuine certificate: the program sent application data "
+                f"({', '.join(seen.requests) or 'bytes'}), so the forged certificate is what "
+                "stopped it"
+            )
+            out.append(replace(host, verdict="pinned", details=(*host.details, note)))
+        else:
+            note = (
+                "control run with the genuine certificate: no application data either "
+                f"({'; '.join(seen.details)}), so this run proves nothing about pinning"
+            )
+            out.append(replace(host, details=(*host.details, note)))
+    return tuple(out)
 
 
 def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple[Expectation, ...]:
@@ -309,6 +345,8 @@ def run_audit(
     stdout: IO[Any] | int | None = None,
     stderr: IO[Any] | int | None = None,
     base_env: Mapping[str, str] | None = None,
+    control_cert: str | os.PathLike[str] | None = None,
+    control_key: str | os.PathLike[str] | None = None,
 ) -> AuditReport:
     """Run *command* through a forging proxy and report, per host, whether it is pinned.
 
@@ -318,21 +356,74 @@ def run_audit(
         upstream_cafile: CA bundle trusted when forwarding to the real (loopback) server;
             default: the system store.
         expect_pinned: hosts that must turn out pinned (see `AuditReport.ok`).
-        timeout: seconds after which the program is killed.
+        timeout: seconds after which the program is killed (per run).
         stdout: where the program's standard output goes (default: inherited).
         stderr: where the program's standard error goes (default: inherited).
         base_env: environment to start from (default: ``os.environ``).
+        control_cert: the genuine certificate chain (PEM) of the audited host(s): when a host
+            got no byte through the forgery, the program runs again with this certificate
+            presented instead, and a host that then sends data is shown pinned.
+        control_key: the private key (PEM) of *control_cert*.
 
     Raises:
-        OSError: the program could not be started.
-        ValueError: a *resolve* address is not loopback.
+        OSError: the program could not be started, or the control files cannot be read.
+        ValueError: a *resolve* address is not loopback, or only one control file is given.
     """
     if not command:
         msg = "expected a command to audit, found none"
         raise ValueError(msg)
+    if (control_cert is None) != (control_key is None):
+        msg = "give both the control certificate and its key, or neither"
+        raise ValueError(msg)
     mapping = {_norm(k): loopback_address(v) for k, v in (resolve or {}).items()}
+    present = None if control_cert is None else _control_context(control_cert, control_key)
     started = time.monotonic()
-    with AuditProxy(resolve=mapping, upstream_cafile=upstream_cafile) as proxy, \
+    options: dict[str, Any] = {
+        "resolve": mapping, "upstream_cafile": upstream_cafile, "timeout": timeout,
+        "stdout": stdout, "stderr": stderr, "base_env": base_env,
+    }
+    code, timed_out, connections = _run(command, **options)
+    hosts = summarize(connections)
+    if present is not None and any(h.verdict == "inconclusive" and h.silent for h in hosts):
+        _, control_timed_out, control = _run(command, present=present, **options)
+        timed_out = timed_out or control_timed_out
+        hosts = _with_control(hosts, summarize(control))
+    return AuditReport(
+        command=tuple(command),
+        exit_code=code,
+        hosts=hosts,
+        expectations=_expectations(hosts, expect_pinned),
+        timed_out=timed_out,
+        elapsed=time.monotonic() - started,
+    )
+
+
+def _control_context(
+    cert: str | os.PathLike[str], key: str | os.PathLike[str] | None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.num_tickets = 0  # as for forged certificates: nothing left unread when a client closes
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+def _run(
+    command: Sequence[str],
+    *,
+    resolve: Mapping[str, str],
+    upstream_cafile: str | os.PathLike[str] | None,
+    timeout: float | None,
+    stdout: IO[Any] | int | None,
+    stderr: IO[Any] | int | None,
+    base_env: Mapping[str, str] | None,
+    present: ssl.SSLContext | None = None,
+) -> tuple[int | None, bool, list[Connection]]:
+    """Run the program once through a proxy; return its exit code, whether it was killed, and
+    the connections the proxy saw."""
+    with AuditProxy(resolve=resolve, upstream_cafile=upstream_cafile, present=present) as proxy, \
             tempfile.TemporaryDirectory(prefix="tlspin-audit-") as tmp:
         bundle = write_trust_bundle(proxy.ca_pem, tmp, base_env=base_env)
         env = audit_environment(proxy.url, bundle, base_env)
@@ -350,13 +441,4 @@ def run_audit(
                 code = None
         # The program is gone, so its sockets are closed; let the proxy record how they ended.
         proxy.wait_idle(5.0)
-        connections = proxy.connections
-    hosts = summarize(connections)
-    return AuditReport(
-        command=tuple(command),
-        exit_code=code,
-        hosts=hosts,
-        expectations=_expectations(hosts, expect_pinned),
-        timed_out=timed_out,
-        elapsed=time.monotonic() - started,
-    )
+        return code, timed_out, proxy.connections

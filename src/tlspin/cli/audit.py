@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
@@ -71,7 +72,17 @@ def _parse_resolve(
     help="CA bundle that verifies the real servers when forwarding (default: system store).",
 )
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Kill the program after SECONDS.")
+              help="Kill the program after SECONDS (per run).")
+@click.option(
+    "--control-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The genuine certificate chain (PEM): settle 'inconclusive' hosts with a control run.",
+)
+@click.option(
+    "--control-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The private key (PEM) of --control-cert.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def audit(  # noqa: PLR0917 - click passes every option positionally by name
     as_json: bool,
@@ -79,6 +90,8 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     resolve: dict[str, str],
     upstream_cafile: str | None,
     timeout: float | None,
+    control_cert: str | None,
+    control_key: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with a forging HTTPS proxy and its CA trusted, and report per host.
@@ -90,6 +103,10 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     TLS alert; inconclusive otherwise, e.g. when it completed the handshake and closed without
     a byte (what a post-handshake pin check looks like, but also a program with nothing to
     send). Only request lines are shown, never headers or bodies.
+
+    With --control-cert and --control-key (the host's genuine certificate and key), a host
+    that sent nothing through the forgery is tried again: the program runs a second time with
+    the genuine certificate presented, and if it then sends data, the host is pinned.
 
     The proxy forwards requests only to loopback servers (localhost, loopback addresses,
     --resolve mappings); it never contacts any other host.
@@ -105,6 +122,9 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     """
     from tlspin.audit import run_audit
 
+    if (control_cert is None) != (control_key is None):
+        msg = "give both --control-cert and --control-key, or neither"
+        raise click.UsageError(msg)
     try:
         report = run_audit(
             command,
@@ -112,9 +132,14 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
             upstream_cafile=upstream_cafile,
             expect_pinned=expect_pinned,
             timeout=timeout,
+            control_cert=control_cert,
+            control_key=control_key,
             # With --json, stdout carries only the report; the program's output goes to stderr.
             stdout=sys.stderr if as_json else None,
         )
+    except ssl.SSLError as exc:  # an OSError too: caught first
+        echo(f"tlspin audit: cannot use the control certificate and key: {clean(exc)}", err=True)
+        raise SystemExit(EXIT_CANNOT_RUN) from None
     except OSError as exc:
         echo(f"tlspin audit: could not run {clean(command[0])!r}: {clean(exc.strerror or exc)}",
              err=True)
