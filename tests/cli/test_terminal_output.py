@@ -62,6 +62,11 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TLSServe
         .add_extension(x509.SubjectAlternativeName([
             x509.DNSName("localhost"), x509.DNSName(f"x{SGR}y.test"),
         ]), critical=False)
+        # Key identifiers: Python 3.13's default strict verification requires them.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+            root.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value,
+        ), critical=False)
         .sign(root.key, hashes.SHA256())  # type: ignore[arg-type]
     )
     leaf = Leaf(cert, key)
