@@ -111,6 +111,8 @@ class HostReport:
         details: the evidence behind each connection's verdict (distinct texts), and the
             control run's conclusion when there was one.
         upstream: what the proxy did upstream (forwarded, failed or not contacted, and why).
+        silent: True when every connection completed the handshake and sent nothing (the case
+            a control run can settle).
     """
 
     host: str
@@ -120,7 +122,7 @@ class HostReport:
     requests: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
-    silent: bool = False  # every connection completed the handshake and sent nothing
+    silent: bool = False
 
     @property
     def pinned(self) -> bool:

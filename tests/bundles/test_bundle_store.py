@@ -177,11 +177,13 @@ def test_sigkill_while_writing_never_corrupts_the_store(
     newest = 1
     torn = 0
     try:
-        for _ in range(200):
+        for kill in range(200):
             proc.stdin.write("fork\n")
             proc.stdin.flush()
             pid = int(proc.stdout.readline())
-            time.sleep(rng.uniform(0, 0.02))
+            # Mostly within the first few writes; now and then later, so that saves complete
+            # even on a loaded machine whose fsyncs are slow.
+            time.sleep(rng.uniform(0, 0.02) if kill % 20 else 0.3)
             os.kill(pid, signal.SIGKILL)
             assert proc.stdout.readline().strip() == "reaped"
             torn += any(directory.glob(".*.tmp"))
@@ -201,3 +203,30 @@ def test_sigkill_while_writing_never_corrupts_the_store(
     assert newest > 1
     # Evidence that kills landed mid-write (a temporary file was left behind), not only between.
     assert torn > 0
+
+
+def test_planted_links_and_fifos_are_refused_not_followed(
+    tmp_path: Path, pki: Pki, key_a: Ed25519PrivateKey
+) -> None:
+    """A symbolic link planted as bundle.json is not followed (even to a valid store file) and a
+    FIFO planted as state.json cannot block the load; the remaining good copy still loads."""
+    import threading
+
+    other = BundleStore(tmp_path / "other")
+    other.save(make(pki.policy(), [key_a], 9))  # valid, signed by a trusted key, version 9
+    store = BundleStore(tmp_path / "store")
+    store.save(make(pki.policy(), [key_a], 2))
+    (tmp_path / "store" / CURRENT).unlink()
+    (tmp_path / "store" / CURRENT).symlink_to(tmp_path / "other" / CURRENT)
+    report = store.load(trust(key_a))
+    assert report.loaded is not None
+    assert (report.loaded.source, report.loaded.verified.bundle.version) == ("state", 2)
+    assert [(name, err.reason) for name, err in report.problems] == [(CURRENT, "store")]
+    (tmp_path / "store" / STATE).unlink()
+    os.mkfifo(tmp_path / "store" / STATE)
+    results: list[object] = []
+    loader = threading.Thread(target=lambda: results.append(store.load(trust(key_a))), daemon=True)
+    loader.start()
+    loader.join(10)
+    assert not loader.is_alive(), "loading the store blocked on a FIFO"
+    assert [name for name, _ in results[0].problems] == [CURRENT, STATE]  # type: ignore[attr-defined]
