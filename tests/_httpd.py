@@ -95,3 +95,89 @@ class JSONSink(HTTPThread):
         """Release held requests and stop."""
         self.gate.set()
         super().close()
+
+
+class DripServer:
+    """A loopback server (TLS when given a context) that answers every request slowly.
+
+    It sends *prefix* at once, then one byte of *drip* every *interval* seconds, for as long as
+    the client stays: each read returns quickly, so only an overall deadline can end the exchange.
+    Once `full` is set, new connections get that whole response at once instead.
+
+    Args:
+        prefix: bytes sent as soon as the request head has arrived.
+        drip: bytes then sent one at a time (repeated).
+        context: server-side TLS context, or None for plain HTTP.
+        interval: seconds between dripped bytes.
+    """
+
+    def __init__(
+        self,
+        prefix: bytes,
+        drip: bytes,
+        *,
+        context: Any = None,
+        interval: float = 0.05,
+    ) -> None:
+        import socket
+
+        self.prefix, self.drip, self.interval = prefix, drip, interval
+        self.full: bytes | None = None
+        self.dripped = 0
+        self._context = context
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            worker = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            worker.start()
+            self._threads.append(worker)
+
+    def _serve(self, raw: Any) -> None:
+        conn = raw
+        try:
+            if self._context is not None:
+                raw.settimeout(10)
+                conn = self._context.wrap_socket(raw, server_side=True)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            if self.full is not None:
+                conn.sendall(self.full)
+                return
+            conn.sendall(self.prefix)
+            index = 0
+            while not self._stop.wait(self.interval):
+                conn.sendall(self.drip[index % len(self.drip) : index % len(self.drip) + 1])
+                index += 1
+                self.dripped += 1
+        except OSError:
+            return
+        finally:
+            conn.close()
+            raw.close()
+
+    def close(self) -> None:
+        """Stop dripping and close everything."""
+        import contextlib
+        import socket
+
+        self._stop.set()
+        with contextlib.suppress(OSError):  # wakes the accept() of the listening socket
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)

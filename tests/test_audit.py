@@ -1,7 +1,9 @@
-"""`tlspin audit` against real programs: Python requests, curl and node, on loopback only.
+"""`tlspin audit` against real programs: Python requests, curl, node and raw TLS clients.
 
-Every "pinned" verdict has a twin run of the same program through an honest CONNECT tunnel,
-which must succeed: it proves the pin is right and that only the forgery made the difference.
+Verdicts rest on evidence: application bytes through the forgery mean NOT PINNED; a TLS alert
+means refused or pinned; a handshake followed by silence is only inconclusive. Every program
+whose pin check the audit cannot prove has a twin run through an honest CONNECT tunnel, which
+must succeed: it proves the pin is right and that only the forgery made the difference.
 """
 
 from __future__ import annotations
@@ -114,14 +116,14 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def run_audit(
-    origin: Origin, command: Sequence[str], *options: str
+    origin: Origin, command: Sequence[str], *options: str, env: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], str]:
     """Run ``tlspin audit --json`` on *command*; return (status, report, program stderr)."""
     proc = subprocess.run(
         [sys.executable, "-m", "tlspin", "audit", "--json", "--expect-pinned", HOST,
          "--resolve", f"{HOST}=127.0.0.1", "--upstream-cafile", str(origin.cafile),
          *options, "--", *command],
-        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+        capture_output=True, text=True, timeout=120, env=_env(**(env or {})), check=False,
     )
     assert proc.stdout.strip(), f"no report; stderr:\n{proc.stderr}"
     return proc.returncode, json.loads(proc.stdout), proc.stderr
@@ -169,17 +171,21 @@ def test_plain_requests_is_not_pinned(origin: Origin) -> None:
     assert SECRET not in json.dumps(report["hosts"]), "query strings and headers are never kept"
 
 
-def test_tlspin_pinned_requests_is_pinned(origin: Origin) -> None:
-    """A script pinned with tlspin refuses the forgery: pinned, exit 0, the origin gets nothing."""
+def test_tlspin_pinned_requests_is_inconclusive_not_pinned(origin: Origin) -> None:
+    """A tlspin-pinned script checks after the handshake and hangs up without a byte: the audit
+    cannot tell that from a program with nothing to send, so it says inconclusive (exit 3),
+    names that evidence, and the origin gets nothing."""
     script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/pinned"),
               origin.leaf.pin, origin.backup_pin]
     out: list[Any] = []
     seen = received_during(origin, lambda: out.append(run_audit(origin, script)))
     status, report, stderr = out[0]
     entry = host_report(report)
-    assert status == 0, report
-    assert entry["verdict"] == "pinned"
+    assert status == 3, report
+    assert (entry["verdict"], report["status"]) == ("inconclusive", "inconclusive")
     assert entry["requests"] == []
+    assert "handshake completed" in entry["details"][0]
+    assert "without sending a byte" in entry["details"][0]
     assert report["exit_code"] != 0
     assert "Certificate pinning failure" in stderr
     assert seen == []
@@ -213,15 +219,15 @@ def test_curl_without_pin_is_not_pinned(origin: Origin) -> None:
 
 
 @curl
-def test_curl_with_pinnedpubkey_is_pinned(origin: Origin) -> None:
-    """curl --pinnedpubkey hangs up after the forged handshake: pinned, curl exits 90."""
+def test_curl_with_pinnedpubkey_is_inconclusive(origin: Origin) -> None:
+    """curl --pinnedpubkey hangs up after the forged handshake without a byte: inconclusive."""
     pin = origin.leaf.pin.replace("sha256/", "sha256//")
     out: list[Any] = []
     seen = received_during(origin, lambda: out.append(run_audit(
         origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-pinned")])))
     status, report, stderr = out[0]
     entry = host_report(report)
-    assert (status, entry["verdict"], report["exit_code"]) == (0, "pinned", 90), stderr
+    assert (status, entry["verdict"], report["exit_code"]) == (3, "inconclusive", 90), stderr
     assert seen == []
 
 
@@ -247,16 +253,16 @@ def test_node_without_pin_check_is_not_pinned(origin: Origin) -> None:
 
 
 @node
-def test_node_with_pin_check_is_pinned(origin: Origin) -> None:
-    """node comparing the SPKI SHA-256 in checkServerIdentity refuses the forgery."""
+def test_node_with_pin_check_sends_nothing(origin: Origin) -> None:
+    """node comparing the SPKI SHA-256 in checkServerIdentity sends nothing through the forgery
+    (it closes without an alert: inconclusive, never NOT PINNED)."""
     out: list[Any] = []
     seen = received_during(origin, lambda: out.append(run_audit(
         origin, ["node", str(origin.scripts / "client.js"), origin.url("/node-pinned"),
                  origin.leaf.pin])))
     status, report, stderr = out[0]
     entry = host_report(report)
-    assert status == 0, report
-    assert entry["verdict"] in ("pinned", "refused")
+    assert (status, entry["verdict"]) == (3, "inconclusive"), report
     assert entry["requests"] == []
     assert "pin mismatch" in stderr
     assert seen == []
@@ -302,7 +308,7 @@ def test_plain_http_is_flagged(origin: Origin) -> None:
     assert report["exit_code"] == 0
     assert entry["requests"][0].startswith("GET http://localhost:")
     assert entry["requests"][0].endswith("/plain?… HTTP/1.1")
-    assert status == 1, "the expected host was never contacted, so the expectation fails"
+    assert status == 3, "the expected host was never contacted: no evidence, inconclusive"
 
 
 @curl
@@ -313,8 +319,9 @@ def test_non_loopback_hosts_are_never_contacted(origin: Origin) -> None:
     [entry] = [h for h in report["hosts"] if h["host"] == "tlspin.invalid"]
     assert entry["verdict"] == "not-pinned"
     assert entry["upstream"][0].startswith("not contacted: tlspin.invalid is not loopback")
-    assert status == 1
-    assert report["expectations"][0]["reason"].startswith("the program never connected")
+    assert entry["upstream"][0].endswith("the program got 502 Bad Gateway")
+    assert status == 3
+    assert "never connected" in report["expectations"][0]["reason"]
 
 
 def test_resolve_refuses_non_loopback_addresses() -> None:
@@ -354,3 +361,160 @@ def test_audit_of_a_missing_program_exits_2() -> None:
     assert proc.returncode == 2
     assert "could not run" in proc.stderr
     assert textwrap.dedent(proc.stdout) == ""
+
+
+# A raw TLS client through HTTPS_PROXY, trusting SSL_CERT_FILE (the audit's CA bundle): it does
+# what argv[2] says after the handshake, so each kind of evidence can be produced on purpose.
+RAW_CLIENT = r"""
+import os, socket, ssl, struct, sys
+target = sys.argv[1]
+host, port = target.rsplit(":", 1)
+proxy = os.environ["HTTPS_PROXY"].rsplit("/", 1)[-1].rsplit(":", 1)
+sock = socket.create_connection((proxy[0], int(proxy[1])), timeout=20)
+sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the bytes leave before the reset
+connect = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode()
+if sys.argv[2] == "pipeline":
+    sock.sendall(connect + b"GET /early HTTP/1.1\r\n\r\n")
+    print(sock.recv(100).split(b"\r\n")[0].decode())
+    sys.exit(0)
+sock.sendall(connect)
+answer = b""
+while b"\r\n\r\n" not in answer:
+    answer += sock.recv(1)
+ctx = ssl.create_default_context()
+tls = ctx.wrap_socket(sock, server_hostname=host)
+if sys.argv[2] in ("secret-close", "secret-reset"):
+    tls.sendall(b"SECRET-TOKEN-123")  # no newline: not a line of any protocol
+if sys.argv[2] == "secret-reset":
+    tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+tls.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def raw_client(origin: Origin) -> Path:
+    """The raw client script."""
+    path = origin.scripts / "raw.py"
+    path.write_text(RAW_CLIENT)
+    return path
+
+
+@pytest.mark.parametrize("how", ["secret-close", "secret-reset"])
+def test_bytes_without_a_newline_are_not_pinned(origin: Origin, raw_client: Path, how: str) -> None:
+    """A client that sends SECRET-TOKEN-123 (no newline) through the forgery and then closes or
+    resets is NOT PINNED (exit 1), with the byte count as evidence; the secret is never shown."""
+    status, report, stderr = run_audit(
+        origin, [sys.executable, str(raw_client), f"{HOST}:{origin.server.port}", how])
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["exit_code"]) == (1, "not-pinned", 0), stderr
+    assert "sent 16 byte(s) of application data" in entry["details"][0]
+    assert report["expectations"][0]["status"] == "not-pinned"
+    assert "SECRET" not in json.dumps(report)
+
+
+def test_handshake_then_silence_is_inconclusive(origin: Origin, raw_client: Path) -> None:
+    """Twin: the same client completing the handshake and closing without a byte proves
+    nothing: inconclusive (exit 3), never 'pinned'."""
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), f"{HOST}:{origin.server.port}", "silent"])
+    entry = host_report(report)
+    assert (status, entry["verdict"]) == (3, "inconclusive")
+    assert entry["details"] == [
+        "the handshake completed, then the program closed the connection without sending a "
+        "byte; a client that checks pins after the handshake (curl --pinnedpubkey, tlspin, "
+        "OkHttp) does this, and so does one that had nothing to send: not proof of a pin"]
+
+
+def test_bytes_pipelined_after_connect_are_refused(origin: Origin, raw_client: Path) -> None:
+    """A client that sends bytes right behind its CONNECT, before the proxy answered, gets 400:
+    the tunnel is never opened, nothing reaches the origin, and the verdict says why."""
+    out: list[Any] = []
+    target = f"{HOST}:{origin.server.port}"
+    seen = received_during(origin, lambda: out.append(
+        run_audit(origin, [sys.executable, str(raw_client), target, "pipeline"])))
+    status, report, _ = out[0]
+    entry = host_report(report)
+    assert (status, entry["verdict"]) == (3, "inconclusive")
+    assert "byte(s) after its CONNECT request, before the proxy answered" in entry["details"][0]
+    assert seen == []
+
+
+def test_upstream_failure_is_reported_as_the_502_the_program_got(origin: Origin) -> None:
+    """When forwarding fails (nothing listens on the mapped port), the audit says the program
+    got 502, not that the request was forwarded; the program sees the 502 too."""
+    import socket
+
+    with socket.socket() as probe:  # a loopback port with no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = [sys.executable, str(origin.scripts / "plain.py"), f"https://{HOST}:{port}/gone"]
+    status, report, stderr = run_audit(origin, script)
+    entry = host_report(report)
+    assert (status, entry["verdict"]) == (1, "not-pinned")
+    assert entry["upstream"][0].startswith(f"forwarding to 127.0.0.1:{port} failed")
+    assert entry["upstream"][0].endswith("the program got 502 Bad Gateway")
+    assert "forwarded to" not in json.dumps(report)
+    assert "502 tlspin audit: upstream failed" in stderr  # what the program printed
+
+
+def test_a_long_host_name_is_audited_not_dropped(origin: Origin, raw_client: Path) -> None:
+    """A CONNECT to a name longer than a certificate CN may be (64) is still forged and judged:
+    bytes through the forgery make it NOT PINNED, and the report names the host."""
+    long_host = "a" * 60 + ".audit.test"
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), f"{long_host}:{origin.server.port}",
+                 "secret-close"])
+    [entry] = [h for h in report["hosts"] if h["host"] == long_host]
+    assert entry["verdict"] == "not-pinned"
+    assert status == 3  # the expected host itself was never contacted
+
+
+@pytest.fixture(scope="module")
+def control(origin: Origin) -> list[str]:
+    """``--control-cert/--control-key`` options with the origin's genuine certificate and key."""
+    chain, key = origin.leaf.write(origin.scripts, name="genuine")
+    return ["--control-cert", str(chain), "--control-key", str(key)]
+
+
+def test_control_run_proves_a_post_handshake_pin(origin: Origin, control: list[str]) -> None:
+    """With the genuine certificate as control, the tlspin-pinned script that sent nothing
+    through the forgery sends its request: the certificate made the difference, so pinned
+    (exit 0); only the control run's request reaches the origin."""
+    script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/control"),
+              origin.leaf.pin, origin.backup_pin]
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, script, *control, env={"REQUESTS_CA_BUNDLE": str(origin.cafile)})))
+    status, report, stderr = out[0]
+    entry = host_report(report)
+    assert (status, entry["verdict"], report["status"]) == (0, "pinned", "met"), stderr
+    assert "control run with the genuine certificate: the program sent application data" in (
+        entry["details"][-1])
+    assert seen == ["GET /control HTTP/1.1"]
+
+
+@curl
+def test_control_run_proves_curl_pinnedpubkey(origin: Origin, control: list[str]) -> None:
+    """curl --pinnedpubkey: inconclusive alone, pinned with the control run."""
+    pin = origin.leaf.pin.replace("sha256/", "sha256//")
+    status, report, stderr = run_audit(
+        origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-control")], *control,
+        env={"CURL_CA_BUNDLE": str(origin.cafile)})
+    assert (status, host_report(report)["verdict"]) == (0, "pinned"), stderr
+
+
+def test_control_run_cannot_turn_silence_into_a_pin(
+    origin: Origin, raw_client: Path, control: list[str]
+) -> None:
+    """Twin: a program silent with the genuine certificate too stays inconclusive (exit 3), and
+    one that sends through the forgery is NOT PINNED whatever the control says (exit 1)."""
+    target = f"{HOST}:{origin.server.port}"
+    env = {"SSL_CERT_FILE": str(origin.cafile)}
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), target, "silent"], *control, env=env)
+    entry = host_report(report)
+    assert (status, entry["verdict"]) == (3, "inconclusive")
+    assert "no application data either" in entry["details"][-1]
+    status, report, _ = run_audit(
+        origin, [sys.executable, str(raw_client), target, "secret-close"], *control, env=env)
+    assert (status, host_report(report)["verdict"]) == (1, "not-pinned")

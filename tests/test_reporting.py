@@ -397,3 +397,83 @@ def test_observer_never_raises_and_options_are_checked(pki: PKI, collector: Any)
         Reporter(sink.url, queue_size=0)
     with pytest.raises(ValueError, match="http"):
         Reporter("ftp://127.0.0.1/")
+
+
+def _policy_pinning_the_collector(pki: PKI) -> tlspin.PinPolicy:
+    """Rules for the failing host (wrong pins) and for the collector's host (right pins)."""
+    return tlspin.PinPolicy([
+        _rule(HOST, [pki.other.pin, pki.backup.pin]),
+        _rule("localhost", [pki.intermediate.pin, pki.backup.pin]),
+    ])
+
+
+@pytest.mark.parametrize("collector_kind", ["mitm", "genuine"])
+def test_report_connection_is_pinned_by_the_attached_policy(
+    pki: PKI, tmp_path: Any, collector_kind: str
+) -> None:
+    """The report host is pinned by the policy the reporter is attached to: a MITM whose CA the
+    client trusts gets nothing (not one byte of the report); the genuine collector gets it."""
+    mitm_ca = CA.root("report MITM, trusted by the device")
+    cafile = tmp_path / "trusted.pem"
+    cafile.write_bytes(pki.root.cert_pem + mitm_ca.cert_pem)
+    leaf = mitm_ca.issue("localhost") if collector_kind == "mitm" else (
+        pki.intermediate.issue("localhost"))
+    with TLSServer(leaf) as endpoint:
+        reporter = Reporter(f"https://localhost:{endpoint.port}/reports", cafile=str(cafile),
+                            max_attempts=1)
+        reporter.attach(_policy_pinning_the_collector(pki))
+        reporter(_violations(pki, 1)[0])
+        assert reporter.flush(10)
+        reporter.close()
+        if collector_kind == "mitm":
+            assert (reporter.stats.sent, reporter.stats.failed) == (0, 1)
+            assert endpoint.received == b"", "the MITM must not read a byte of the report"
+        else:
+            assert reporter.stats.sent == 1
+            assert len(endpoint.requests) == 1
+            assert b'"hostname":"api.tlspin.test"' in endpoint.received
+
+
+def test_report_host_outside_the_policy_is_verified_by_the_cas_only(
+    pki: PKI, tmp_path: Any
+) -> None:
+    """Twin: a report host the policy does not cover is not pinned, only CA-verified: a server
+    with a certificate from a trusted CA receives the report; with no CA trusted, none does."""
+    cafile = tmp_path / "root.pem"
+    cafile.write_bytes(pki.root.cert_pem)
+    policy = tlspin.PinPolicy([_rule(HOST, [pki.other.pin, pki.backup.pin])])
+    with TLSServer(pki.intermediate.issue("localhost")) as endpoint:
+        for trusted, sent in ((str(cafile), 1), (None, 0)):
+            endpoint.reset()
+            reporter = Reporter(f"https://localhost:{endpoint.port}/reports", cafile=trusted,
+                                max_attempts=1)
+            reporter.attach(policy)
+            reporter(_violations(pki, 1)[0])
+            assert reporter.flush(10)
+            reporter.close()
+            assert (reporter.stats.sent, len(endpoint.requests)) == (sent, sent)
+
+
+def test_a_dripping_collector_cannot_hold_the_sender(pki: PKI) -> None:
+    """timeout bounds a whole delivery, not each read: a collector that drips its answer one
+    byte at a time fails the attempt within timeout (plus a generous 5 s), and the next report
+    is delivered. The bound is functional, not a benchmark."""
+    from _httpd import DripServer
+
+    timeout = 1.0
+    dripper = DripServer(b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 64)
+    try:
+        reporter = Reporter(f"http://127.0.0.1:{dripper.port}/reports", timeout=timeout,
+                            max_attempts=1, dedup_window=0)
+        first, second = _violations(pki, 2)
+        reporter(first)
+        assert reporter.flush(timeout + 5), "the sender is still stuck in the dripping response"
+        assert (reporter.stats.sent, reporter.stats.failed) == (0, 1)
+        assert dripper.dripped > 0
+        dripper.full = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+        reporter(second)
+        assert reporter.flush(10)
+        assert reporter.stats.sent == 1
+        reporter.close()
+    finally:
+        dripper.close()

@@ -3,14 +3,26 @@
 The program runs with ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` pointing at a loopback
 proxy, and with that proxy's CA made trusted through ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``,
 ``CURL_CA_BUNDLE`` and ``NODE_EXTRA_CA_CERTS``. For each CONNECT the proxy presents a
-certificate forged for the host and signed by its CA, and watches what the program does:
+certificate forged for the host and signed by its CA, and records what the program did. Each
+verdict names its evidence:
 
-* it sends a request over the forged session → **not pinned** (anyone whose CA the program
-  trusts can read its traffic);
-* it completes the handshake, then hangs up without a byte → **pinned** (the key check that
-  curl's ``--pinnedpubkey``, tlspin and most pinning libraries run after the handshake);
-* it aborts the handshake → **refused** (a pin check inside the handshake, or the program does
-  not trust the audit CA at all: the TLS alert tells which).
+* any application byte through the forged session, whatever the protocol → **not pinned**
+  (anyone whose CA the program trusts can read its traffic);
+* an unencrypted ``http://`` request (or plain HTTP through a tunnel) → **plaintext**;
+* the program aborts the handshake with a TLS alert → **refused** (a pin check inside the
+  handshake, or the program does not trust the audit CA at all: the alert tells which);
+* it completes the handshake, then rejects the certificate with a TLS alert before any byte →
+  **pinned**;
+* anything that proves neither → **inconclusive**. That includes a program that completes the
+  handshake and closes without a byte: the post-handshake key check of curl's
+  ``--pinnedpubkey``, tlspin and OkHttp looks exactly like that, but so does a program that had
+  nothing to send, or whose bytes never arrived. Absence of data is not proof.
+
+The proof is a **control run** (``control_cert``/``control_key``, the CLI's ``--control-cert``
+and ``--control-key``): the program runs a second time, and the proxy presents the host's
+genuine certificate instead of a forgery. A host that got no byte through the forgery but gets
+application data with the genuine certificate is **pinned**: the certificate made the
+difference. The program runs twice, so use it on programs that may.
 
 Only request lines are kept, with the query string blanked: never headers or bodies.
 
@@ -30,7 +42,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -50,7 +62,8 @@ __all__ = [
     "write_trust_bundle",
 ]
 
-HostVerdict = Literal["not-pinned", "plaintext", "pinned", "refused"]
+HostVerdict = Literal["not-pinned", "plaintext", "inconclusive", "pinned", "refused"]
+ExpectationStatus = Literal["met", "not-pinned", "inconclusive"]
 
 #: Environment variables that point at the proxy, and those that make its CA trusted.
 PROXY_VARIABLES = (
@@ -91,11 +104,15 @@ class HostReport:
     Attributes:
         host: the host name (or address) the program asked the proxy for.
         port: the port.
-        verdict: ``"not-pinned"``, ``"plaintext"``, ``"pinned"`` or ``"refused"``.
+        verdict: the worst of its connections' verdicts: ``"not-pinned"``, ``"plaintext"``,
+            ``"inconclusive"``, ``"pinned"``, ``"refused"`` (in that order).
         connections: how many connections the program made to it.
         requests: request lines it sent (query strings blanked), first per connection.
-        details: what ended the connections that carried no request (TLS alerts, hang-ups).
-        upstream: what the proxy did upstream (forwarded, not contacted and why).
+        details: the evidence behind each connection's verdict (distinct texts), and the
+            control run's conclusion when there was one.
+        upstream: what the proxy did upstream (forwarded, failed or not contacted, and why).
+        silent: True when every connection completed the handshake and sent nothing (the case
+            a control run can settle).
     """
 
     host: str
@@ -105,10 +122,11 @@ class HostReport:
     requests: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
+    silent: bool = False
 
     @property
     def pinned(self) -> bool:
-        """True when the program never sent a request through the forged certificate."""
+        """True when every connection refused the forgery, with evidence (an alert)."""
         return self.verdict in ("pinned", "refused")
 
     def to_json(self) -> dict[str, Any]:
@@ -127,15 +145,28 @@ class HostReport:
 
 @dataclass(frozen=True, slots=True)
 class Expectation:
-    """The outcome of one ``--expect-pinned HOST``."""
+    """The outcome of one ``--expect-pinned HOST``.
+
+    Attributes:
+        host: the host expected to be pinned.
+        status: ``"met"`` (every connection refused the forgery, with an alert as evidence),
+            ``"not-pinned"`` (bytes went through the forgery, or plain HTTP) or
+            ``"inconclusive"`` (no evidence either way, or never contacted).
+        reason: the evidence, in words.
+    """
 
     host: str
-    met: bool
+    status: ExpectationStatus
     reason: str
+
+    @property
+    def met(self) -> bool:
+        """True when the host was shown to be pinned."""
+        return self.status == "met"
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"host": self.host, "met": self.met, "reason": self.reason}
+        return {"host": self.host, "met": self.met, "status": self.status, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +182,18 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        """True when every ``--expect-pinned`` host was pinned."""
+        """True when every ``--expect-pinned`` host was shown to be pinned."""
         return all(e.met for e in self.expectations)
+
+    @property
+    def status(self) -> ExpectationStatus:
+        """``"not-pinned"`` if any expected host is not pinned, else ``"inconclusive"`` if any
+        is inconclusive, else ``"met"`` (also with no expectations)."""
+        statuses = {e.status for e in self.expectations}
+        for status in ("not-pinned", "inconclusive"):
+            if status in statuses:
+                return status
+        return "met"
 
     def host(self, name: str) -> HostReport | None:
         """The first report for host *name* (any port), or None if it was never contacted."""
@@ -169,6 +210,7 @@ class AuditReport:
             "hosts": [h.to_json() for h in self.hosts],
             "expectations": [e.to_json() for e in self.expectations],
             "ok": self.ok,
+            "status": self.status,
         }
 
 
@@ -176,7 +218,9 @@ def _norm(host: str) -> str:
     return host.strip("[]").lower().rstrip(".")
 
 
-_RANK: dict[str, int] = {"not-pinned": 3, "plaintext": 2, "pinned": 1, "refused": 0}
+_RANK: dict[str, int] = {
+    "not-pinned": 4, "plaintext": 3, "inconclusive": 2, "pinned": 1, "refused": 0,
+}
 
 
 def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
@@ -197,9 +241,37 @@ def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
                 requests=tuple(c.request_line for c in conns if c.request_line is not None),
                 details=tuple(dict.fromkeys(c.detail for c in conns if c.detail)),
                 upstream=tuple(dict.fromkeys(c.upstream for c in conns if c.upstream)),
+                silent=all(c.completed and c.sent == 0 for c in conns),
             )
         )
     return tuple(sorted(reports, key=lambda r: (r.host, r.port)))
+
+
+def _with_control(
+    hosts: Sequence[HostReport], control: Sequence[HostReport]
+) -> tuple[HostReport, ...]:
+    """Settle the silent inconclusive hosts with the control run (genuine certificate)."""
+    by_key = {(h.host, h.port): h for h in control}
+    out = []
+    for host in hosts:
+        seen = by_key.get((host.host, host.port))
+        if host.verdict != "inconclusive" or not host.silent or seen is None:
+            out.append(host)
+            continue
+        if seen.verdict == "not-pinned":
+            note = (
+                "control run with the genuine certificate: the program sent application data "
+                f"({', '.join(seen.requests) or 'bytes'}), so the forged certificate is what "
+                "stopped it"
+            )
+            out.append(replace(host, verdict="pinned", details=(*host.details, note)))
+        else:
+            note = (
+                "control run with the genuine certificate: no application data either "
+                f"({'; '.join(seen.details)}), so this run proves nothing about pinning"
+            )
+            out.append(replace(host, details=(*host.details, note)))
+    return tuple(out)
 
 
 def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple[Expectation, ...]:
@@ -207,17 +279,23 @@ def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple
     for name in dict.fromkeys(expected):
         matching = [h for h in hosts if _norm(h.host) == _norm(name)]
         if not matching:
-            out.append(
-                Expectation(name, False, "the program never connected to it through the proxy")
-            )
-        elif all(h.pinned for h in matching):
-            verdicts = ", ".join(sorted({h.verdict for h in matching}))
-            out.append(Expectation(name, True, f"{verdicts}: no request went through the forgery"))
+            out.append(Expectation(
+                name, "inconclusive", "no evidence: the program never connected to it through "
+                "the proxy"))
+            continue
+        verdicts = {h.verdict for h in matching}
+        evidence = "; ".join(dict.fromkeys(d for h in matching for d in h.details))
+        if verdicts & {"not-pinned", "plaintext"}:
+            bad = [h for h in matching if h.verdict in ("not-pinned", "plaintext")]
+            sent = sum(len(h.requests) for h in bad)
+            out.append(Expectation(
+                name, "not-pinned", f"not pinned: {sent} request(s) went through the forgery or "
+                f"in plaintext ({evidence})"))
+        elif "inconclusive" in verdicts:
+            out.append(Expectation(name, "inconclusive", f"inconclusive: {evidence}"))
         else:
-            sent = sum(len(h.requests) for h in matching if not h.pinned)
-            out.append(
-                Expectation(name, False, f"not pinned: {sent} request(s) sent through the forgery")
-            )
+            out.append(Expectation(
+                name, "met", f"{', '.join(sorted(verdicts))}: {evidence}"))
     return tuple(out)
 
 
@@ -269,6 +347,8 @@ def run_audit(
     stdout: IO[Any] | int | None = None,
     stderr: IO[Any] | int | None = None,
     base_env: Mapping[str, str] | None = None,
+    control_cert: str | os.PathLike[str] | None = None,
+    control_key: str | os.PathLike[str] | None = None,
 ) -> AuditReport:
     """Run *command* through a forging proxy and report, per host, whether it is pinned.
 
@@ -278,21 +358,74 @@ def run_audit(
         upstream_cafile: CA bundle trusted when forwarding to the real (loopback) server;
             default: the system store.
         expect_pinned: hosts that must turn out pinned (see `AuditReport.ok`).
-        timeout: seconds after which the program is killed.
+        timeout: seconds after which the program is killed (per run).
         stdout: where the program's standard output goes (default: inherited).
         stderr: where the program's standard error goes (default: inherited).
         base_env: environment to start from (default: ``os.environ``).
+        control_cert: the genuine certificate chain (PEM) of the audited host(s): when a host
+            got no byte through the forgery, the program runs again with this certificate
+            presented instead, and a host that then sends data is shown pinned.
+        control_key: the private key (PEM) of *control_cert*.
 
     Raises:
-        OSError: the program could not be started.
-        ValueError: a *resolve* address is not loopback.
+        OSError: the program could not be started, or the control files cannot be read.
+        ValueError: a *resolve* address is not loopback, or only one control file is given.
     """
     if not command:
         msg = "expected a command to audit, found none"
         raise ValueError(msg)
+    if (control_cert is None) != (control_key is None):
+        msg = "give both the control certificate and its key, or neither"
+        raise ValueError(msg)
     mapping = {_norm(k): loopback_address(v) for k, v in (resolve or {}).items()}
+    present = None if control_cert is None else _control_context(control_cert, control_key)
     started = time.monotonic()
-    with AuditProxy(resolve=mapping, upstream_cafile=upstream_cafile) as proxy, \
+    options: dict[str, Any] = {
+        "resolve": mapping, "upstream_cafile": upstream_cafile, "timeout": timeout,
+        "stdout": stdout, "stderr": stderr, "base_env": base_env,
+    }
+    code, timed_out, connections = _run(command, **options)
+    hosts = summarize(connections)
+    if present is not None and any(h.verdict == "inconclusive" and h.silent for h in hosts):
+        _, control_timed_out, control = _run(command, present=present, **options)
+        timed_out = timed_out or control_timed_out
+        hosts = _with_control(hosts, summarize(control))
+    return AuditReport(
+        command=tuple(command),
+        exit_code=code,
+        hosts=hosts,
+        expectations=_expectations(hosts, expect_pinned),
+        timed_out=timed_out,
+        elapsed=time.monotonic() - started,
+    )
+
+
+def _control_context(
+    cert: str | os.PathLike[str], key: str | os.PathLike[str] | None
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.num_tickets = 0  # as for forged certificates: nothing left unread when a client closes
+    ctx.options |= ssl.OP_NO_TICKET
+    return ctx
+
+
+def _run(
+    command: Sequence[str],
+    *,
+    resolve: Mapping[str, str],
+    upstream_cafile: str | os.PathLike[str] | None,
+    timeout: float | None,
+    stdout: IO[Any] | int | None,
+    stderr: IO[Any] | int | None,
+    base_env: Mapping[str, str] | None,
+    present: ssl.SSLContext | None = None,
+) -> tuple[int | None, bool, list[Connection]]:
+    """Run the program once through a proxy; return its exit code, whether it was killed, and
+    the connections the proxy saw."""
+    with AuditProxy(resolve=resolve, upstream_cafile=upstream_cafile, present=present) as proxy, \
             tempfile.TemporaryDirectory(prefix="tlspin-audit-") as tmp:
         bundle = write_trust_bundle(proxy.ca_pem, tmp, base_env=base_env)
         env = audit_environment(proxy.url, bundle, base_env)
@@ -310,13 +443,4 @@ def run_audit(
                 code = None
         # The program is gone, so its sockets are closed; let the proxy record how they ended.
         proxy.wait_idle(5.0)
-        connections = proxy.connections
-    hosts = summarize(connections)
-    return AuditReport(
-        command=tuple(command),
-        exit_code=code,
-        hosts=hosts,
-        expectations=_expectations(hosts, expect_pinned),
-        timed_out=timed_out,
-        elapsed=time.monotonic() - started,
-    )
+        return code, timed_out, proxy.connections

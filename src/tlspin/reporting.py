@@ -12,6 +12,12 @@ but the timestamps) are sent once per ``dedup_window``.
 
 Reporting is opt-in: tlspin has no default endpoint and never sends anything unless a
 :class:`Reporter` with a URI (or a rule with ``report_uri``) is attached.
+
+The report travels pinned when it can: if the endpoint's host is covered by the policy the
+reporter is attached to (or given as ``policy=``), the report connection is checked against that
+policy's pins, so the attacker a report is about cannot read or drop it by intercepting the
+report too. A report is never sent to the host whose connection failed (Chromium's loop rule).
+Each delivery attempt is bounded by one overall deadline (connect, handshake, response).
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tlspin._sender import Outcome, RetrySender, classify_status
+from tlspin.policy import PinPolicy
 
 if TYPE_CHECKING:
-    from tlspin.policy import PinPolicy, PinRule
+    from tlspin.context import PolicySource
+    from tlspin.policy import PinRule
     from tlspin.verify import Violation
 
 __all__ = ["Reporter", "ReporterStats", "build_report", "check_endpoint_url", "post_json"]
@@ -179,21 +187,23 @@ def post_json(
 ) -> int:
     """POST a JSON *body* to *uri* with the stdlib HTTP client and return the status code.
 
-    TLS is verified with *ssl_context*, or the system trust store when it is None.
+    TLS is verified with *ssl_context*, or the system trust store when it is None. *timeout*
+    bounds the whole exchange (connect, handshake, response head and up to 64 KiB of body),
+    not each read: an endpoint that drips its answer cannot hold the sender.
 
     Raises:
-        OSError: the connection, TLS handshake or exchange failed (including timeouts).
+        OSError: the connection, TLS handshake or exchange failed (``TimeoutError`` when the
+            deadline passed).
         http.client.HTTPException: the response was not valid HTTP.
     """
+    from tlspin._deadline import exchange
+
     parts = check_endpoint_url(uri)
     host = parts.hostname
-    assert host is not None  # _check_uri guarantees it
-    conn: http.client.HTTPConnection
+    assert host is not None  # check_endpoint_url guarantees it
+    context: ssl.SSLContext | None = None
     if parts.scheme == "https":
         context = ssl_context if ssl_context is not None else ssl.create_default_context()
-        conn = http.client.HTTPSConnection(host, parts.port, timeout=timeout, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -203,13 +213,12 @@ def post_json(
         "Connection": "close",
         **(headers or {}),
     }
-    try:
-        conn.request("POST", path, body=body, headers=sent_headers)
-        response = conn.getresponse()
-        response.read(64 * 1024)
-        return response.status
-    finally:
-        conn.close()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    response = exchange(
+        "POST", host, port, path, context=context, timeout=timeout, headers=sent_headers,
+        body=body, max_body=64 * 1024,
+    )
+    return response.status
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +241,14 @@ class Reporter:
             that rule's violations; with ``uri=None`` only rules naming a ``report_uri`` report.
         app_id: application identifier put in each report.
         app_version: application version put in each report.
-        ssl_context: TLS context for the report endpoint (e.g. one made by
-            :func:`tlspin.create_context` to pin the collector). Defaults to normal
-            verification against the system trust store.
+        ssl_context: TLS context for the report endpoint, used exactly as given (e.g. one made
+            by :func:`tlspin.create_context` to pin the collector). Without it, the report
+            connection is pinned with *policy* when *policy* covers the endpoint's host, and
+            verified against the CAs (*cafile*, or the system trust store) in any case.
+        policy: the policy (or :class:`tlspin.PolicySource`, e.g. a ``BundleUpdater``) that
+            pins the report endpoint. :meth:`attach` sets it to the policy attached to.
+        cafile: CA certificates (PEM) that verify the report endpoint, instead of the system
+            trust store (ignored with *ssl_context*).
         queue_size: most reports held waiting; when full, the oldest is dropped and counted.
         rate_limit: ``(count, seconds)``: at most *count* reports accepted per *seconds*.
         dedup_window: seconds during which an identical report is not sent again.
@@ -266,6 +280,8 @@ class Reporter:
         backoff_max: float = 600.0,
         jitter: bool = True,
         headers: Mapping[str, str] | None = None,
+        policy: PinPolicy | PolicySource | None = None,
+        cafile: str | None = None,
     ) -> None:
         if uri is not None:
             check_endpoint_url(uri)
@@ -283,6 +299,9 @@ class Reporter:
         self.app_id = app_id
         self.app_version = app_version
         self._ssl_context = ssl_context
+        self._policy = policy
+        self._policy_given = policy is not None
+        self._cafile = cafile
         self._rate = (float(count), float(per))
         self._tokens = float(count)
         self._refilled = time.monotonic()
@@ -302,7 +321,13 @@ class Reporter:
 
     # -- observer side (runs in the handshake path) ---------------------------------------
     def attach(self, policy: PinPolicy) -> PinPolicy:
-        """Return a copy of *policy* that reports its violations through this reporter."""
+        """Return a copy of *policy* that reports its violations through this reporter.
+
+        Unless the reporter was given ``policy=`` or ``ssl_context=``, *policy* also pins the
+        report connection when it covers the endpoint's host (the latest attached policy).
+        """
+        if self._ssl_context is None and not self._policy_given:
+            self._policy = PinPolicy(policy.rules, on_expiry=policy.on_expiry)
         return policy.with_observers(self)
 
     def __call__(self, violation: Violation) -> None:
@@ -397,9 +422,14 @@ class Reporter:
         body = json.dumps(report, separators=(",", ":")).encode("utf-8")
         try:
             status = post_json(
-                item.destination, body, ssl_context=self._ssl_context, timeout=self._timeout,
-                headers=self._headers,
+                item.destination, body, ssl_context=self._context_for(item.destination),
+                timeout=self._timeout, headers=self._headers,
             )
+        except ValueError as exc:
+            # The URI itself is unusable (e.g. a rule's report_uri with plain http to a remote
+            # host, or control characters): no retry can fix it.
+            log.warning("pin report to %r refused: %s", item.destination, exc)
+            return "failed"
         except (OSError, http.client.HTTPException) as exc:
             log.info("pin report to %s failed (attempt %d): %s", item.destination, attempt, exc)
             return "retry"
@@ -411,6 +441,30 @@ class Reporter:
             log.warning("pin report to %s refused with HTTP %d; not retried", item.destination,
                         status)
         return outcome
+
+    def _context_for(self, destination: str) -> ssl.SSLContext | None:
+        """The TLS context for one delivery: given, pinned with the policy, or CA-verified."""
+        if self._ssl_context is not None:
+            return self._ssl_context
+        parts = urllib.parse.urlsplit(destination)
+        if parts.scheme != "https":
+            return None  # plain http is allowed to loopback only (check_endpoint_url)
+        source = self._policy
+        policy = source if source is None or isinstance(source, PinPolicy) else (
+            source.current_policy())
+        if policy is not None:
+            try:
+                covered = bool(policy.rules_for(parts.hostname or ""))
+            except ValueError:
+                covered = True  # a name the policy cannot read: let the pinned context refuse it
+            if covered:
+                from tlspin.context import create_context
+
+                # Without observers: a failure of the report connection is not reported (it
+                # could only go to the same intercepted endpoint); it is logged and retried.
+                bare = PinPolicy(policy.rules, on_expiry=policy.on_expiry)
+                return create_context(bare, cafile=self._cafile)
+        return ssl.create_default_context(cafile=self._cafile)
 
     # -- control ------------------------------------------------------------------------
     @property

@@ -138,6 +138,21 @@ def test_verify_exit_codes(workdir: Path, pki: Pki) -> None:
     assert unpinned.exit_code == 4
 
 
+@pytest.mark.parametrize("size", [5 << 20, 17 << 20], ids=["over-bundle-cap", "over-input-cap"])
+def test_verify_oversized_bundle_is_malformed_data(workdir: Path, size: int) -> None:
+    """A bundle file past the size cap is refused as malformed data (exit 3, reason size), not as
+    a usage error (exit 2), however large; the same command on a normal bundle exits 0."""
+    sign("pins.toml", "-k", "a.key", "--version", "5", "-o", "b.json")
+    with (workdir / "huge.json").open("wb") as handle:
+        handle.truncate(size)  # sparse: nothing is written
+    for command in ("verify", "show"):
+        extra = ["-t", "a.pub"] if command == "verify" else []
+        refused = run("bundle", command, "huge.json", *extra)
+        assert refused.exit_code == 3, refused.stderr
+        assert "REFUSED (size)" in refused.stderr
+    assert run("bundle", "verify", "b.json", "-t", "a.pub").exit_code == 0
+
+
 def test_show_and_diff(workdir: Path) -> None:
     """show summarises rules and signatures; --diff lists added and removed pins."""
     sign("pins.toml", "-k", "a.key", "--version", "1", "-o", "v1.json")
@@ -172,3 +187,30 @@ def test_rotation_with_the_cli(workdir: Path) -> None:
     sign("pins.toml", "-k", "b.key", "--previous", "v2.json", "-o", "v3.json")
     assert run("bundle", "verify", "v3.json", "-t", "a.pub").exit_code == 0
     assert "carries 1 earlier key rotation" in run("bundle", "show", "v3.json").stdout
+
+
+def test_keygen_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    """A symbolic link planted where the key goes is refused without --force (even dangling),
+    and replaced, not followed, with --force: the link's target never receives the key."""
+    victim = tmp_path / "victim.txt"
+    key_path = tmp_path / "signing.key"
+    key_path.symlink_to(victim)  # dangling: victim.txt does not exist yet
+    refused = run("keygen", "--out", str(key_path))
+    assert refused.exit_code == 2
+    assert not victim.exists()
+    victim.write_text("precious")
+    victim.chmod(0o644)
+    assert run("keygen", "--out", str(key_path), "--force").exit_code == 0
+    assert victim.read_text() == "precious"
+    assert not key_path.is_symlink()
+    assert stat.S_IMODE(key_path.lstat().st_mode) == 0o600
+    load_private_key(key_path)
+
+
+def test_keygen_force_over_a_readable_file_leaves_only_0600(tmp_path: Path) -> None:
+    """--force over an existing world-readable key file yields a 0600 file (never 0644)."""
+    key_path = tmp_path / "signing.key"
+    key_path.write_text("old")
+    key_path.chmod(0o644)
+    assert run("keygen", "--out", str(key_path), "--force").exit_code == 0
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600

@@ -76,6 +76,11 @@ def test_jcs_refuses_what_it_cannot_represent(value: object, reason: str) -> Non
     [
         (b'{"a": 1, "a": 2}', "duplicate-key"),
         (b'{"a": {"b": 1, "b": 1}}', "duplicate-key"),
+        (b'{"a": 1, "\\u0061": 2}', "duplicate-key"),  # the same name once unescaped
+        (b'{"\\ud83d\\ude00": 1, "\xf0\x9f\x98\x80": 2}', "duplicate-key"),  # pair vs UTF-8
+        (b'{"a": "\\udc00"}', "encoding"),  # a lone low surrogate
+        (b'{"a": 1' + b"0" * 5000 + b"}", "number"),  # refused before int() ever sees it
+        (b'{"a": -0.0}', "number"),
         (b'{"a": 1.0}', "number"),
         (b'{"a": 1e3}', "number"),
         (b'{"a": 9007199254740992}', "number"),

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import tlspin
+from _httpd import DripServer
 from tlspin import PinMismatchError, PinPolicy, PinRule, PolicyError
 from tlspin.bundles import (
     BundleEvent,
@@ -25,7 +26,8 @@ from tlspin.bundles import (
     TrustState,
 )
 from tlspin.bundles import updater as updater_module
-from tlspin.bundles.store import CURRENT
+from tlspin.bundles.store import CURRENT, STATE
+from tlspin.testing.pki import server_context
 from tlspin.testing.servers import TLSServer
 
 from .conftest import BUNDLE_HOST, BundleServer, Pki, handshake, make, public, raw_sign
@@ -119,6 +121,10 @@ def _case(
         data = v6.to_data()
         data["signatures"] = make(pki.policy(), [a], 5).to_data()["signatures"]
         return raw_json(data)
+    if name == "one-key-twice":
+        data = make(good, [a], 6).to_data()
+        data["signatures"] = data["signatures"] * 2  # the same key id and signature, twice
+        return raw_json(data)
     if name in ("untrusted-key", "below-threshold"):
         return make(good, [evil] if name == "untrusted-key" else [a], 6).dumps()
     if name == "rollback":
@@ -161,6 +167,7 @@ SECURITY_CASES = {
     "swapped-signature": "threshold",
     "untrusted-key": "threshold",
     "below-threshold": "threshold",
+    "one-key-twice": "threshold",
     "rollback": "rollback",
     "same-version-other-content": "equivocation",
     "expired": "expired",
@@ -189,7 +196,7 @@ def test_attack_is_refused_and_old_policy_stays(
     """Each attack from the issue is refused with its reason; v5 stays in force and stored."""
     store = BundleStore(tmp_path / "store")
     store.save(make(pki.policy(), [key_a, key_b], 5))
-    both = case == "below-threshold"
+    both = case in ("below-threshold", "one-key-twice")
     trusted = [public(key_a), public(key_b)] if both else [public(key_a)]
     threshold = 2 if both else 1
     updater = make_updater(trusted_keys=trusted, threshold=threshold)
@@ -318,20 +325,24 @@ def test_tampered_store_falls_back_with_warning(
     key_a: Ed25519PrivateKey,
     api_servers: tuple[TLSServer, TLSServer],
 ) -> None:
-    """A tampered current file falls back to the last good bundle, then to the embedded policy."""
+    """Tampered store files fall back, with a warning each time: to the newest bundle's second
+    copy, then to the last good bundle, then to the embedded policy, never to no pins."""
     old_api, new_api = api_servers
     store = BundleStore(tmp_path / "store")
     v1 = make(pki.policy([pki.api_old.pin]), [key_a], 1)
     v2 = make(pki.policy([pki.api_new.pin]), [key_a], 2)
     store.save(v1)
     store.save(v2, previous=v1)
-    path = tmp_path / "store" / CURRENT
-    path.write_bytes(path.read_bytes().replace(b"api.test", b"api.tesu", 1))
-    events: list[BundleEvent] = []
-    with pytest.warns(BundleWarning, match="refused"):
-        updater = make_updater(observers=[events.append])
-    assert updater.version == 1
-    assert [(e.kind, e.reason, e.in_force) for e in events] == [("store-fallback", "threshold", 1)]
+    for name in (CURRENT, STATE):
+        path = tmp_path / "store" / name
+        path.write_bytes(path.read_bytes().replace(b"api.test", b"api.tesu", 1))
+        events: list[BundleEvent] = []
+        with pytest.warns(BundleWarning, match="refused"):
+            updater = make_updater(observers=[events.append])
+        expected = 2 if name == CURRENT else 1
+        assert updater.version == expected
+        assert [(e.kind, e.in_force) for e in events] == [("store-fallback", expected)] * len(
+            events)
     prev = tmp_path / "store" / "bundle.previous.json"
     prev.write_bytes(b"{}")
     with pytest.warns(BundleWarning, match="embedded fallback policy"):
@@ -374,6 +385,110 @@ def test_expired_bundle_falls_back_to_embedded_policy(
     server.serve(make(pki.policy(), [key_a], 4, issued_at=later - dt.timedelta(minutes=1)))
     assert restarted.refresh().outcome == "updated"
     assert restarted.version == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garbage"])
+def test_damaged_bundle_file_keeps_the_anti_rollback_floor(
+    tmp_path: Path,
+    pki: Pki,
+    server: BundleServer,
+    make_updater: Factory,
+    key_a: Ed25519PrivateKey,
+    damage: str,
+) -> None:
+    """With bundle.json damaged, another validly signed bundle of the accepted version is still
+    refused (equivocation), and so is an older one (rollback)."""
+    v1 = make(pki.policy([pki.api_old.pin]), [key_a], 1)
+    v2 = make(pki.policy([pki.api_new.pin]), [key_a], 2)
+    updater = make_updater()
+    for document in (v1, v2):
+        server.serve(document)
+        assert updater.refresh().outcome == "updated"
+    path = tmp_path / "store" / CURRENT
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"\x00" * 300)
+    with pytest.warns(BundleWarning):
+        restarted = make_updater()
+    other_v2 = make(pki.policy([pki.api_old.pin, pki.api_new.pin]), [key_a], 2)
+    server.serve(other_v2)
+    assert restarted.refresh().reason == "equivocation"
+    assert (restarted.version, restarted.accepted_version) == (2, 2)
+    server.serve(v1)
+    assert restarted.refresh().reason == "rollback"
+    assert restarted.version == 2
+
+
+def test_damaged_state_file_keeps_the_floor_and_updates_still_apply(
+    tmp_path: Path,
+    pki: Pki,
+    server: BundleServer,
+    make_updater: Factory,
+    key_a: Ed25519PrivateKey,
+) -> None:
+    """Twin: with state.json damaged instead, bundle.json keeps the floor; the same bundle is
+    'unchanged' and a newer one applies (and rewrites both files)."""
+    v2 = make(pki.policy([pki.api_new.pin]), [key_a], 2)
+    server.serve(v2)
+    assert make_updater().refresh().outcome == "updated"
+    (tmp_path / "store" / STATE).write_bytes(b"{")
+    with pytest.warns(BundleWarning):
+        restarted = make_updater()
+    assert restarted.version == 2
+    server.serve(make(pki.policy(), [key_a], 2))
+    assert restarted.refresh().reason == "equivocation"
+    server.serve(v2)
+    assert restarted.refresh().outcome in ("unchanged", "not-modified")
+    server.serve(make(pki.policy(), [key_a], 3))
+    assert restarted.refresh().outcome == "updated"
+    assert make_updater().version == 3  # no warning: both copies were written again
+
+
+def test_denied_key_stays_denied_after_the_bundle_expires(
+    pki: Pki,
+    server: BundleServer,
+    make_updater: Factory,
+    key_a: Ed25519PrivateKey,
+    api_servers: tuple[TLSServer, TLSServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bundle that denies a key: when it expires (or updates are blocked until it does), the
+    embedded policy takes over but the key stays refused, across restarts; other keys the
+    embedded policy pins keep working."""
+    old_api, new_api = api_servers
+    # The embedded policy pins the CA: both API keys pass under it alone.
+    fallback = PinPolicy([
+        PinRule(BUNDLE_HOST, [pki.ca.pin, pki.backup]),
+        PinRule(["api.test", "other.test"], [pki.ca.pin, pki.backup]),
+    ])
+    revoking = PinPolicy([
+        PinRule(BUNDLE_HOST, [pki.ca.pin, pki.backup]),
+        PinRule("api.test", [pki.ca.pin, pki.backup], deny=[pki.api_old.pin]),
+    ])
+    server.serve(make(revoking, [key_a], 1, lifetime=dt.timedelta(hours=1)))
+    updater = make_updater(fallback_policy=fallback)
+    assert updater.refresh().outcome == "updated"
+    context = tlspin.create_context(updater, cafile=pki.cafile)
+    handshake(context, new_api.address)
+    with pytest.raises(PinMismatchError):
+        handshake(context, old_api.address)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)
+    monkeypatch.setattr(updater_module, "_now", lambda: later)
+    with pytest.warns(BundleWarning, match="expired"):
+        assert updater.version is None
+    with pytest.warns(BundleWarning, match="expired"):
+        restarted = make_updater(fallback_policy=fallback)
+    for source in (updater, restarted):
+        context = tlspin.create_context(source, cafile=pki.cafile)
+        with pytest.raises(PinMismatchError) as refused:
+            handshake(context, old_api.address)
+        assert refused.value.reason == "denied"
+        handshake(context, new_api.address)
+        # A host the bundle never denied anything for keeps the embedded policy as it is.
+        assert source.current_policy().rules_for("other.test") == fallback.rules_for("other.test")
 
 
 def test_rotation_through_the_updater_survives_restart(
@@ -432,6 +547,64 @@ def test_fetch_is_bounded_by_timeout(pki: Pki, make_updater: Factory) -> None:
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "drip"),
+    [
+        (b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 64),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b" "),
+    ],
+    ids=["dripped-headers", "dripped-body"],
+)
+def test_timeout_bounds_the_whole_fetch(
+    pki: Pki, make_updater: Factory, key_a: Ed25519PrivateKey, prefix: bytes, drip: bytes
+) -> None:
+    """A server dripping its headers or its body cannot hold a refresh (and its lock) past timeout.
+
+    Every read returns a byte within a few milliseconds, so only an overall deadline ends it.
+    The bound below is functional (timeout plus a generous 5 s), not a benchmark.
+    """
+    timeout = 1.0
+    dripper = DripServer(prefix, drip, context=server_context(pki.bundle_leaf))
+    try:
+        updater = make_updater(url=f"https://127.0.0.1:{dripper.port}/b.json", timeout=timeout)
+        results: list[Any] = []
+        worker = threading.Thread(target=lambda: results.append(updater.refresh()), daemon=True)
+        worker.start()
+        worker.join(timeout + 5)
+        assert not worker.is_alive(), "refresh() is still running past its timeout"
+        assert results[0].outcome == "failed"
+        assert "timed out" in results[0].message
+        assert dripper.dripped > 0, "the server really was dripping when the deadline hit"
+        # The refresh lock is free again: the next refresh runs, and takes a bundle at once.
+        dripper.full = _http_response(make(pki.policy(), [key_a], 1).dumps())
+        assert updater.refresh().outcome == "updated"
+    finally:
+        dripper.close()
+
+
+def _http_response(body: bytes) -> bytes:
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+def test_redirects_are_not_followed(pki: Pki, make_updater: Factory) -> None:
+    """A 302 from the (pinned) update host is a failed fetch: its Location is never visited."""
+    target = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    redirector = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    try:
+        redirector.full = (
+            f"HTTP/1.1 302 Found\r\nLocation: https://127.0.0.1:{target.port}/evil.json\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        result = make_updater(url=f"https://127.0.0.1:{redirector.port}/b.json").refresh()
+        assert (result.outcome, result.version) == ("failed", None)
+        assert "HTTP 302" in result.message
+        assert target.dripped == 0
+    finally:
+        target.close()
+        redirector.close()
 
 
 def test_raising_observer_does_not_break_updates(

@@ -270,3 +270,19 @@ def test_damaged_state_file_exits_74_and_is_kept(pki, tmp_path) -> None:
     assert result.exit_code == 74, result.output
     assert "not valid JSON" in result.stderr
     assert state.read_text() == "{not json"
+
+
+def test_state_file_is_private_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """The monitor's state file is 0600 from the start and replaces (never follows) a symlink."""
+    import stat
+
+    from tlspin.monitor.store import write_json_atomic
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    state = tmp_path / "state.json"
+    state.symlink_to(victim)
+    write_json_atomic(state, {"results": []})
+    assert victim.read_text() == "precious"
+    assert not state.is_symlink()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600

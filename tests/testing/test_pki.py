@@ -282,3 +282,19 @@ def test_spki_pin_is_standard_base64_of_sha256(origin_leaf: Leaf) -> None:
     digest = hashlib.sha256(origin_leaf.spki_der).digest()
     assert spki_pin(origin_leaf.cert) == "sha256/" + base64.b64encode(digest).decode()
     assert spki_pin(origin_leaf.chain[1]) != origin_leaf.pin
+
+
+def test_leaf_key_file_is_0600_and_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """Leaf.write gives the key mode 0600 even over an existing 0644 file, and replaces a
+    planted symbolic link instead of writing the key into its target."""
+    leaf = CA.root("key files").issue("localhost")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "leaf-key.pem").symlink_to(victim)
+    _, key_path = leaf.write(tmp_path)
+    assert victim.read_text() == "precious"
+    assert not key_path.is_symlink()
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    key_path.chmod(0o644)
+    leaf.write(tmp_path)
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600

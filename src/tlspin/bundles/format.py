@@ -113,13 +113,19 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         msg = "the document starts with a byte-order mark; expected plain UTF-8"
         raise BundleError(msg, reason="encoding")
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=_pairs,
             parse_int=_int,
             parse_float=_float,
             parse_constant=_constant,
         )
+        # An escaped lone surrogate ("\ud800") decodes to a str that is not Unicode text: it
+        # has no UTF-8 form, so re-encoding finds it anywhere in the document.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        msg = "a string holds a lone surrogate escape (not valid Unicode)"
+        raise BundleError(msg, reason="encoding") from None
     except BundleError:
         raise
     except json.JSONDecodeError as exc:
@@ -129,6 +135,7 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     except RecursionError:
         msg = "the JSON document is nested too deeply"
         raise BundleError(msg, reason="json") from None
+    return value
 
 
 # -- RFC 8785 canonical form ----------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -229,7 +230,10 @@ def write_private_key(
     """Write *key* as PKCS#8 PEM with mode 0600 (encrypted when a passphrase is given).
 
     The file is created with mode 0600 from the start, so the key is never readable by others,
-    not even for a moment.
+    not even for a moment, and a symbolic link planted at *path* is never written through: a
+    new file is created exclusively (``O_EXCL``, which fails on any existing name, links
+    included), and *overwrite* writes a private temporary file and renames it over *path*
+    (a rename replaces the link itself).
 
     Raises:
         BundleError: the file exists (and *overwrite* is false) or cannot be written.
@@ -242,19 +246,30 @@ def write_private_key(
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    target = Path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        if overwrite:
+            from tlspin.policyio import atomic_write
+
+            atomic_write(target, data, mode=0o600)  # mkstemp: 0600 from the start
+            return
+        fd = os.open(target, flags, 0o600)
     except FileExistsError:
         raise BundleError(
             f"{path} exists already; refusing to overwrite a key", reason="key"
         ) from None
     except OSError as exc:
         raise BundleError(f"cannot create {path}: {exc.strerror}", reason="key") from None
-    with os.fdopen(fd, "wb") as handle:
-        # O_TRUNC keeps an existing file's mode, so set it explicitly.
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.unlink()
+        raise BundleError(f"cannot write {path}: {exc.strerror}", reason="key") from None
 
 
 def load_private_key(

@@ -14,18 +14,19 @@ import http.client
 import logging
 import random
 import threading
-import time
 import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlspin._net import Service, unblock_socket
+from tlspin._deadline import Deadline
+from tlspin._net import Service
 from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
 from tlspin.bundles.keys import KeySet, PublicKey
+from tlspin.bundles.revocations import with_denies
 from tlspin.bundles.store import BundleStore
 from tlspin.bundles.verify import DEFAULT_CLOCK_SKEW, TrustState, Verified, accept, require_pinned
 from tlspin.exceptions import PolicyError
@@ -34,8 +35,6 @@ from tlspin.policy import PinPolicy
 __all__ = ["BundleEvent", "BundleUpdater", "RefreshResult"]
 
 log = logging.getLogger("tlspin.bundles")
-
-_CHUNK = 64 * 1024
 
 
 def _now() -> dt.datetime:
@@ -64,7 +63,8 @@ class BundleUpdater(Service):
             also receive the violations of every bundle's policy.
         interval: seconds between refreshes in background mode.
         cafile: CA file for the fetch (default: the system trust store).
-        timeout: seconds a whole fetch may take.
+        timeout: seconds the whole fetch may take: name lookup, connect, TLS handshake,
+            response head and body together (an overall deadline, not a per-read timeout).
         max_bytes: size cap of a served document; the body is streamed and the download
             stops past it.
         clock_skew: how far in the future ``issued_at`` may lie (seconds or timedelta).
@@ -139,7 +139,7 @@ class BundleUpdater(Service):
         self._refresh_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._conn: http.client.HTTPSConnection | None = None
+        self._deadline: Deadline | None = None
         self._trust = self._root
         self._accepted: Verified | None = None
         self._etag: str | None = None
@@ -154,7 +154,9 @@ class BundleUpdater(Service):
         """The policy for the next handshake: the accepted bundle's, or the embedded one.
 
         An accepted bundle that has expired is replaced by the embedded fallback policy (with
-        a :class:`~tlspin.bundles.BundleWarning` and an ``"expired"`` event), never by nothing.
+        a :class:`~tlspin.bundles.BundleWarning` and an ``"expired"`` event), never by nothing;
+        the expired bundle's deny pins stay in force on top of it
+        (:func:`tlspin.bundles.revocations.with_denies`).
         """
         state = self._in_force
         if state.expires_at is not None and _now() >= state.expires_at:
@@ -239,7 +241,11 @@ class BundleUpdater(Service):
         with self._lock:
             if self._in_force is not state:
                 return
-            self._in_force = _InForce(self._fallback, None, None)
+            # Revocations outlive their bundle: the expired bundle's deny pins stay in force on
+            # top of the embedded policy, which may still pin a key the bundle denied.
+            accepted = self._accepted
+            fallback = with_denies(self._fallback, None if accepted is None else accepted.policy)
+            self._in_force = _InForce(fallback, None, None)
         expired = state.expires_at.isoformat() if state.expires_at else "?"
         self._notify(
             self._event(
@@ -324,50 +330,44 @@ class BundleUpdater(Service):
         return RefreshResult("failed", self._in_force.version, None, message)
 
     def _fetch(self, in_force: PinPolicy) -> tuple[int, bytes, str | None]:
+        from tlspin._deadline import exchange
         from tlspin.context import create_context
 
         # The update channel never fails open, whatever the policy says about expired rules.
         policy = PinPolicy(in_force.rules, on_expiry="enforce", observers=in_force.observers)
         context = create_context(policy, cafile=self._cafile)
-        conn = http.client.HTTPSConnection(
-            self._host, self._port, context=context, timeout=self._timeout
-        )
-        deadline = time.monotonic() + self._timeout
-        headers = {"Accept": "application/json", "User-Agent": "tlspin-bundle-updater"}
+        headers = {"Accept": "application/json", "User-Agent": "tlspin-bundle-updater",
+                   "Connection": "close"}
         if self._etag is not None and self._accepted is not None:
             headers["If-None-Match"] = self._etag
-        self._conn = conn
+        # One deadline bounds the whole fetch (connect, handshake, head and body), not each read:
+        # a server that drips bytes cannot hold the refresh lock past it. stop() fires it early.
+        deadline = Deadline(self._timeout)
+        self._deadline = deadline
         try:
-            conn.request("GET", self._target, headers=headers)
-            response = conn.getresponse()
-            if response.status != 200:
-                return response.status, b"", None
-            length = response.getheader("Content-Length", "")
-            if length.isdigit() and int(length) > self._max_bytes:
-                raise BundleError(
-                    f"the server announces {length} bytes; at most {self._max_bytes} are accepted",
-                    reason="size",
-                )
-            chunks: list[bytes] = []
-            total = 0
-            while chunk := response.read(_CHUNK):
-                total += len(chunk)
-                if total > self._max_bytes:
-                    # Stop reading: the rest of an oversized body never reaches memory.
-                    raise BundleError(
-                        f"the body exceeds {self._max_bytes} bytes; download stopped",
-                        reason="size",
-                    )
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the download took longer than {self._timeout} s")
-                chunks.append(chunk)
-            etag = response.getheader("ETag")
-            if etag is not None and (len(etag) > 512 or not etag.isprintable()):
-                etag = None
-            return 200, b"".join(chunks), etag
+            response = exchange(
+                "GET", self._host, self._port, self._target, context=context,
+                timeout=self._timeout, headers=headers, max_body=self._max_bytes,
+                deadline=deadline,
+            )
         finally:
-            self._conn = None
-            conn.close()
+            self._deadline = None
+        if response.status != 200:
+            return response.status, b"", None
+        if response.truncated:
+            # The rest of an oversized body was never read, let alone kept in memory.
+            length = response.header("Content-Length") or ""
+            found = (
+                f"the server announces {length} bytes"
+                if length.isdigit()
+                else "the body is longer (download stopped)"
+            )
+            raise BundleError(f"at most {self._max_bytes} bytes are accepted; {found}",
+                              reason="size")
+        etag = response.header("ETag")
+        if etag is not None and (len(etag) > 512 or not etag.isprintable()):
+            etag = None
+        return 200, response.body, etag
 
     # -- background mode --------------------------------------------------------------------
     def start(self) -> None:
@@ -387,10 +387,9 @@ class BundleUpdater(Service):
         with self._lock:
             thread, self._thread = self._thread, None
             self._stop.set()
-        conn = self._conn
-        sock = None if conn is None else conn.sock
-        if sock is not None:
-            unblock_socket(sock)  # wake a fetch blocked in recv
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.fire()  # wake a fetch blocked in connect or recv
         if thread is None:
             return True
         thread.join(self._timeout + 1 if timeout is None else timeout)

@@ -44,9 +44,11 @@ MAX_INPUT_BYTES = 16 * 1024 * 1024
 
 
 def one_line(text: object) -> str:
-    """Collapse a (possibly multi-line) message into one line."""
+    """Collapse a (possibly multi-line) message into one line, shown literally (see _text)."""
+    from tlspin.cli._text import clean
+
     parts = [part.strip() for part in str(text).splitlines()]
-    return "; ".join(part for part in parts if part)
+    return clean("; ".join(part for part in parts if part))
 
 
 class CLIError(click.ClickException):
@@ -117,10 +119,11 @@ def guarded(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def stdout_console() -> Console:
-    """A rich console on the current stdout (created per call: tests swap sys.stdout)."""
-    from rich.console import Console
+    """A rich console on the current stdout that never interprets markup in a string
+    (created per call: tests swap sys.stdout). Style text with ``_text.styled``."""
+    from tlspin.cli._text import console
 
-    return Console(file=sys.stdout, soft_wrap=False, highlight=False)
+    return console()
 
 
 def read_input(path: str | Path, *, what: str = "file") -> bytes:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import shlex
+import ssl
 import sys
 from typing import TYPE_CHECKING
 
 import click
+
+from tlspin.cli._common import stdout_console
+from tlspin.cli._text import clean, echo, styled
 
 if TYPE_CHECKING:
     from tlspin.audit import AuditReport
@@ -15,9 +19,14 @@ if TYPE_CHECKING:
 _STYLE = {
     "not-pinned": ("NOT PINNED", "bold red"),
     "plaintext": ("PLAINTEXT", "bold red"),
+    "inconclusive": ("inconclusive", "yellow"),
     "pinned": ("pinned", "bold green"),
     "refused": ("refused", "green"),
 }
+# Exit statuses (see the command's help).
+EXIT_NOT_PINNED = 1
+EXIT_CANNOT_RUN = 2
+EXIT_INCONCLUSIVE = 3
 
 
 def _parse_resolve(
@@ -48,7 +57,7 @@ def _parse_resolve(
     "expect_pinned",
     metavar="HOST",
     multiple=True,
-    help="Exit 1 unless the program refused the forged certificate for HOST (repeatable).",
+    help="Exit 1 if HOST is shown NOT PINNED, 3 if the evidence is inconclusive (repeatable).",
 )
 @click.option(
     "--resolve",
@@ -63,7 +72,17 @@ def _parse_resolve(
     help="CA bundle that verifies the real servers when forwarding (default: system store).",
 )
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
-              help="Kill the program after SECONDS.")
+              help="Kill the program after SECONDS (per run).")
+@click.option(
+    "--control-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The genuine certificate chain (PEM): settle 'inconclusive' hosts with a control run.",
+)
+@click.option(
+    "--control-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The private key (PEM) of --control-cert.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def audit(  # noqa: PLR0917 - click passes every option positionally by name
     as_json: bool,
@@ -71,20 +90,30 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     resolve: dict[str, str],
     upstream_cafile: str | None,
     timeout: float | None,
+    control_cert: str | None,
+    control_key: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with a forging HTTPS proxy and its CA trusted, and report per host.
 
     The program gets HTTPS_PROXY, HTTP_PROXY and ALL_PROXY pointing at a proxy on 127.0.0.1,
     and the proxy's CA through SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and
-    NODE_EXTRA_CA_CERTS. A host is NOT PINNED when the program sent a request through the
-    forged certificate. Only request lines are shown, never headers or bodies.
+    NODE_EXTRA_CA_CERTS. Each verdict names its evidence: NOT PINNED when any application byte
+    went through the forged certificate; refused or pinned when the program rejected it with a
+    TLS alert; inconclusive otherwise, e.g. when it completed the handshake and closed without
+    a byte (what a post-handshake pin check looks like, but also a program with nothing to
+    send). Only request lines are shown, never headers or bodies.
+
+    With --control-cert and --control-key (the host's genuine certificate and key), a host
+    that sent nothing through the forgery is tried again: the program runs a second time with
+    the genuine certificate presented, and if it then sends data, the host is pinned.
 
     The proxy forwards requests only to loopback servers (localhost, loopback addresses,
     --resolve mappings); it never contacts any other host.
 
-    Exit status: 0, or 1 when an --expect-pinned host was not pinned, or 2 when the audit
-    could not run.
+    Exit status: 0; with --expect-pinned, 1 when an expected host is NOT PINNED (or was
+    reached in plaintext), else 3 when one is inconclusive (including never contacted);
+    2 when the audit could not run.
 
     \b
     Example:
@@ -93,6 +122,9 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     """
     from tlspin.audit import run_audit
 
+    if (control_cert is None) != (control_key is None):
+        msg = "give both --control-cert and --control-key, or neither"
+        raise click.UsageError(msg)
     try:
         report = run_audit(
             command,
@@ -100,55 +132,66 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
             upstream_cafile=upstream_cafile,
             expect_pinned=expect_pinned,
             timeout=timeout,
+            control_cert=control_cert,
+            control_key=control_key,
             # With --json, stdout carries only the report; the program's output goes to stderr.
             stdout=sys.stderr if as_json else None,
         )
+    except ssl.SSLError as exc:  # an OSError too: caught first
+        echo(f"tlspin audit: cannot use the control certificate and key: {clean(exc)}", err=True)
+        raise SystemExit(EXIT_CANNOT_RUN) from None
     except OSError as exc:
-        click.echo(f"tlspin audit: could not run {command[0]!r}: {exc.strerror or exc}", err=True)
-        raise SystemExit(2) from None
+        echo(f"tlspin audit: could not run {clean(command[0])!r}: {clean(exc.strerror or exc)}",
+             err=True)
+        raise SystemExit(EXIT_CANNOT_RUN) from None
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         _print_table(report)
-    raise SystemExit(0 if report.ok else 1)
+    status = report.status
+    raise SystemExit(
+        EXIT_NOT_PINNED if status == "not-pinned"
+        else EXIT_INCONCLUSIVE if status == "inconclusive"
+        else 0
+    )
 
 
 def _print_table(report: AuditReport) -> None:
-    from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
-    console = Console()
+    # Host names, request lines and the program's command line are the program's doing: every
+    # string goes through styled()/clean() and the console never interprets markup.
+    console = stdout_console()
     status = "timed out (killed)" if report.timed_out else f"exit status {report.exit_code}"
-    console.print(
-        Text.assemble("\n", ("tlspin audit", "bold"), f": {shlex.join(report.command)} ({status})")
-    )
+    console.print()
+    console.print(styled(("tlspin audit", "bold"), f": {shlex.join(report.command)} ({status})"))
     if not report.hosts:
-        console.print(
-            "[yellow]The program made no connection through the proxy[/yellow] (does it honour "
-            "HTTPS_PROXY?)"
-        )
+        console.print(styled(
+            ("The program made no connection through the proxy", "yellow"),
+            " (does it honour HTTPS_PROXY?)",
+        ))
     else:
         table = Table(show_lines=False)
         table.add_column("host")
         table.add_column("verdict")
         table.add_column("conn", justify="right")
-        table.add_column("what the proxy saw", overflow="fold")
+        table.add_column("evidence", overflow="fold")
         for host in report.hosts:
             label, style = _STYLE[host.verdict]
-            seen = [f"→ {line}" for line in host.requests] + list(host.details)
-            seen += [f"upstream {u}" for u in host.upstream]
+            seen = [f"→ {clean(line)}" for line in host.requests]
+            seen += [clean(detail) for detail in host.details]
+            seen += [f"upstream {clean(u)}" for u in host.upstream]
             table.add_row(
-                f"{host.host}:{host.port}",
-                Text(label, style=style),
+                styled(f"{host.host}:{host.port}"),
+                styled((label, style)),
                 str(host.connections),
-                "\n".join(seen),
+                styled("\n".join(seen), multiline=True),
             )
         console.print(table)
-        console.print(
-            "[dim]NOT PINNED: a request went through a certificate forged by a CA the program "
-            "trusts. pinned/refused: no request did.[/dim]"
-        )
+        console.print(styled((
+            "NOT PINNED: application bytes went through a certificate forged by a CA the program "
+            "trusts. refused/pinned: it rejected the forgery with a TLS alert. inconclusive: "
+            "no proof either way.", "dim")))
+    marks = {"met": ("✓", "green"), "not-pinned": ("✗", "red"), "inconclusive": ("?", "yellow")}
     for exp in report.expectations:
-        mark = "[green]✓[/green]" if exp.met else "[red]✗[/red]"
-        console.print(f"{mark} expected {exp.host} to be pinned: {exp.reason}")
+        console.print(styled(marks[exp.status], f" expected {exp.host} to be pinned: {exp.reason}"))

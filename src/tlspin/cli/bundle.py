@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tlspin.cli._common import EXIT_FAIL, EXIT_USAGE, fail, guarded, info, read_input, write_output
+from tlspin.cli._text import clean, echo
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -140,15 +141,34 @@ def _lint_errors(policy_file: str, policy: PinPolicy) -> list[str] | None:
     return [f"{f.code}: {f.message}" for f in findings if f.severity == "error"]
 
 
+def _read_bundle_bytes(path: str) -> bytes:
+    """Read at most one byte past the bundle size cap: a larger file is malformed data (exit 3,
+    reason ``size``), not a usage error, and is never read whole."""
+    from tlspin.bundles.format import DEFAULT_MAX_BYTES
+
+    if path == "-":
+        return sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+    p = Path(path)
+    try:
+        if p.is_dir():
+            fail(f"{path}: expected a bundle, found a directory")
+        with p.open("rb") as handle:
+            return handle.read(DEFAULT_MAX_BYTES + 1)
+    except FileNotFoundError:
+        fail(f"{path}: no such bundle")
+    except OSError as exc:
+        fail(f"{path}: cannot read the bundle: {exc.strerror or exc}")
+
+
 def _read_document(path: str) -> Document:
     from tlspin.bundles.errors import BundleError
     from tlspin.bundles.format import parse_document
 
-    data = read_input(path, what="bundle")
+    data = _read_bundle_bytes(path)
     try:
         return parse_document(data)
     except BundleError as exc:
-        fail(f"{path}: {exc}", code=EXIT_MALFORMED)
+        fail(f"{path}: REFUSED ({exc.reason}): {exc}", code=EXIT_MALFORMED)
 
 
 def _expiry(value: str, issued: dt.datetime) -> dt.datetime:
@@ -246,7 +266,7 @@ def sign(
         info("the linter (tlspin.lint) is not installed: only the policy schema was checked")
     elif errors and not force:
         for line in errors:
-            click.echo(f"lint error: {line}", err=True)
+            echo(f"lint error: {clean(line)}", err=True)
         fail(
             f"{policy_file}: {len(errors)} lint error(s); fix them or pass --force", code=EXIT_FAIL
         )
@@ -369,7 +389,7 @@ def verify(
         if verified.trust.version
         else ""
     )
-    click.echo(
+    echo(
         f"OK: bundle version {b.version}, {len(verified.policy.rules)} rule(s), signed by "
         f"{', '.join(sorted(k[:16] for k in verified.signers))}, expires "
         f"{b.signed['expires_at']} ({_relative(b.expires_at)}){rotated}"
@@ -396,10 +416,12 @@ def show(bundle_file: str, old_file: str | None) -> None:
     from tlspin.bundles.summary import describe, diff
 
     document = _read_document(bundle_file)
+    # A bundle is shown before anything in it is verified: every line quotes its hosts, pins
+    # and notes, so each is shown literally (escape sequences, markup and newlines included).
     for line in describe(document):
-        click.echo(line)
+        echo(clean(line))
     if old_file is not None:
         old = _read_document(old_file)
-        click.echo("")
+        echo("")
         for line in diff(old, document):
-            click.echo(line)
+            echo(clean(line))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from tlspin.cli._common import EXIT_FAIL, fail, guarded, load_policy, read_input, warn, write_output
+from tlspin.cli._text import clean, echo
 
 _EXPORTS = (
     "okhttp-kotlin",
@@ -80,7 +81,7 @@ def export(
         for problem in exc.problems:
             if problem.severity == "error":
                 hint = "" if problem.forceable else " (--force cannot override this)"
-                click.echo(f"error: {problem}{hint}", err=True)
+                echo(f"error: {clean(problem)}{clean(hint)}", err=True)
             else:
                 warn(str(problem))
         errors = [p for p in exc.problems if p.severity == "error"]

@@ -25,6 +25,7 @@ from tlspin.cli._common import (
     read_input,
     stdout_console,
 )
+from tlspin.cli._text import clean, echo
 
 if TYPE_CHECKING:
     from tlspin.pins import Pin
@@ -79,7 +80,9 @@ def print_chain(
     """Print chain rows as a rich table on stdout (pins are never truncated)."""
     from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
+    from tlspin.cli._text import clean, styled
+
+    table = Table(title=None if title is None else styled(title), show_lines=False)
     table.add_column("depth", justify="right")
     table.add_column("subject", overflow="fold")
     table.add_column("issuer", overflow="fold")
@@ -88,16 +91,17 @@ def print_chain(
     if marks is not None:
         table.add_column("", no_wrap=True)
     for row in rows:
+        # Subjects and issuers come from the server: shown literally, never as markup.
         cells = [
             str(row["depth"]),
-            row["subject"],
-            row["issuer"],
-            row["not_after"][:10],
-            row["pin"],
+            clean(row["subject"]),
+            clean(row["issuer"]),
+            clean(row["not_after"][:10]),
+            clean(row["pin"]),
         ]
         if marks is not None:
             cells.append(marks.get(row["depth"], ""))
-        table.add_row(*cells)
+        table.add_row(*(styled(cell) for cell in cells))
     console = stdout_console()
     console.width = max(console.width, 160)
     console.print(table)
@@ -208,7 +212,7 @@ def pin(
             else f"{entry['file']}#{entry['index']}"
         )
         label = entry.get("subject") or entry["kind"]
-        click.echo(f"{entry['pin']}  {where}  {label}")
+        echo(f"{clean(entry['pin'])}  {clean(where)}  {clean(label)}")
 
 
 def _parse(text: str) -> Pin:
@@ -329,10 +333,10 @@ def check(
     else:
         print_chain(rows, title=f"{result.target} (verified chain)", marks=marks)
         if passed:
-            suffix = f": {reason}" if reason else ""
-            click.echo(f"PASS {host}:{result.target.port}{suffix}")
+            suffix = f": {clean(reason)}" if reason else ""
+            echo(f"PASS {clean(host)}:{result.target.port}{suffix}")
         else:
-            click.echo(f"FAIL {host}:{result.target.port}: {reason}")
+            echo(f"FAIL {clean(host)}:{result.target.port}: {clean(reason)}")
     raise click.exceptions.Exit(EXIT_OK if passed else EXIT_FAIL)
 
 

@@ -100,27 +100,30 @@ def lint(
 def _print(policy: str, report: object) -> None:
     from rich.table import Table
 
+    from tlspin.cli._text import clean, styled
     from tlspin.lint import LintReport
 
     assert isinstance(report, LintReport)
     console = stdout_console()
     if report.findings:
-        table = Table(title=f"{policy}: {report.rules} rule(s)")
+        table = Table(title=styled(f"{clean(policy)}: {report.rules} rule(s)"))
         table.add_column("code", no_wrap=True)
         table.add_column("severity", no_wrap=True)
         table.add_column("line", justify="right", no_wrap=True)
         table.add_column("finding", overflow="fold")
         style = {"error": "bold red", "warning": "yellow", "info": "cyan"}
         for f in report.findings:
+            # Messages quote the policy file (notes, hosts): shown literally, never as markup.
             table.add_row(
-                f.code,
-                f"[{style[f.severity]}]{f.severity}[/]",
+                styled(f.code),
+                styled((f.severity, style[f.severity])),
                 "" if f.line is None else str(f.line),
-                f.message,
+                styled(f.message),
             )
         console.width = max(console.width, 120)
         console.print(table)
     counts = ", ".join(f"{report.count(s)} {s}(s)" for s in ("error", "warning", "info"))
-    console.print(
-        f"{policy}: {counts}" if report.findings else f"{policy}: clean ({report.rules} rule(s))"
-    )
+    console.print(styled(
+        f"{clean(policy)}: {counts}" if report.findings
+        else f"{clean(policy)}: clean ({report.rules} rule(s))"
+    ))

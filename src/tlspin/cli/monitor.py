@@ -137,8 +137,9 @@ def _open_store(db: str | None, collector: str | None, state: str | None, cafile
 
 
 def _table(run: MonitorRun) -> None:
-    from rich.markup import escape
     from rich.table import Table
+
+    from tlspin.cli._text import clean, styled
 
     table = Table(title=f"tlspin monitor: {len(run.results)} endpoints", title_justify="left")
     for column in ("endpoint", "status", "matched (depth)", "leaf days", "rule days",
@@ -148,9 +149,9 @@ def _table(run: MonitorRun) -> None:
         colour = _COLOURS[r.status]
         matched = ", ".join(f"{pin[7:15]}… ({depth})" for pin, depth in r.matched) or "-"
         table.add_row(
-            escape(r.target.endpoint),
-            f"[{colour}]{r.status}[/{colour}]",
-            matched,
+            styled(r.target.endpoint),
+            styled((r.status, colour)),
+            styled(matched),
             "-" if r.leaf_days_left is None else str(r.leaf_days_left),
             "-" if r.rule_days_left is None else str(r.rule_days_left),
             {True: "yes", False: "no", None: "-"}[r.redundant],
@@ -160,7 +161,7 @@ def _table(run: MonitorRun) -> None:
     # Reasons and changes as plain lines: they stay whole (and greppable) in cron mail.
     for r in run.results:
         for note in (*r.reasons, *r.changes):
-            console.print(f"{escape(r.target.endpoint)}: {escape(note)}", soft_wrap=True)
+            console.print(styled(f"{clean(r.target.endpoint)}: {clean(note)}"), soft_wrap=True)
     counts = run.counts
     info(f"green {counts.get('green', 0)}, amber {counts.get('amber', 0)}, "
          f"red {counts.get('red', 0)}")
@@ -186,7 +187,10 @@ async def _monitor_once(
         from rich.console import Console
         from rich.progress import Progress
 
-        progress = Progress(console=Console(stderr=True), transient=True)
+        progress = Progress(
+            console=Console(stderr=True, markup=False, emoji=False, highlight=False),
+            transient=True,
+        )
     task = progress.add_task("probing", total=len(targets)) if progress else None
 
     def advance(_: EndpointResult) -> None:
@@ -334,16 +338,21 @@ def ct() -> None:
 def _print_findings(report: ScanReport) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{report.source}: {report.records} certificates read",
+    from tlspin.cli._text import clean, styled
+
+    table = Table(title=styled(f"{clean(report.source)}: {report.records} certificates read"),
                   title_justify="left")
     for column in ("index", "type", "verdict", "names", "key", "issuer", "not after"):
         table.add_column(column, overflow="fold")
     for f in report.findings:
         d = f.as_dict()
         colour = "yellow" if f.verdict == "unchecked" else "red"
+        # Names and issuers come from certificates in a public log: shown literally.
         table.add_row(
-            str(d["index"]), str(d["entry_type"]), f"[{colour}]{f.verdict}[/{colour}]",
-            "\n".join(f.names), str(d["pin"] or "-"), str(d["issuer"]), str(d["not_after"]),
+            styled(str(d["index"])), styled(str(d["entry_type"])), styled((f.verdict, colour)),
+            styled("\n".join(clean(n) for n in f.names), multiline=True),
+            styled(str(d["pin"] or "-")),
+            styled(clean(d["issuer"])), styled(clean(d["not_after"])),
         )
     if report.findings:
         stdout_console().print(table)

@@ -203,6 +203,8 @@ def _to_json(report: Any, served: list[bytes], live: dict[str, Any] | None) -> d
 def _print(report: Any, live: dict[str, Any] | None) -> None:
     from rich.table import Table
 
+    from tlspin.cli._text import clean, styled
+
     console = stdout_console()
     console.width = max(console.width, 140)
     table = Table(title="rotation preflight")
@@ -213,16 +215,17 @@ def _print(report: Any, live: dict[str, Any] | None) -> None:
     table.add_column("why", overflow="fold")
     for version in report.versions:
         for host in version.hosts:
-            mark = "[green]pass[/]" if host.passed else "[bold red]FAIL[/]"
-            table.add_row(version.name, host.host, "", mark, host.reason)
+            mark = styled(("pass", "green") if host.passed else ("FAIL", "bold red"))
+            table.add_row(styled(version.name), styled(host.host), "", mark, styled(host.reason))
             for rule in host.rules:
                 rmark = "pass" if rule.passed else "fail"
                 table.add_row(
-                    "", "", f"#{rule.rule + 1}", rmark, f"{', '.join(rule.hosts)}: {rule.reason}"
+                    "", "", f"#{rule.rule + 1}", rmark,
+                    styled(f"{', '.join(rule.hosts)}: {rule.reason}"),
                 )
     console.print(table)
     if live is not None:
-        diff = Table(title=f"{live['target']}: serving today vs planned")
+        diff = Table(title=styled(f"{clean(live['target'])}: serving today vs planned"))
         diff.add_column("depth", justify="right")
         diff.add_column("today", overflow="fold")
         diff.add_column("planned", overflow="fold")
@@ -230,13 +233,13 @@ def _print(report: Any, live: dict[str, Any] | None) -> None:
         for row in live["diff"]:
             diff.add_row(
                 str(row["depth"]),
-                row["current"] or "-",
-                row["planned"] or "-",
+                styled(row["current"] or "-"),  # certificate subjects: shown literally
+                styled(row["planned"] or "-"),
                 "same" if row["same_key"] else "changes",
             )
         console.print(diff)
         for name, verdict in live["current_verdicts"].items():
-            console.print(f"{name}: the chain served today: {verdict}")
+            console.print(styled(f"{clean(name)}: the chain served today: {clean(verdict)}"))
     for version in report.versions:
         status = "accepts the new chain" if version.passed else "WOULD BREAK"
-        console.print(f"{version.name}: {status}")
+        console.print(styled(f"{clean(version.name)}: {status}"))

@@ -198,9 +198,11 @@ class Leaf(_Certified):
         chain_path = base / f"{name}-chain.pem"
         key_path = base / f"{name}-key.pem"
         chain_path.write_bytes(self.chain_pem)
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(self.key_pem)
+        from tlspin.policyio import atomic_write
+
+        # A private temporary file renamed into place: 0600 from the start, even over an
+        # existing 0644 file, and never written through a symbolic link.
+        atomic_write(key_path, self.key_pem, mode=0o600)
         return chain_path, key_path
 
 
