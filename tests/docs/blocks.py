@@ -32,7 +32,7 @@ PYTHON = frozenset({"python", "py"})
 POLICY = frozenset({"toml"})
 SHOWN = frozenset({
     "text", "json", "xml", "kotlin", "java", "swift", "javascript", "js", "http", "ini",
-    "yaml", "diff", "csv", "html", "plist",
+    "yaml", "diff", "csv", "html", "plist", "dockerfile",
 })
 MARKERS = frozenset({"illustrative", "file", "vector"})
 MIN_REASON = 15  # characters: a reason says why, not just "skip"
