@@ -51,6 +51,10 @@ MAX_SIGNATURES = 32
 MAX_CHAIN = 32
 #: Integers must be exactly representable as IEEE 754 doubles, as RFC 8785 (I-JSON) requires.
 MAX_INT = 2**53 - 1
+#: Arrays and objects nest at most this deep (a bundle needs 9 levels). A fixed limit, checked
+#: before parsing, gives every verifier the same verdict; a parser's own recursion limit would
+#: differ between implementations, and even between Python versions.
+MAX_DEPTH = 64
 
 _SIGNED_REQUIRED = ("format", "version", "issued_at", "expires_at", "policy")
 _SIGNED_KEYS = (*_SIGNED_REQUIRED, "signing_keys")
@@ -58,6 +62,12 @@ _ENVELOPE_KEYS = ("signed", "signatures")
 _TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
 _KEYID = re.compile(r"^[0-9a-f]{64}$")
 _ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+# A JSON string (an unterminated one runs to the end): the depth scan skips them.
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+# \uD800 to \uDFFF: the only way a lone surrogate can reach a parsed string.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHORT = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 
 
@@ -112,8 +122,9 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if text.startswith("\ufeff"):
         msg = "the document starts with a byte-order mark; expected plain UTF-8"
         raise BundleError(msg, reason="encoding")
+    _check_depth(text)
     try:
-        return json.loads(
+        value = json.loads(
             text,
             object_pairs_hook=_pairs,
             parse_int=_int,
@@ -126,9 +137,45 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise BundleError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", reason="json"
         ) from None
-    except RecursionError:
+    except RecursionError:  # pragma: no cover - _check_depth keeps the parser far from it
         msg = "the JSON document is nested too deeply"
         raise BundleError(msg, reason="json") from None
+    # Checked once the text parsed, so that a syntax, number or duplicate-key error earlier in
+    # the text wins, as in every verifier (docs/bundle-format.md §3.2).
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        msg = "a string holds an escaped lone surrogate such as \\ud800 (not valid Unicode)"
+        raise BundleError(msg, reason="encoding")
+    return value
+
+
+def _check_depth(text: str) -> None:
+    """Refuse more than MAX_DEPTH open arrays/objects, counted outside strings (§3.2)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    brackets = _NOT_BRACKET.sub("", _STRING_TOKEN.sub("", text))
+    depth = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BundleError(
+                    f"the JSON document nests arrays and objects more than {MAX_DEPTH} deep",
+                    reason="json",
+                )
+        elif depth:
+            depth -= 1
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    # json.loads joins an escaped surrogate pair into one character, so any surrogate left in
+    # a parsed string was escaped on its own.
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
 
 
 # -- RFC 8785 canonical form ----------------------------------------------------------------
@@ -304,10 +351,14 @@ class Bundle:
         from tlspin import policyfile
         from tlspin.exceptions import PinConfigurationError
 
+        from tlspin.bundles.profile import check_canonical_policy
+
         try:
-            return policyfile.from_data(self.policy_data)
+            policy = policyfile.from_data(self.policy_data)
         except PinConfigurationError as exc:
             raise BundleError(f"the bundle's policy is invalid: {exc}", reason="policy") from None
+        check_canonical_policy(self.policy_data)
+        return policy
 
     def envelope(self) -> dict[str, Any]:
         """The ``{"signed": …, "signatures": […]}`` object of this bundle."""
