@@ -349,9 +349,8 @@ class Bundle:
             BundleError: ``reason="policy"`` if the rules do not follow the policy schema.
         """
         from tlspin import policyfile
-        from tlspin.exceptions import PinConfigurationError
-
         from tlspin.bundles.profile import check_canonical_policy
+        from tlspin.exceptions import PinConfigurationError
 
         try:
             policy = policyfile.from_data(self.policy_data)

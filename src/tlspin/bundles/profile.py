@@ -59,4 +59,3 @@ def _same(found: str, canonical: str, where: str, what: str) -> None:
             "`tlspin bundle sign` writes them)",
             reason="policy",
         )
-
