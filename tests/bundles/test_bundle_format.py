@@ -102,7 +102,14 @@ def test_strict_json_accepts_plain_json() -> None:
 def test_times_are_strict_utc() -> None:
     """Only YYYY-MM-DDTHH:MM:SSZ is read; offsets, fractions and impossible dates are refused."""
     assert parse_time("2030-01-31T12:00:00Z", "t") == dt.datetime(2030, 1, 31, 12, tzinfo=dt.UTC)
-    for bad in ("2030-01-31T12:00:00+00:00", "2030-01-31T12:00:00.5Z", "2030-02-30T00:00:00Z", 5):
+    for bad in (
+        "2030-01-31T12:00:00+00:00",
+        "2030-01-31T12:00:00.5Z",
+        "2030-02-30T00:00:00Z",
+        5,
+        "2030-01-31T12:00:00Z\n",  # $ would match before a final newline
+        "\u0662\u0660\u0663\u0660-01-31T12:00:00Z",  # \d and int() take Arabic-Indic digits
+    ):
         with pytest.raises(BundleError):
             parse_time(bad, "t")
 
@@ -154,6 +161,7 @@ def test_schema_accepts_signed_document() -> None:
         ({"keyid": "ab" * 32, "sig": "A" * 86}, "schema"),
         ({"keyid": "ab" * 32, "sig": "A" * 86 + "==", "x": 1}, "schema"),
         ({"keyid": "ab" * 32, "sig": "-" * 86 + "=="}, "schema"),
+        ({"keyid": "ab" * 32 + "\n", "sig": "A" * 86 + "=="}, "schema"),
     ],
 )
 def test_signature_entries_are_strict(signature: dict[str, str], reason: str) -> None:

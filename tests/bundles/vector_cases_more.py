@@ -475,6 +475,18 @@ def _schema(c: Cases) -> None:
         "schema",
     )
     c.add(
+        "schema-time-trailing-newline",
+        "issued_at followed by a newline",
+        changed(issued_at=day(1) + "\n"),
+        "schema",
+    )
+    c.add(
+        "schema-time-arabic-indic-digits",
+        "the year in Arabic-Indic digits (a Unicode \\d matches them)",
+        changed(issued_at="\u0662\u0660\u0662\u0665" + day(1)[4:]),
+        "schema",
+    )
+    c.add(
         "schema-expires-equals-issued",
         "expires_at == issued_at",
         changed(expires_at=day(1)),
@@ -503,6 +515,12 @@ def _schema(c: Cases) -> None:
         "schema-keyid-short",
         "a 63-digit key id",
         compact({"signed": s42, "signatures": [{**good, "keyid": good["keyid"][:63]}]}),
+        "schema",
+    )
+    c.add(
+        "schema-keyid-trailing-newline",
+        "a key id followed by a newline, next to a valid signature",
+        compact({"signed": s42, "signatures": [{**good, "keyid": good["keyid"] + "\n"}, good]}),
         "schema",
     )
     raw = base64.b64decode(good["sig"])

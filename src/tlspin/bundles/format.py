@@ -59,8 +59,10 @@ MAX_DEPTH = 64
 _SIGNED_REQUIRED = ("format", "version", "issued_at", "expires_at", "policy")
 _SIGNED_KEYS = (*_SIGNED_REQUIRED, "signing_keys")
 _ENVELOPE_KEYS = ("signed", "signatures")
-_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
-_KEYID = re.compile(r"^[0-9a-f]{64}$")
+# ASCII digits and fullmatch(): \d also matches other scripts' digits (int() reads them), and $
+# matches before a final newline; either let this verifier accept what others refuse.
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+_KEYID = re.compile(r"[0-9a-f]{64}")
 _ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 # A JSON string (an unterminated one runs to the end): the depth scan skips them.
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
@@ -296,7 +298,7 @@ def parse_time(text: Any, what: str) -> dt.datetime:
     Raises:
         BundleError: any other form, or an impossible date.
     """
-    match = _TIME.match(text) if isinstance(text, str) else None
+    match = _TIME.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise BundleError(
             f"{what} must be a UTC time like 2030-01-31T12:00:00Z, found {text!r:.60}",
@@ -491,7 +493,7 @@ def parse_envelope(value: Any, what: str = "the bundle") -> Bundle:
         where = f"{what}: signatures[{index}]"
         entry = _object(item, where, ("keyid", "sig"), ("keyid", "sig"))
         keyid = entry["keyid"]
-        if not isinstance(keyid, str) or not _KEYID.match(keyid):
+        if not isinstance(keyid, str) or not _KEYID.fullmatch(keyid):
             raise BundleError(
                 f"{where}.keyid must be 64 lower-case hex digits, found {keyid!r:.80}",
                 reason="schema",
