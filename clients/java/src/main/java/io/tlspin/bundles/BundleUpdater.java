@@ -9,6 +9,7 @@ import java.util.concurrent.TimeUnit;
 
 import javax.net.ssl.X509TrustManager;
 
+import okhttp3.CertificatePinner;
 import okhttp3.HttpUrl;
 import okhttp3.OkHttpClient;
 import okhttp3.Request;
@@ -257,12 +258,22 @@ public final class BundleUpdater implements PolicySource {
     }
 
     /**
-     * Pin {@code builder}'s connections with this updater's policy: the interceptor that checks
-     * every request against the policy in force, and a {@code CertificatePinner} of the policy
-     * in force now ({@link PinningInterceptor#configure}).
+     * Pin {@code builder}'s connections with this updater's policy: adds the network interceptor
+     * that checks every request against the policy in force ({@link PinningInterceptor#install}),
+     * so a client built once follows every update.
      */
     public OkHttpClient.Builder configure(OkHttpClient.Builder builder) {
-        return PinningInterceptor.configure(builder, this, trustManager, clock);
+        return PinningInterceptor.install(builder, this, trustManager, clock);
+    }
+
+    /**
+     * OkHttp's {@code CertificatePinner} for the policy in force now, mapped as {@code tlspin export
+     * --format okhttp-java} maps it, for a client that also has the interceptor ({@link #configure}).
+     * It is fixed once the client is built: rebuild the client on the {@code updated} and
+     * {@code expired} events if you install it.
+     */
+    public CertificatePinner certificatePinner() {
+        return OkHttpPinning.partialCertificatePinner(currentPolicy(), OkHttpPinning.day(clock.millis()));
     }
 
     @Override
@@ -398,7 +409,8 @@ public final class BundleUpdater implements PolicySource {
                 BundleUpdater.this.report(verdict);
             }
         };
-        OkHttpClient client = PinningInterceptor.configure(base.newBuilder(), pinned, trustManager, clock)
+        OkHttpClient client = PinningInterceptor.install(base.newBuilder(), pinned, trustManager, clock)
+                .certificatePinner(OkHttpPinning.partialCertificatePinner(policy, OkHttpPinning.day(clock.millis())))
                 .followRedirects(false)
                 .followSslRedirects(false)
                 .cache(null)
@@ -406,7 +418,10 @@ public final class BundleUpdater implements PolicySource {
                 .build();
         Request.Builder request = new Request.Builder().url(url)
                 .header("Accept", "application/json")
-                .header("User-Agent", "tlspin-bundle-updater-java");
+                .header("User-Agent", "tlspin-bundle-updater-java")
+                // A fetch an hour apart gains nothing from a pooled connection, which the server
+                // may have dropped meanwhile.
+                .header("Connection", "close");
         String known = etag;
         if (known != null && accepted != null) {
             request.header("If-None-Match", known);

@@ -122,7 +122,7 @@ public final class OkHttpPinning {
      *
      * @throws IllegalStateException a rule has deny pins, only whole-certificate pins, or (on
      *     OkHttp 3) a {@code **.} pattern: the pinner would accept what the policy refuses. Use
-     *     {@link PinningInterceptor#configure} instead, which adds the interceptor that enforces them.
+     *     {@link PinningInterceptor#install} instead, which adds the interceptor that enforces them.
      */
     public static CertificatePinner certificatePinner(Policy policy, long today) {
         int index = 0;
@@ -142,7 +142,7 @@ public final class OkHttpPinning {
             }
             if (gap != null) {
                 throw new IllegalStateException("rule #" + index + " (" + rule.hosts.get(0) + ") " + gap
-                        + "; use PinningInterceptor.configure(), which adds the interceptor that enforces it");
+                        + "; use PinningInterceptor.install(), which adds the interceptor that enforces it");
             }
         }
         return partialCertificatePinner(policy, today);

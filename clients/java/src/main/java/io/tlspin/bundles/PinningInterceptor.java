@@ -50,17 +50,15 @@ public final class PinningInterceptor implements Interceptor {
     }
 
     /**
-     * Pin {@code builder}'s connections with {@code source}: a network interceptor that enforces
-     * the policy in force at each request, and the {@code CertificatePinner} of the policy in force
-     * now (a second, OkHttp-native check at connection time; rebuild the client after an update to
-     * refresh it, or rely on the interceptor, which always reads the newest policy).
+     * Pin {@code builder}'s connections with {@code source}: adds this interceptor as a network
+     * interceptor. It reads the policy in force at every request, so one long-lived client follows
+     * every update. (A {@code CertificatePinner} is fixed when the client is built: add
+     * {@link OkHttpPinning#partialCertificatePinner} too only if you rebuild the client whenever
+     * the policy changes.)
      */
-    public static OkHttpClient.Builder configure(OkHttpClient.Builder builder, PolicySource source,
+    public static OkHttpClient.Builder install(OkHttpClient.Builder builder, PolicySource source,
             X509TrustManager trustManager, Clock clock) {
-        Policy policy = source.currentPolicy();
-        return builder
-                .certificatePinner(OkHttpPinning.partialCertificatePinner(policy, OkHttpPinning.day(clock.millis())))
-                .addNetworkInterceptor(new PinningInterceptor(source, trustManager, clock));
+        return builder.addNetworkInterceptor(new PinningInterceptor(source, trustManager, clock));
     }
 
     /** The platform's default trust manager (the system CAs). */
