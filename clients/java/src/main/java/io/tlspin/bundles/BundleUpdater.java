@@ -23,7 +23,7 @@ import okio.BufferedSource;
  * every fetch, the first one included, goes over a connection pinned with the policy in force.
  * It is the {@link PolicySource} that {@link PinningInterceptor} reads at every request.
  *
- * <p>State (what {@link StoreFiles} keeps): the newest accepted bundle, written twice (a
+ * <p>State (in its {@link BundleStore}): the newest accepted bundle, written twice (a
  * {@code bundle.json} and a {@code state.json} written last), and the one before it. At start
  * every file is re-verified from the application's keys; the newer of the first two that
  * verifies is the anti-rollback floor, so a damaged file lowers nothing. When the bundle in force
@@ -363,6 +363,9 @@ public final class BundleUpdater implements PolicySource {
                         clock.millis() / 1000, clockSkew, true, host);
             } catch (BundleException e) {
                 return reject(e, document == null ? null : Long.valueOf(document.bundle().version()));
+            } catch (RuntimeException e) {
+                // E.g. OkHttp's public suffix list unreadable: refuse, never crash the caller.
+                return failed("verifying the bundle from " + url + " failed: " + e);
             }
             if (verified.unchanged()) {
                 if (newEtag != null) {

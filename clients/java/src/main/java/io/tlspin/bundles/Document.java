@@ -81,7 +81,7 @@ public final class Document {
         return new Document(bundle, chain);
     }
 
-    /** The document as JSON data (``chain`` only when not empty). */
+    /** The document as JSON data ({@code chain} only when not empty). */
     Map<String, Object> toValue() {
         Map<String, Object> out = bundle.envelope();
         if (!chain.isEmpty()) {

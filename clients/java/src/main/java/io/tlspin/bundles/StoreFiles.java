@@ -79,6 +79,8 @@ final class StoreFiles {
                 problems.add("stored " + name + " cannot be read: " + e.getMessage() + " (rule: store)");
             } catch (BundleException e) {
                 problems.add("stored " + name + " " + e.getMessage());
+            } catch (RuntimeException e) {
+                problems.add("stored " + name + " cannot be checked: " + e);
             }
         }
         Verified current = found.get(CURRENT);
