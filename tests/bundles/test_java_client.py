@@ -256,11 +256,30 @@ def test_java_refuses_mitm_on_bundle_url(
     assert java("refresh")["outcome"] == "updated"
 
 
+def test_java_stops_reading_past_the_size_cap(
+    java: Java, world: World, server: BundleServer, key_a: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """An endless body (no Content-Length) is cut off past the cap, and refused as `size`; one
+    that announces its length is refused before reading. The twin: a bundle under the cap."""
+    document = make(_rules(world, [world.pki.ca.pin, world.pki.backup]), [key_a], 1).dumps()
+    _init(java, world, server.url, tmp_path / "store", key_a, max_bytes=len(document))
+    with server.lock:
+        server.stream_total = 64 * 1024 * 1024
+    result = java("refresh")
+    assert (result["outcome"], result["reason"]) == ("rejected", "size")
+    assert server.streamed < 32 * 1024 * 1024
+    server.serve(document + b" ")
+    assert java("refresh")["reason"] == "size"
+    server.serve(document)
+    assert java("refresh")["outcome"] == "updated"
+
+
 def test_java_verifies_bundle_signed_by_cli(
     java: Java, world: World, server: BundleServer, tmp_path: Path
 ) -> None:
     """`tlspin keygen` and `tlspin bundle sign` (the real CLI) make a bundle Java verifies and
-    fetches, with the same policy as Python reads; altered after signing, Java refuses it."""
+    fetches, with the same policy as Python reads; altered after signing, Java refuses it. The
+    embedded policy is what `tlspin export --format json` writes."""
     cli = [sys.executable, "-m", "tlspin"]
     key = tmp_path / "signing.key"
     subprocess.run([*cli, "keygen", "--out", str(key)], check=True, capture_output=True)
@@ -307,12 +326,19 @@ def test_java_verifies_bundle_signed_by_cli(
         "reason": "threshold",
     }
     server.serve(bundle.read_bytes())
+    # The embedded policy as `tlspin export --format json` writes it (the same pins.toml here).
+    exported = subprocess.run(
+        [*cli, "export", "--format", "json", str(policy)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     java(
         "init",
         url=server.url,
         store=str(tmp_path / "store"),
         cas=world.cas,
-        fallback=json.dumps(_rules(world, [world.pki.api_old.pin, world.pki.backup])),
+        fallback=exported,
         keys=[pub],
         threshold=1,
     )

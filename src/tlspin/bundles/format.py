@@ -67,9 +67,6 @@ _ESCAPE = re.compile(r'[\x00-\x1f"\\]')
 # A JSON string (an unterminated one runs to the end): the depth scan skips them.
 _STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-# \uD800 to \uDFFF: the only way a lone surrogate can reach a parsed string.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHORT = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 
 
@@ -133,20 +130,21 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             parse_float=_float,
             parse_constant=_constant,
         )
+        # An escaped lone surrogate ("\ud800") decodes to a str that is not Unicode text: it
+        # has no UTF-8 form, so re-encoding finds it anywhere in the document.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        msg = "a string holds a lone surrogate escape (not valid Unicode)"
+        raise BundleError(msg, reason="encoding") from None
     except BundleError:
         raise
     except json.JSONDecodeError as exc:
         raise BundleError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", reason="json"
         ) from None
-    except RecursionError:  # pragma: no cover - _check_depth keeps the parser far from it
+    except RecursionError:
         msg = "the JSON document is nested too deeply"
         raise BundleError(msg, reason="json") from None
-    # Checked once the text parsed, so that a syntax, number or duplicate-key error earlier in
-    # the text wins, as in every verifier (docs/bundle-format.md §3.2).
-    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
-        msg = "a string holds an escaped lone surrogate such as \\ud800 (not valid Unicode)"
-        raise BundleError(msg, reason="encoding")
     return value
 
 
@@ -166,18 +164,6 @@ def _check_depth(text: str) -> None:
                 )
         elif depth:
             depth -= 1
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    # json.loads joins an escaped surrogate pair into one character, so any surrogate left in
-    # a parsed string was escaped on its own.
-    if isinstance(value, str):
-        return _SURROGATE.search(value) is not None
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(item) for item in value)
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    return False
 
 
 # -- RFC 8785 canonical form ----------------------------------------------------------------

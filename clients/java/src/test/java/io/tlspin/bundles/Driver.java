@@ -153,6 +153,9 @@ public final class Driver {
         if (cmd.containsKey("timeout_ms")) {
             b.timeoutMillis((Long) cmd.get("timeout_ms"));
         }
+        if (cmd.containsKey("max_bytes")) {
+            b.maxBytes(((Long) cmd.get("max_bytes")).intValue());
+        }
         updater = b.build();
     }
 
