@@ -51,7 +51,7 @@ public final class Policy {
         try {
             return parse(Json.parse(json.getBytes(StandardCharsets.UTF_8), Long.MAX_VALUE));
         } catch (BundleException e) {
-            throw new IllegalArgumentException("invalid policy: " + e.getMessage(), e);
+            throw new IllegalArgumentException(e.detail(), e);
         }
     }
 
@@ -182,7 +182,7 @@ public final class Policy {
         try {
             return read(data);
         } catch (HostPattern.PolicyProblem e) {
-            throw new BundleException(BundleException.POLICY, "the bundle's policy is invalid: " + e.getMessage());
+            throw new BundleException(BundleException.POLICY, "invalid policy: " + e.getMessage());
         }
     }
 
