@@ -267,7 +267,8 @@ def test_java_stops_reading_past_the_size_cap(
         server.stream_total = 64 * 1024 * 1024
     result = java("refresh")
     assert (result["outcome"], result["reason"]) == ("rejected", "size")
-    assert server.streamed < 32 * 1024 * 1024
+    # Socket buffers hold a few MiB; a client that kept reading would take all 64.
+    assert server.streamed < 16 * 1024 * 1024
     server.serve(document + b" ")
     assert java("refresh")["reason"] == "size"
     server.serve(document)

@@ -9,6 +9,7 @@ import java.util.concurrent.TimeUnit;
 
 import javax.net.ssl.X509TrustManager;
 
+import okhttp3.Call;
 import okhttp3.CertificatePinner;
 import okhttp3.HttpUrl;
 import okhttp3.OkHttpClient;
@@ -429,7 +430,8 @@ public final class BundleUpdater implements PolicySource {
         if (known != null && accepted != null) {
             request.header("If-None-Match", known);
         }
-        Response response = client.newCall(request.build()).execute();
+        Call call = client.newCall(request.build());
+        Response response = call.execute();
         try {
             if (response.code() != 200) {
                 return new Fetched(response.code(), null, null);
@@ -437,6 +439,7 @@ public final class BundleUpdater implements PolicySource {
             ResponseBody body = response.body();
             String length = response.header("Content-Length");
             if (length != null && length.matches("[0-9]{1,18}") && Long.parseLong(length) > maxBytes) {
+                call.cancel();
                 throw new BundleException(BundleException.SIZE, "the server announces " + length
                         + " bytes; at most " + maxBytes + " are accepted");
             }
@@ -448,7 +451,9 @@ public final class BundleUpdater implements PolicySource {
                 }
             }
             if (buffer.size() > maxBytes) {
-                // Stop reading: the rest of an oversized body never reaches memory.
+                // Stop reading: the rest of an oversized body never reaches memory. Cancelling
+                // closes the TCP socket at once; a TLS close would first drain what is arriving.
+                call.cancel();
                 throw new BundleException(BundleException.SIZE, "the body exceeds " + maxBytes
                         + " bytes; download stopped");
             }
