@@ -40,6 +40,60 @@ public final class Pin {
         return null;
     }
 
+    /**
+     * SHA-256 of the SubjectPublicKeyInfo exactly as the certificate encodes it. Sliced from the
+     * DER, as tlspin's Python engine does: {@code PublicKey.getEncoded()} re-encodes the key, which
+     * for some keys (RSA-PSS parameters, say) gives other bytes and so another pin.
+     */
+    static byte[] spkiSha256(java.security.cert.X509Certificate cert) {
+        try {
+            return Codec.sha256(spki(cert.getEncoded()));
+        } catch (java.security.cert.CertificateEncodingException | RuntimeException e) {
+            return Codec.sha256(cert.getPublicKey().getEncoded());
+        }
+    }
+
+    /** The SubjectPublicKeyInfo TLV of a DER certificate, byte for byte. */
+    static byte[] spki(byte[] der) {
+        int tbs = content(der, 0)[0];              // Certificate { tbsCertificate, … }
+        int at = content(der, tbs)[0];             // tbsCertificate's first field
+        if ((der[at] & 0xff) == 0xa0) {           // [0] version is optional
+            at = next(der, at);
+        }
+        for (int skip = 0; skip < 5; skip++) {    // serial, signature, issuer, validity, subject
+            at = next(der, at);
+        }
+        int end = next(der, at);
+        byte[] out = new byte[end - at];
+        System.arraycopy(der, at, out, 0, out.length);
+        return out;
+    }
+
+    /** {start, end} of the content of the DER TLV at {@code at}. */
+    private static int[] content(byte[] der, int at) {
+        int len = der[at + 1] & 0xff;
+        int start = at + 2;
+        if (len >= 0x80) {
+            int n = len & 0x7f;
+            if (n == 0 || n > 3) {
+                throw new IllegalArgumentException("unsupported DER length");
+            }
+            len = 0;
+            for (int i = 0; i < n; i++) {
+                len = (len << 8) | (der[start + i] & 0xff);
+            }
+            start += n;
+        }
+        if (start + len > der.length) {
+            throw new IllegalArgumentException("truncated DER");
+        }
+        return new int[] {start, start + len};
+    }
+
+    private static int next(byte[] der, int at) {
+        return content(der, at)[1];
+    }
+
     /** The SPKI pin of a DER SubjectPublicKeyInfo. */
     static Pin ofSpki(byte[] spki) {
         byte[] digest = Codec.sha256(spki);

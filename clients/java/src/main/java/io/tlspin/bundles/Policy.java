@@ -120,7 +120,7 @@ public final class Policy {
         byte[][] spki = new byte[chain.size()][];
         byte[][] cert = new byte[chain.size()][];
         for (int i = 0; i < chain.size(); i++) {
-            spki[i] = Codec.sha256(chain.get(i).getPublicKey().getEncoded());
+            spki[i] = Pin.spkiSha256(chain.get(i));
             try {
                 cert[i] = Codec.sha256(chain.get(i).getEncoded());
             } catch (CertificateEncodingException e) {
