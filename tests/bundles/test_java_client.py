@@ -141,9 +141,9 @@ def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]
             server.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def java(java_classpath: str) -> Iterator[Java]:
-    """A fresh Java driver process."""
+    """One Java driver process for the module; each test's `init` starts a fresh updater."""
     driver = Java(java_classpath)
     yield driver
     driver.close()

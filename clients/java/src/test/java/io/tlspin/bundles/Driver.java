@@ -108,6 +108,7 @@ public final class Driver {
     }
 
     private void init(Map<String, Object> cmd) throws Exception {
+        events.clear();
         KeyStore roots = KeyStore.getInstance(KeyStore.getDefaultType());
         roots.load(null, null);
         CertificateFactory factory = CertificateFactory.getInstance("X.509");
