@@ -107,7 +107,14 @@ def test_strict_json_accepts_plain_json() -> None:
 def test_times_are_strict_utc() -> None:
     """Only YYYY-MM-DDTHH:MM:SSZ is read; offsets, fractions and impossible dates are refused."""
     assert parse_time("2030-01-31T12:00:00Z", "t") == dt.datetime(2030, 1, 31, 12, tzinfo=dt.UTC)
-    for bad in ("2030-01-31T12:00:00+00:00", "2030-01-31T12:00:00.5Z", "2030-02-30T00:00:00Z", 5):
+    for bad in (
+        "2030-01-31T12:00:00+00:00",
+        "2030-01-31T12:00:00.5Z",
+        "2030-02-30T00:00:00Z",
+        5,
+        "2030-01-31T12:00:00Z\n",  # $ would match before a final newline
+        "\u0662\u0660\u0663\u0660-01-31T12:00:00Z",  # \d and int() take Arabic-Indic digits
+    ):
         with pytest.raises(BundleError):
             parse_time(bad, "t")
 
@@ -159,6 +166,7 @@ def test_schema_accepts_signed_document() -> None:
         ({"keyid": "ab" * 32, "sig": "A" * 86}, "schema"),
         ({"keyid": "ab" * 32, "sig": "A" * 86 + "==", "x": 1}, "schema"),
         ({"keyid": "ab" * 32, "sig": "-" * 86 + "=="}, "schema"),
+        ({"keyid": "ab" * 32 + "\n", "sig": "A" * 86 + "=="}, "schema"),
     ],
 )
 def test_signature_entries_are_strict(signature: dict[str, str], reason: str) -> None:
@@ -215,3 +223,95 @@ def test_canonical_json_matches_independent_rfc8785_implementation(value: object
     """Differential check against the rfc8785 package (Trail of Bits) on random values."""
     rfc8785 = pytest.importorskip("rfc8785")
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def _nested(depth: int, inner: bytes = b"1") -> bytes:
+    return b'{"a":' + b"[" * (depth - 1) + inner + b"]" * (depth - 1) + b"}"
+
+
+def test_nesting_limit_is_fixed_and_counted_outside_strings() -> None:
+    """64 levels parse, 65 are refused as json before parsing: the same on every Python and in
+    every verifier (a recursion limit would differ). Brackets inside strings do not count."""
+    assert parse_json(_nested(64)) is not None
+    for data in (_nested(65), _nested(65, b"1.5"), _nested(2000, b"1.5"), b"]]" + b"[" * 65):
+        with pytest.raises(BundleError) as info:
+            parse_json(data)
+        assert info.value.reason == "json"
+    assert parse_json(b'["' + b"[{" * 100 + b'", "\\"[[[["]') == ["[{" * 100, '"[[[[']
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"\\udc00": 1}', "encoding"),
+        (b'{"x": ["\\ud83d"]}', "encoding"),
+        (b'{"x": "\\ud83d\\u0041"}', "encoding"),
+        (b'{"a": "\\ud800", "a": 1}', "duplicate-key"),
+        (b'{"a": "\\ud800", "b": 1.5}', "number"),
+    ],
+)
+def test_lone_surrogates_are_refused_anywhere_after_parsing(data: bytes, reason: str) -> None:
+    """An escaped lone surrogate in any string or member name is `encoding`, not `schema` (as
+    before, when only `signed` was checked); syntax, number and duplicate errors come first."""
+    with pytest.raises(BundleError) as info:
+        parse_json(data)
+    assert info.value.reason == reason
+
+
+def test_escaped_surrogate_pairs_are_one_character() -> None:
+    """The twin: a correctly escaped pair is the non-BMP character it encodes."""
+    assert parse_json(b'{"\\ud83d\\ude00": "\\uD83D\\uDE00"}') == {"\U0001f600": "\U0001f600"}
+
+
+def _policy_bundle(rule: dict[str, Any]) -> Any:
+    from .conftest import raw_sign
+
+    document = make({"rule": []}, [seed_key(1)], 3)
+    signed = dict(document.bundle.signed)
+    signed["policy"] = {"rule": [rule]}
+    return parse_document(raw_sign(signed, [seed_key(1)])).bundle
+
+
+_PIN = "sha256/" + "A" * 43 + "="
+_PIN2 = "sha256/" + "B" * 42 + "A="
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"hosts": ["API.example.com"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["api.example.com."], "pins": [_PIN, _PIN2]},
+        {"hosts": ["bücher.example"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["[::1]"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["0:0:0:0:0:0:0:1"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["fe80::1%eth0"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["::ffff:7f00:1"], "pins": [_PIN, _PIN2]},
+        {"hosts": ["a.example.com"], "pins": ['pin-sha256="' + "A" * 43 + '="', _PIN2]},
+        {"hosts": ["a.example.com"], "pins": ["A" * 43 + "=", _PIN2]},
+        {"hosts": ["a.example.com"], "pins": ["sha256/" + "A" * 43, _PIN2]},
+        {"hosts": ["a.example.com"], "pins": [_PIN, _PIN2], "deny": ["sha256//" + "A" * 42 + "E="]},
+        {"hosts": ["a.example.com"], "pins": ["sha256/" + "B" * 43 + "=", _PIN]},
+        {"hosts": ["a.example.com"], "pins": [_PIN, "cert-sha256/" + "AB" * 32]},
+        {"hosts": ["a.example.com"], "pins": [_PIN, _PIN2], "expires": "20270101"},
+        {"hosts": ["a.example.com"], "pins": [{"pin": _PIN, "not_after": "2027-W01-1"}, _PIN2]},
+    ],
+)
+def test_bundle_policies_hold_canonical_values_only(rule: dict[str, Any]) -> None:
+    """Hosts, pins and dates that a policy file accepts in other spellings are refused in a
+    bundle (reason policy): other verifiers cannot be asked to know IDNA or every pin notation."""
+    with pytest.raises(BundleError) as info:
+        _policy_bundle(rule).load_policy()
+    assert info.value.reason == "policy"
+    assert "canonical" in str(info.value)
+
+
+def test_canonical_bundle_policy_is_accepted() -> None:
+    """The twin: the same values in canonical form load."""
+    rule = {
+        "hosts": ["api.example.com", "**.cdn.example.com", "::1", "xn--bcher-kva.example"],
+        "pins": [{"pin": _PIN, "not_after": "2027-01-01"}, "cert-sha256/" + "ab" * 32],
+        "deny": [_PIN2],
+        "expires": "2027-01-01",
+    }
+    policy = _policy_bundle(rule).load_policy()
+    assert [h.text for h in policy.rules[0].hosts] == rule["hosts"]

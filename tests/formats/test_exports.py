@@ -292,6 +292,17 @@ def test_okhttp_version_3_expands_or_refuses_double_star() -> None:
     assert run(exact, "okhttp-java", okhttp_version=3) == run(exact, "okhttp-java")
 
 
+def test_okhttp_version_3_brackets_ipv6_patterns() -> None:
+    """OkHttp 3 throws on the pattern "::1" (it parses "http://" + pattern); "[::1]" works."""
+    a, b = pins(2)
+    policy = PinPolicy([rule(["::1", "127.0.0.1"], [a, b])])
+    assert '.add("[::1]",' in run(policy, "okhttp-java", okhttp_version=3)
+    assert '.add("::1",' in run(policy, "okhttp-java")
+    assert '.add("127.0.0.1",' in run(policy, "okhttp-java", okhttp_version=3)
+    back = import_policy(run(policy, "okhttp-java", okhttp_version=3).encode(), "okhttp-java")
+    assert [h.text for r in back.policy.rules for h in r.hosts] == ["::1", "127.0.0.1"]
+
+
 def test_okhttp_kotlin_and_java_shapes() -> None:
     """Java is one expression starting with `new`; Kotlin has no `new`; both end with .build()."""
     a, b = pins(2)

@@ -51,13 +51,22 @@ MAX_SIGNATURES = 32
 MAX_CHAIN = 32
 #: Integers must be exactly representable as IEEE 754 doubles, as RFC 8785 (I-JSON) requires.
 MAX_INT = 2**53 - 1
+#: Arrays and objects nest at most this deep (a bundle needs 9 levels). A fixed limit, checked
+#: before parsing, gives every verifier the same verdict; a parser's own recursion limit would
+#: differ between implementations, and even between Python versions.
+MAX_DEPTH = 64
 
 _SIGNED_REQUIRED = ("format", "version", "issued_at", "expires_at", "policy")
 _SIGNED_KEYS = (*_SIGNED_REQUIRED, "signing_keys")
 _ENVELOPE_KEYS = ("signed", "signatures")
-_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
-_KEYID = re.compile(r"^[0-9a-f]{64}$")
+# ASCII digits and fullmatch(): \d also matches other scripts' digits (int() reads them), and $
+# matches before a final newline; either let this verifier accept what others refuse.
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z")
+_KEYID = re.compile(r"[0-9a-f]{64}")
 _ESCAPE = re.compile(r'[\x00-\x1f"\\]')
+# A JSON string (an unterminated one runs to the end): the depth scan skips them.
+_STRING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _SHORT = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r", '"': '\\"', "\\": "\\\\"}
 
 
@@ -112,6 +121,7 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if text.startswith("\ufeff"):
         msg = "the document starts with a byte-order mark; expected plain UTF-8"
         raise BundleError(msg, reason="encoding")
+    _check_depth(text)
     try:
         value = json.loads(
             text,
@@ -136,6 +146,24 @@ def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         msg = "the JSON document is nested too deeply"
         raise BundleError(msg, reason="json") from None
     return value
+
+
+def _check_depth(text: str) -> None:
+    """Refuse more than MAX_DEPTH open arrays/objects, counted outside strings (§3.2)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    brackets = _NOT_BRACKET.sub("", _STRING_TOKEN.sub("", text))
+    depth = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BundleError(
+                    f"the JSON document nests arrays and objects more than {MAX_DEPTH} deep",
+                    reason="json",
+                )
+        elif depth:
+            depth -= 1
 
 
 # -- RFC 8785 canonical form ----------------------------------------------------------------
@@ -256,7 +284,7 @@ def parse_time(text: Any, what: str) -> dt.datetime:
     Raises:
         BundleError: any other form, or an impossible date.
     """
-    match = _TIME.match(text) if isinstance(text, str) else None
+    match = _TIME.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise BundleError(
             f"{what} must be a UTC time like 2030-01-31T12:00:00Z, found {text!r:.60}",
@@ -309,12 +337,15 @@ class Bundle:
             BundleError: ``reason="policy"`` if the rules do not follow the policy schema.
         """
         from tlspin import policyfile
+        from tlspin.bundles.profile import check_canonical_policy
         from tlspin.exceptions import PinConfigurationError
 
         try:
-            return policyfile.from_data(self.policy_data)
+            policy = policyfile.from_data(self.policy_data)
         except PinConfigurationError as exc:
             raise BundleError(f"the bundle's policy is invalid: {exc}", reason="policy") from None
+        check_canonical_policy(self.policy_data)
+        return policy
 
     def envelope(self) -> dict[str, Any]:
         """The ``{"signed": …, "signatures": […]}`` object of this bundle."""
@@ -448,7 +479,7 @@ def parse_envelope(value: Any, what: str = "the bundle") -> Bundle:
         where = f"{what}: signatures[{index}]"
         entry = _object(item, where, ("keyid", "sig"), ("keyid", "sig"))
         keyid = entry["keyid"]
-        if not isinstance(keyid, str) or not _KEYID.match(keyid):
+        if not isinstance(keyid, str) or not _KEYID.fullmatch(keyid):
             raise BundleError(
                 f"{where}.keyid must be 64 lower-case hex digits, found {keyid!r:.80}",
                 reason="schema",

@@ -4,6 +4,7 @@ OkHttp matches exactly like tlspin (``*.`` one label, ``**.`` any depth, the uni
 pins), so hosts and pins map one to one. OkHttp has no report-only mode, deny list or reporting.
 ``**.`` needs OkHttp ≥ 4.3: for OkHttp 3 (``okhttp_version=3``, what Debian ships) it is
 expanded to ``x`` plus ``*.x``, which leaves deeper names unpinned: an error unless forced.
+OkHttp 3 also needs IPv6 patterns in brackets (``[::1]``).
 
 OkHttp has no pin expiry either, so the export carries it in code. A policy without ``expires``
 becomes one builder expression (``CertificatePinner.Builder()….build()``). With ``expires``, it
@@ -55,7 +56,11 @@ def _patterns(
 ) -> list[str]:
     out: list[str] = []
     for kind, base in rule_hosts:
-        if kind is Kind.EXACT:
+        if kind is Kind.EXACT and version == 3 and ":" in base:
+            # OkHttp 3 reads a pattern as the host of "http://" + pattern: an IPv6 address
+            # needs its brackets there ("::1" throws), while OkHttp 4 takes either form.
+            out.append(f"[{base}]")
+        elif kind is Kind.EXACT:
             out.append(base)
         elif kind is Kind.ONE_LABEL:
             out.append(f"*.{base}")
