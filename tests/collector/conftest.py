@@ -99,6 +99,38 @@ def make_report(pki: PKI) -> Callable[..., dict[str, Any]]:
     return make
 
 
+@pytest.fixture(scope="session")
+def format_reports(pki: PKI, make_report: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """One valid report of each format the collector takes, as its senders write them."""
+    from tlspin.reporting import _pem
+
+    chain = [_pem(d) for d in pki.mitm_chain]
+    pins = [f'pin-sha256="{pki.intermediate.pin[7:]}"', f'pin-sha256="{pki.backup_pin[7:]}"']
+    trustkit = {
+        "app-bundle-id": "com.example.ios", "app-version": "4.2", "app-platform": "IOS",
+        "app-platform-version": "17.4", "app-vendor-id": "0A1B2C3D-0000-0000-0000-000000000000",
+        "trustkit-version": "3.0.3", "date-time": "2024-03-01T10:11:12Z", "hostname": HOST,
+        "port": 443, "noted-hostname": HOST, "include-subdomains": False,
+        "enforce-pinning": True, "validated-certificate-chain": chain, "known-pins": pins,
+        "validation-result": 1, "known-pins-expiration-date": "2025-01-01",
+    }
+    return {
+        "tlspin": make_report(),
+        "hpkp": {  # RFC 7469 §3.1
+            "date-time": "2024-03-01T10:11:12Z", "hostname": HOST, "port": 8443,
+            "effective-expiration-date": "2024-06-01T00:00:00Z", "include-subdomains": True,
+            "noted-hostname": "tlspin.test", "served-certificate-chain": chain,
+            "validated-certificate-chain": chain, "known-pins": pins,
+        },
+        "trustkit-ios": trustkit,
+        "trustkit-android": {  # PinningFailureReport.java: port 0, a served chain too
+            **trustkit, "app-platform": "ANDROID", "port": 0, "enforce-pinning": False,
+            "validation-result": 2, "date-time": "2024-03-01T10:11:12-0700",
+            "served-certificate-chain": chain[:2],
+        },
+    }
+
+
 def _pg_url() -> str:
     base = os.environ.get("TLSPIN_TEST_PG_URL")
     if not base:
