@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import math
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -216,21 +217,35 @@ class MonitorRunCreated(BaseModel):
     results: int
 
 
-_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+# Characters that make a spreadsheet cell a formula (OWASP "CSV injection"), with the
+# full-width forms that East Asian spreadsheets also take as formula starts.
+_CSV_FORMULA = "=+-@\uff1d\uff0b\uff0d\uff20"
+# Where a cell can begin. Every field is quoted (RFC 4180), so a reader that uses the file's
+# own separator splits only between fields. A reader set to another separator does not: a
+# spreadsheet in a locale whose list separator is ';' reads '"a","b;=X()"' as the cells
+# 'a,"b' and '=X()"', because after the first field's closing quote it no longer sees
+# quoting. So a formula character after any separator a reader may split on (',', ';', tab),
+# or after a line break, can start a cell too; so can one behind spaces and double quotes,
+# which readers strip or take as quoting.
+_CSV_CELL_START = re.compile(
+    rf"(^|[,;\t\r\n])([\s\"]*)(?=[{re.escape(_CSV_FORMULA)}])"
+)
 
 
-def _csv_cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
+    """*value* as CSV cell text that no spreadsheet reads as a formula, whatever separator
+    it splits on: a ``'`` goes before each formula character that could start a cell."""
     text = "" if value is None else (" ".join(value) if isinstance(value, list) else str(value))
-    # A cell starting with = + - @ is a formula in spreadsheets: neutralise it (CSV injection).
-    return "'" + text if text.startswith(_CSV_FORMULA) else text
+    return _CSV_CELL_START.sub(r"\1\2'", text)
 
 
 def _csv(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> Response:
     out = io.StringIO()
-    writer = csv.writer(out)
+    # RFC 4180: every field quoted, CRLF line ends.
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+        writer.writerow([csv_cell(row.get(c)) for c in columns])
     return Response(
         out.getvalue(), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
