@@ -235,17 +235,24 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class LiveServer:
-    """A collector app served by uvicorn in a thread, on a socket bound to 127.0.0.1."""
+    """A collector app served by uvicorn in a thread, on a socket bound to 127.0.0.1, behind
+    the connection limits ``tlspin serve`` uses (:class:`~tlspin.collector.limits.GuardedHTTP`)."""
 
     def __init__(self, app: Any) -> None:
         import uvicorn
 
+        from tlspin.collector.limits import GuardedHTTP
+
         self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+        # Without it each response's second write waited for the client's delayed ACK
+        # (about 40 ms per request on Linux), as uvicorn's own listening sockets never do.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                http=GuardedHTTP, ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -323,3 +330,13 @@ def webhook() -> Iterator[Callable[..., WebhookReceiver]]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[Any]]:
+    """``tlspin serve`` subprocesses (:class:`~.proc.Collector`) started by the test; all are
+    stopped afterwards."""
+    started: list[Any] = []
+    yield started
+    for collector in started:
+        collector.stop()
