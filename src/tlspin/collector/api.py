@@ -25,14 +25,23 @@ __all__ = ["register"]
 
 _bearer = HTTPBearer(auto_error=False, description="The collector token.")
 _MAX_ID = 2**62
+_SAFE = ("GET", "HEAD")
 
 
 def require_auth(request: Request, _: Annotated[Any, Depends(_bearer)] = None) -> None:
-    """Let the request through with the bearer token or a dashboard session; else 401."""
-    if not state_of(request).auth.authorized(request):
+    """Let the request through with the bearer token, or a dashboard session for reads; else
+    401.
+
+    Writes (POST) need the bearer token: a session cookie rides along with any form another
+    site posts, and the API checks no CSRF token (the dashboard's own forms do).
+    """
+    if not state_of(request).auth.authorized(request, session=request.method in _SAFE):
         raise HTTPException(
             status_code=401,
-            detail="a bearer token (Authorization: Bearer …) or a dashboard login is required",
+            detail=(
+                "a bearer token (Authorization: Bearer …) is required"
+                + (", or a dashboard login" if request.method in _SAFE else "")
+            ),
             headers={"WWW-Authenticate": "Bearer"},
         )
 

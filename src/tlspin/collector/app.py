@@ -392,8 +392,16 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
                                  include_in_schema=False, route_class_override=_DirectRoute)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
-    def prometheus() -> Response:
+             response_class=Response,
+             responses={401: {"description": "The collector or metrics token is required."}})
+    def prometheus(request: Request) -> Response:
+        """Prometheus metrics; needs the collector token, the metrics token, or
+        ``metrics_public``."""
+        if not settings.metrics_public and not state.auth.authorized_for_metrics(request):
+            return JSONResponse(
+                {"detail": "a bearer token (the collector or the metrics token) is required"},
+                status_code=401, headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")
