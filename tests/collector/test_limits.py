@@ -192,6 +192,20 @@ def test_forwarded_for_turns_the_connection_cap_off(
         assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [("127.0.0.1", "127.0.0.1"), ("::ffff:192.0.2.7", "192.0.2.7"),
+     ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"), ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+     ("2001:db8:1:3::1", "2001:db8:1:3::/64")],
+)
+def test_ipv6_peers_count_by_their_64(peer: str, key: str) -> None:
+    """Connections count per IPv4 address and per IPv6 /64: one subscriber's /64 holds more
+    addresses than any cap, so single IPv6 addresses would cap nothing."""
+    from tlspin.collector.limits import peer_key
+
+    assert peer_key(peer) == key
+
+
 def _wait_for(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + 10
     while not condition():

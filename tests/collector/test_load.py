@@ -287,10 +287,14 @@ def test_settings_reach_worker_processes_with_the_token_apart() -> None:
     """Settings survive the trip to worker processes; the token never enters the JSON."""
     from tlspin.collector import Settings
 
+    metrics_token = "metrics-token-" + "m" * 20
     settings = Settings(db_url="sqlite:///x.db", token=TOKEN, webhooks=("http://127.0.0.1:9/h",),
-                        alert_rate_threshold=(5, 60.0), drop_client_ip=True)
+                        alert_rate_threshold=(5, 60.0), drop_client_ip=True,
+                        metrics_token=metrics_token, max_connections_per_ip=None,
+                        body_timeout=3.5)
     env = settings.to_env()
     assert TOKEN not in env["TLSPIN_COLLECTOR_SETTINGS"]
+    assert metrics_token not in env["TLSPIN_COLLECTOR_SETTINGS"]
     assert Settings.from_env(env) == settings
     with pytest.raises(ValueError, match="unexpected keyword"):
         Settings.from_env({"TLSPIN_COLLECTOR_SETTINGS": '{"surprise": 1}'})

@@ -241,7 +241,7 @@ _CSV_CELL_START = re.compile(
 )
 
 
-def csv_cell(value: Any) -> str:
+def _csv_cell(value: Any) -> str:
     """*value* as CSV cell text that no spreadsheet reads as a formula, whatever separator
     it splits on: a ``'`` goes before each formula character that could start a cell."""
     text = "" if value is None else (" ".join(value) if isinstance(value, list) else str(value))
@@ -254,7 +254,7 @@ def _csv(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> R
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([csv_cell(row.get(c)) for c in columns])
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
     return Response(
         out.getvalue(), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},

@@ -22,6 +22,7 @@ protocol finds the app's :class:`ConnectionGuard` through ``config.loaded_app``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -29,7 +30,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["BodyTimeout", "ConnectionGuard", "GuardedHTTP", "RequestLimits"]
+__all__ = ["BodyTimeout", "ConnectionGuard", "GuardedHTTP", "RequestLimits", "peer_key"]
 
 log = logging.getLogger("tlspin.collector")
 
@@ -59,7 +60,8 @@ class ConnectionGuard:
     :class:`RequestLimits` middleware (one event loop: no locks).
 
     Args:
-        max_per_ip: open connections allowed per client IP (the TCP peer); None for no limit.
+        max_per_ip: open connections allowed per client IP (the TCP peer; an IPv6 peer counts
+            by its /64); None for no limit.
         header_timeout: seconds a connection may take to send a request head.
         on_refused: called with a reason (``"too-many-connections"``, ``"slow-head"``) each
             time a connection is refused or closed, for the metrics.
@@ -74,7 +76,7 @@ class ConnectionGuard:
         self._by_client: dict[tuple[str, int], GuardedHTTP] = {}
 
     def open_connections(self, ip: str) -> int:
-        """How many connections *ip* holds now."""
+        """How many connections *ip* (a :func:`peer_key`) holds now."""
         return self._open.get(ip, 0)
 
     def admit(self, ip: str) -> bool:
@@ -167,6 +169,23 @@ class RequestLimits:
         await self.app(scope, receive_in_time, send_and_signal)
 
 
+def peer_key(ip: str) -> str:
+    """The key a connection counts under: its IPv4 address, or its IPv6 /64.
+
+    One IPv6 subscriber holds a whole /64 (RFC 6177) and can use a new address for each
+    connection, so counting single IPv6 addresses would cap nothing.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # an IPv4 client on a dual-stack socket
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def _guard_of(app: Any) -> ConnectionGuard | None:
     """The :class:`ConnectionGuard` of a collector app, looking through uvicorn's wrappers."""
     for _ in range(8):
@@ -247,7 +266,7 @@ class GuardedHTTP(asyncio.Protocol):
             from uvicorn.protocols.utils import get_remote_addr
 
             self._client = get_remote_addr(transport)
-            ip = self._client[0] if self._client else "unknown"
+            ip = peer_key(self._client[0]) if self._client else "unknown"
             if not guard.admit(ip):
                 self._refused = True
                 transport.write(_TOO_MANY_RESPONSE)
