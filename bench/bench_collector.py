@@ -94,14 +94,16 @@ class Server:
         from tlspin.collector import Settings
 
         self.port = _free_port()
+        # The connection limits stay on, as under tlspin serve (GuardedHTTP, body and head
+        # deadlines), with a cap above the most senders one run uses.
         settings = Settings(db_url=db_url, token=TOKEN, benchmark_noop=True,
-                            ip_rate_limit=(10**9, 1.0),
+                            ip_rate_limit=(10**9, 1.0), max_connections_per_ip=1000,
                             intake_process=intake_process)
         env = {**os.environ, **settings.to_env()}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "tlspin.collector:create_app_from_env", "--factory",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
-             "--no-access-log"],
+             "--no-access-log", "--http", "tlspin.collector.limits:GuardedHTTP", "--ws", "none"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60

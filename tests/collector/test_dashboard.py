@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -128,6 +129,56 @@ def test_resolve_form_needs_the_csrf_token(
         ok = browser.post(f"/incidents/{incident}/resolve", data={"csrf": csrf.group(1)},
                           follow_redirects=False)
     assert ok.status_code == 303
+    assert server.state.db.open_incidents() == 0
+
+
+@contextlib.contextmanager
+def _logged_in(server: LiveServer) -> Iterator[httpx.Client]:
+    """A browser-like client holding a dashboard session (the cookie, no bearer token)."""
+    with server.client(token=None) as browser:
+        assert browser.post("/login", data={"token": TOKEN}).status_code == 303
+        yield browser
+
+
+def test_logout_needs_the_csrf_token(serve: Callable[..., LiveServer], sqlite_url: str) -> None:
+    """A forged logout (the session cookie, no CSRF token, as a page on another site would
+    post it) is refused and the session stays; the dashboard's own button logs out."""
+    server = serve(db_url=sqlite_url)
+    with _logged_in(server) as browser:
+        page = browser.get("/dashboard").text
+        csrf = re.search(r'action="/logout">\s*<input type="hidden" name="csrf" '
+                         r'value="([0-9a-f]+)"', page)
+        assert csrf is not None
+        for forged in ({}, {"csrf": "0" * 64}):
+            refused = browser.post("/logout", data=forged, follow_redirects=False)
+            assert refused.status_code == 403
+            assert "set-cookie" not in refused.headers
+        assert browser.get("/dashboard", follow_redirects=False).status_code == 200
+        out = browser.post("/logout", data={"csrf": csrf.group(1)}, follow_redirects=False)
+        assert (out.status_code, out.headers["location"]) == (303, "/login")
+        assert 'tlspin_session=""' in out.headers["set-cookie"]
+        assert browser.get("/dashboard", follow_redirects=False).status_code == 303
+
+
+def test_api_writes_take_the_bearer_token_not_the_session_cookie(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """A form posted with only the session cookie (no CSRF token) cannot resolve an incident
+    or submit monitor runs through the API; reads keep working with the cookie, and writes
+    with the bearer token."""
+    server = serve(db_url=sqlite_url)
+    with server.client() as api:
+        incident = api.post("/reports", json=make_report()).json()["incident"]
+    run = {"run": {"started_at": "2024-01-01T00:00:00Z"}, "results": []}
+    with _logged_in(server) as browser:
+        assert browser.post(f"/api/incidents/{incident}/resolve").status_code == 401
+        assert browser.post("/api/monitor-runs", json=run).status_code == 401
+        assert server.state.db.open_incidents() == 1
+        assert browser.get("/api/incidents").status_code == 200
+        assert browser.get("/api/reports.csv").status_code == 200
+    with server.client() as api:
+        assert api.post(f"/api/incidents/{incident}/resolve").status_code == 200
+        assert api.post("/api/monitor-runs", json=run).status_code == 201
     assert server.state.db.open_incidents() == 0
 
 

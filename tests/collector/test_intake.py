@@ -152,6 +152,7 @@ def test_metrics_count_accepted_and_rejected(
     with server.client(token=None) as client:
         client.post("/reports", json=make_report())
         client.post("/reports", content=b"nope")
+    with server.client() as client:
         text = client.get("/metrics").text
     assert "tlspin_reports_received_total 2.0" in text
     assert 'tlspin_reports_accepted_total{format="tlspin"} 1.0' in text

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
 import stat
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +21,7 @@ from tlspin.collector.storage import Database
 from tlspin.collector.tokenfile import TOKEN_FILE_NAME
 
 from .conftest import TOKEN, LiveServer, unique_host
+from .proc import Collector, free_port
 
 
 class Sender(threading.Thread):
@@ -103,107 +99,11 @@ def test_concurrent_senders_lose_nothing(
     assert [i["count"] for i in incidents] == [senders * 25]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Collector:
-    """``python -m tlspin serve`` as a subprocess on 127.0.0.1."""
-
-    def __init__(self, db_url: str, port: int, *, token: str | None = TOKEN,
-                 args: Sequence[str] = ()) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TLSPIN_COLLECTOR_TOKEN"}
-        if token is not None:
-            env["TLSPIN_COLLECTOR_TOKEN"] = token
-        self.port = port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tlspin", "serve", "--db", db_url, "--port", str(port),
-             "--ip-rate-limit", "1000000/1", "--log-level", "warning", *args],
-            env=env, stderr=subprocess.STDOUT, stdout=subprocess.PIPE, text=True,
-        )
-        self.output: list[str] = []
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
-        self._drainer.start()
-        deadline = time.monotonic() + 30
-        while not self._healthy():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("collector did not start: " + "".join(self.output))
-            time.sleep(0.05)
-
-    def _drain(self) -> None:
-        # stdout and stderr both: a token must appear on neither.
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def text(self) -> str:
-        """Everything printed so far, once the start-up notes (the last says "Bearer") are in."""
-        deadline = time.monotonic() + 10
-        while not any("Bearer" in line for line in self.output) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return "".join(self.output)
-
-    def status(self, token: str) -> int:
-        """HTTP status of an /api request made with *token* as the bearer token."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request("GET", "/api/incidents", headers={"Authorization": f"Bearer {token}"})
-            response = conn.getresponse()
-            response.read()
-            return response.status
-        finally:
-            conn.close()
-
-    def _healthy(self) -> bool:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-            conn.request("GET", "/healthz")
-            ok = conn.getresponse().status == 200
-            conn.close()
-            return ok
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown at all."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._close_pipe()
-
-    def stop(self) -> None:
-        """SIGTERM and wait."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        self._drainer.join(5)
-        if self.proc.stdout is not None and not self.proc.stdout.closed:
-            self.proc.stdout.close()
-
-
-@pytest.fixture
-def collectors() -> Iterator[list[Collector]]:
-    """Collector subprocesses started by the test; all stopped afterwards."""
-    started: list[Collector] = []
-    yield started
-    for c in started:
-        c.stop()
-
-
 def test_restart_mid_load_keeps_every_acknowledged_report(
     sqlite_url: str, make_report: Any, collectors: list[Collector]
 ) -> None:
     """SIGKILL the collector under load and start it again: every 201 is in the database."""
-    port = _free_port()
+    port = free_port()
     collectors.append(Collector(sqlite_url, port))
 
     def body(marker: str) -> bytes:
@@ -248,7 +148,7 @@ def test_serve_writes_a_generated_token_to_a_private_file_and_never_prints_it(
 ) -> None:
     """Without a token, serve writes one to a 0600 file by the database, prints only the path,
     and a restart reuses it."""
-    collector = Collector(f"sqlite:///{tmp_path}/gen.db", _free_port(), token=None)
+    collector = Collector(f"sqlite:///{tmp_path}/gen.db", free_port(), token=None)
     collectors.append(collector)
     token_file = tmp_path / TOKEN_FILE_NAME
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -263,12 +163,14 @@ def test_serve_writes_a_generated_token_to_a_private_file_and_never_prints_it(
     assert collector.status("nope-nope-nope-nope") == 401
     collector.stop()
 
-    again = Collector(f"sqlite:///{tmp_path}/gen.db", _free_port(), token=None)
+    again = Collector(f"sqlite:///{tmp_path}/gen.db", free_port(), token=None)
     collectors.append(again)
     assert again.status(token) == 200  # the same token, read back from the file
     text = again.text()
     assert token not in text
     assert "generated one into" not in text
+    assert ("no token was configured, so the token is the one an earlier run generated into "
+            f"{token_file}") in text
     assert f"paste the token from {token_file}" in text
 
 
@@ -277,19 +179,23 @@ def test_serve_token_file_option_creates_then_reads_the_file(
 ) -> None:
     """--token-file FILE is created (0600) with a new token when missing, and read when present."""
     made = tmp_path / "made.token"
-    first = Collector(f"sqlite:///{tmp_path}/a.db", _free_port(), token=None,
+    first = Collector(f"sqlite:///{tmp_path}/a.db", free_port(), token=None,
                       args=["--token-file", str(made)])
     collectors.append(first)
     assert stat.S_IMODE(made.stat().st_mode) == 0o600
     generated = made.read_text().strip()
     assert first.status(generated) == 200
-    assert generated not in first.text()
+    text = first.text()
+    assert generated not in text
+    assert (f"--token-file {made} did not exist, so this run generated a new token into it "
+            "(mode 0600)") in text
+    assert "no token was configured" not in text
     assert not (tmp_path / TOKEN_FILE_NAME).exists()  # the default file is not made as well
 
     given = tmp_path / "given.token"
     given.touch(mode=0o600)
     given.write_text(TOKEN + "\n")
-    second = Collector(f"sqlite:///{tmp_path}/b.db", _free_port(), token=None,
+    second = Collector(f"sqlite:///{tmp_path}/b.db", free_port(), token=None,
                        args=["--token-file", str(given)])
     collectors.append(second)
     assert second.status(TOKEN) == 200
@@ -297,6 +203,8 @@ def test_serve_token_file_option_creates_then_reads_the_file(
     text = second.text()
     assert TOKEN not in text
     assert f"paste the token from {given}" in text
+    assert "generated" not in text
+    assert "no token was configured" not in text
 
 
 @pytest.mark.postgres
@@ -305,7 +213,7 @@ def test_serve_keeps_a_postgres_collectors_token_in_the_state_directory(
 ) -> None:
     """With PostgreSQL there is no database file: the token file goes to $XDG_STATE_HOME/tlspin."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    collector = Collector(pg_url, _free_port(), token=None)
+    collector = Collector(pg_url, free_port(), token=None)
     collectors.append(collector)
     token_file = tmp_path / "state" / "tlspin" / TOKEN_FILE_NAME
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -322,7 +230,7 @@ def _serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any
     from tlspin.cli.serve import serve
 
     return CliRunner().invoke(
-        serve, ["--db", f"sqlite:///{tmp_path}/x.db", "--port", str(_free_port()), *args],
+        serve, ["--db", f"sqlite:///{tmp_path}/x.db", "--port", str(free_port()), *args],
         env={"TLSPIN_COLLECTOR_TOKEN": "", **(env or {})},
     )
 
@@ -379,10 +287,14 @@ def test_settings_reach_worker_processes_with_the_token_apart() -> None:
     """Settings survive the trip to worker processes; the token never enters the JSON."""
     from tlspin.collector import Settings
 
+    metrics_token = "metrics-token-" + "m" * 20
     settings = Settings(db_url="sqlite:///x.db", token=TOKEN, webhooks=("http://127.0.0.1:9/h",),
-                        alert_rate_threshold=(5, 60.0), drop_client_ip=True)
+                        alert_rate_threshold=(5, 60.0), drop_client_ip=True,
+                        metrics_token=metrics_token, max_connections_per_ip=None,
+                        body_timeout=3.5)
     env = settings.to_env()
     assert TOKEN not in env["TLSPIN_COLLECTOR_SETTINGS"]
+    assert metrics_token not in env["TLSPIN_COLLECTOR_SETTINGS"]
     assert Settings.from_env(env) == settings
     with pytest.raises(ValueError, match="unexpected keyword"):
         Settings.from_env({"TLSPIN_COLLECTOR_SETTINGS": '{"surprise": 1}'})

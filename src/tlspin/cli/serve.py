@@ -4,7 +4,8 @@ The token is never printed or logged. Without a configured one, the collector re
 mode-0600 token file, generating the file on first use, and prints the file's path.
 
 Exit codes: 0 after a clean shutdown, 2 for bad options (including a non-loopback address
-without a token), an unsafe or unreadable token file, or a database that cannot be opened or
+without a token or a database URL that is neither SQLite nor PostgreSQL), a missing
+``collector`` extra, an unsafe or unreadable token file, or a database that cannot be opened or
 migrated.
 """
 
@@ -79,6 +80,21 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
               help="Serve HTTPS with this certificate chain (PEM).")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Private key for --certfile (PEM).")
+@click.option("--max-connections-per-ip", default=32, show_default=True,
+              type=click.IntRange(0, 100_000), metavar="N",
+              help="Open connections one client IP may hold at once; more get HTTP 429 "
+              "(0: no limit; not applied with --trust-forwarded-for).")
+@click.option("--body-timeout", default=20.0, show_default=True,
+              type=click.FloatRange(0, 3600, min_open=True), metavar="SECONDS",
+              help="Time a client has to send a whole request body; a slower one gets 408.")
+@click.option("--header-timeout", default=20.0, show_default=True,
+              type=click.FloatRange(0, 3600, min_open=True), metavar="SECONDS",
+              help="Time a connection has to send a request head; a slower one is closed.")
+@click.option("--metrics-token-file", type=click.Path(dir_okay=False), default=None,
+              help="File holding a second token (mode 0600) that opens /metrics only, for a "
+              "Prometheus scraper. Created with a new token if missing.")
+@click.option("--metrics-public", is_flag=True,
+              help="Serve /metrics without a token (for scrapers on a private network).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @guarded
@@ -86,25 +102,39 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
     db_url: str, host: str, port: int, token: str | None, token_file: str | None,
     drop_client_ip: bool, webhooks: tuple[str, ...], alert_rate: str | None,
     ip_rate_limit: str, trust_forwarded_for: bool, workers: int, certfile: str | None,
-    keyfile: str | None, log_level: str,
+    keyfile: str | None, max_connections_per_ip: int, body_timeout: float,
+    header_timeout: float, metrics_token_file: str | None, metrics_public: bool,
+    log_level: str,
 ) -> None:
     """Run the report collector: intake at POST /reports, dashboard at /dashboard.
 
     Report intake is public. The dashboard and /api need the token, which is never printed:
     without --token or TLSPIN_COLLECTOR_TOKEN it is read from the token file, generated into
     it (mode 0600) on first use, and the command prints the file's path. Without any token
-    option, the collector only starts on a loopback address.
+    option, the collector only starts on a loopback address. /metrics needs the token (or
+    the --metrics-token-file token) unless --metrics-public is given.
     """
-    import uvicorn
+    try:
+        import uvicorn
 
-    from tlspin.collector import Settings, create_app
-    from tlspin.collector.storage import Database
-    from tlspin.collector.tokenfile import (
-        default_token_path,
-        load_or_create_token,
-        read_token_file,
-    )
+        from tlspin.collector import Settings, create_app
+        from tlspin.collector.limits import GuardedHTTP
+        from tlspin.collector.storage import Database, check_url
+        from tlspin.collector.tokenfile import (
+            default_token_path,
+            load_or_create_token,
+            read_token_file,
+        )
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "tlspin":
+            raise  # Defensive: a broken installation of tlspin itself, not a missing extra
+        fail(f"tlspin serve needs the collector extra ({exc.name} is not installed): "
+             "pip install 'tlspin[collector]'")
 
+    try:
+        check_url(db_url)
+    except ValueError as exc:
+        fail(f"--db: {exc}")
     if (certfile is None) != (keyfile is None):
         fail("--certfile and --keyfile go together; pass both or neither")
     token_source = click.get_current_context().get_parameter_source("token")
@@ -125,6 +155,10 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         # Read (and vet) an existing file before touching the database: fail fast.
         path = Path(token_file)
         secret = read_token_file(path)
+    metrics_path = Path(metrics_token_file) if metrics_token_file is not None else None
+    metrics_secret = None
+    if metrics_path is not None and metrics_path.exists():
+        metrics_secret = read_token_file(metrics_path)
     settings = Settings(
         db_url=db_url,
         token=secret,
@@ -133,6 +167,11 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         ip_rate_limit=_pair(ip_rate_limit, "--ip-rate-limit") or (300, 60.0),
         trust_forwarded_for=trust_forwarded_for,
         alert_rate_threshold=_pair(alert_rate, "--alert-rate"),
+        max_connections_per_ip=max_connections_per_ip or None,
+        body_timeout=body_timeout,
+        header_timeout=header_timeout,
+        metrics_token=metrics_secret,
+        metrics_public=metrics_public,
     )
     database = Database(db_url)
     try:
@@ -150,6 +189,10 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
             path = default_token_path(db_url)
             secret, created = load_or_create_token(path, make_parents=True)
         settings = dataclasses.replace(settings, token=secret)
+    metrics_created = False
+    if metrics_path is not None and metrics_secret is None:
+        metrics_secret, metrics_created = load_or_create_token(metrics_path)
+        settings = dataclasses.replace(settings, metrics_token=metrics_secret)
 
     scheme = "https" if certfile else "http"
     shown = f"[{host}]" if ":" in host else host
@@ -164,11 +207,23 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
                  f"--token-file or {_TOKEN_ENV}")
     else:
         shown_path = path.absolute()
-        if created:
+        if token_file is not None:
+            if created:
+                info(f"--token-file {shown_path} did not exist, so this run generated a new "
+                     "token into it (mode 0600)")
+        elif created:
             info(f"no token was configured, so this run generated one into {shown_path} "
                  "(mode 0600); later runs reuse it, delete the file for a new one")
+        else:
+            info(f"no token was configured, so the token is the one an earlier run generated "
+                 f"into {shown_path}")
         info(f"log in at {base}/login: paste the token from {shown_path}")
-    info("the query API takes 'Authorization: Bearer <token>'")
+    if metrics_public:
+        info(f"{base}/metrics is served to anybody (--metrics-public)")
+    elif metrics_path is not None:
+        made = ", generated by this run (mode 0600)" if metrics_created else ""
+        info(f"{base}/metrics also takes the token in {metrics_path.absolute()}{made}")
+    info("the query API and /metrics take 'Authorization: Bearer <token>'")
     if not loopback and certfile is None:
         warn(f"serving plain HTTP on {host}: put a TLS proxy in front, or pass --certfile")
 
@@ -176,11 +231,14 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
     # uvicorn shuts down gracefully on Ctrl-C, then raises it again: after that clean shutdown
     # the exit status is 0 (as documented), not click's 'Aborted!' (1).
     clean_exit_on_ctrl_c = contextlib.suppress(KeyboardInterrupt)
+    # GuardedHTTP caps connections per IP and times out slow request heads; it forwards the
+    # plain asyncio.Protocol calls only, so WebSocket upgrades (unused) stay off.
     if workers == 1:
         config = uvicorn.Config(
             create_app(dataclasses.replace(settings, migrate=False)),
             host=host, port=port, log_level=log_level, server_header=False,
-            proxy_headers=False, **ssl_options,  # type: ignore[arg-type]
+            proxy_headers=False, http=GuardedHTTP, ws="none",
+            **ssl_options,  # type: ignore[arg-type]
         )
         with clean_exit_on_ctrl_c:
             uvicorn.Server(config).run()
@@ -193,6 +251,6 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         uvicorn.run(
             "tlspin.collector:create_app_from_env", factory=True, host=host, port=port,
             workers=workers, log_level=log_level, server_header=False, proxy_headers=False,
-            **ssl_options,  # type: ignore[arg-type]
+            http=GuardedHTTP, ws="none", **ssl_options,  # type: ignore[arg-type]
         )
 

@@ -6,7 +6,10 @@ delivery happens in a background thread. An alert whose *key* was already sent w
 ``dedup_window`` is suppressed, and an overall cap per minute stops storms.
 
 The body is ``{"kind", "key", "time", "text", "payload"}``; ``text`` is a one-line summary, so
-chat tools that accept ``{"text": …}`` incoming webhooks can take it as it is.
+chat tools that accept ``{"text": …}`` incoming webhooks (Slack, Mattermost, Rocket.Chat,
+Discord's Slack-compatible endpoint) can take it as it is. Alert text quotes attacker-controlled
+values (a reported certificate's issuer, say), so :func:`chat_text` makes it inert for those
+formats before it is sent; ``payload`` keeps the values exact, as JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datetime as dt
 import http.client
 import json
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -25,9 +29,43 @@ from typing import Any
 from tlspin._sender import Outcome, RetrySender, classify_status
 from tlspin.reporting import check_endpoint_url, post_json
 
-__all__ = ["AlertSender", "AlertStats"]
+__all__ = ["AlertSender", "AlertStats", "chat_text"]
 
 log = logging.getLogger("tlspin.collector.alerts")
+
+
+# Characters that would break the one line or hide what it says: C0 and C1 controls (line
+# breaks included), the line and paragraph separators, zero-width and bidirectional format
+# characters, and lone surrogates.
+_INVISIBLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ud800-\udfff]"
+)
+# Slack's three escapes (https://api.slack.com/reference/surfaces/formatting#escaping): with
+# them, '<!channel>', '<@U123>' and '<http://x|label>' cannot form. Markdown renderers
+# (Mattermost, Rocket.Chat, Discord) decode the same entities back to the characters.
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Markdown chat tools notify on '@channel', '@here', '@all', '@everyone' and '@user', and
+# render '[label](url)' as a link and '![x](url)' as an image fetched by every viewer. A
+# zero-width space after '@' and between ']' and '(' or '!' and '[' keeps the text as it
+# reads and breaks the syntax (Discord's documented way to defuse a mention).
+_MARKUP = re.compile(r"(@)(?=\w)|(\])(?=\()|(!)(?=\[)")
+
+
+def chat_text(text: str, *, limit: int = 1000) -> str:
+    """*text* made inert for Slack- and Markdown-style chat webhooks, on one line.
+
+    Control and invisible characters become visible escapes (``\\x0a``), ``&``, ``<`` and ``>``
+    become entities, and mentions, links and images are broken with a zero-width space.
+    Longer text is cut at *limit* characters (before escaping) and marked with ``…``.
+    """
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    text = _INVISIBLE.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text
+    )
+    text = _MARKUP.sub(lambda m: m[0] + "\u200b", text)
+    return "".join(_ENTITIES.get(ch, ch) for ch in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +152,9 @@ class AlertSender:
             kind: what happened, e.g. ``"incident.opened"`` or ``"monitor.red"``.
             key: identity for deduplication, e.g. ``"incident:42"``.
             payload: JSON-serialisable details.
-            text: a one-line human summary (defaults to kind and key).
+            text: a one-line human summary in plain text (defaults to kind and key); it is
+                passed through :func:`chat_text`, so values quoted in it cannot format,
+                mention, link or break the line.
         """
         if not self.webhook_urls:
             return False
@@ -123,7 +163,7 @@ class AlertSender:
                 "kind": kind,
                 "key": key,
                 "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "text": text or f"tlspin {kind}: {key}",
+                "text": chat_text(text or f"tlspin {kind}: {key}"),
                 "payload": dict(payload),
             },
             separators=(",", ":"),

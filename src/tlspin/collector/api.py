@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import math
+import re
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
@@ -24,14 +25,23 @@ __all__ = ["register"]
 
 _bearer = HTTPBearer(auto_error=False, description="The collector token.")
 _MAX_ID = 2**62
+_SAFE = ("GET", "HEAD")
 
 
 def require_auth(request: Request, _: Annotated[Any, Depends(_bearer)] = None) -> None:
-    """Let the request through with the bearer token or a dashboard session; else 401."""
-    if not state_of(request).auth.authorized(request):
+    """Let the request through with the bearer token, or a dashboard session for reads; else
+    401.
+
+    Writes (POST) need the bearer token: a session cookie rides along with any form another
+    site posts, and the API checks no CSRF token (the dashboard's own forms do).
+    """
+    if not state_of(request).auth.authorized(request, session=request.method in _SAFE):
         raise HTTPException(
             status_code=401,
-            detail="a bearer token (Authorization: Bearer …) or a dashboard login is required",
+            detail=(
+                "a bearer token (Authorization: Bearer …) is required"
+                + (", or a dashboard login" if request.method in _SAFE else "")
+            ),
             headers={"WWW-Authenticate": "Bearer"},
         )
 
@@ -216,18 +226,32 @@ class MonitorRunCreated(BaseModel):
     results: int
 
 
-_CSV_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+# Characters that make a spreadsheet cell a formula (OWASP "CSV injection"), with the
+# full-width forms that East Asian spreadsheets also take as formula starts.
+_CSV_FORMULA = "=+-@\uff1d\uff0b\uff0d\uff20"
+# Where a cell can begin. Every field is quoted (RFC 4180), so a reader that uses the file's
+# own separator splits only between fields. A reader set to another separator does not: a
+# spreadsheet in a locale whose list separator is ';' reads '"a","b;=X()"' as the cells
+# 'a,"b' and '=X()"', because after the first field's closing quote it no longer sees
+# quoting. So a formula character after any separator a reader may split on (',', ';', tab),
+# or after a line break, can start a cell too; so can one behind spaces and double quotes,
+# which readers strip or take as quoting.
+_CSV_CELL_START = re.compile(
+    rf"(^|[,;\t\r\n])([\s\"]*)(?=[{re.escape(_CSV_FORMULA)}])"
+)
 
 
 def _csv_cell(value: Any) -> str:
+    """*value* as CSV cell text that no spreadsheet reads as a formula, whatever separator
+    it splits on: a ``'`` goes before each formula character that could start a cell."""
     text = "" if value is None else (" ".join(value) if isinstance(value, list) else str(value))
-    # A cell starting with = + - @ is a formula in spreadsheets: neutralise it (CSV injection).
-    return "'" + text if text.startswith(_CSV_FORMULA) else text
+    return _CSV_CELL_START.sub(r"\1\2'", text)
 
 
 def _csv(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> Response:
     out = io.StringIO()
-    writer = csv.writer(out)
+    # RFC 4180: every field quoted, CRLF line ends.
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_csv_cell(row.get(c)) for c in columns])

@@ -35,6 +35,7 @@ from tlspin.collector.intake import (
     Intake,
     IntakeUnavailable,
 )
+from tlspin.collector.limits import BodyTimeout, ConnectionGuard, RequestLimits
 from tlspin.collector.metrics import Metrics
 from tlspin.collector.settings import Settings
 from tlspin.collector.storage import Database
@@ -118,6 +119,7 @@ class CollectorState:
     alerts: AlertSender | None
     rate_checked: dict[str, float]
     intake: Intake
+    connections: ConnectionGuard
 
 
 def state_of(request: Request) -> CollectorState:
@@ -210,11 +212,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings()
     db = Database(settings.db_url)
+    metrics = Metrics(db)
     state = CollectorState(
         settings=settings,
         db=db,
-        auth=Auth(settings.token, session_seconds=settings.session_hours * 3600),
-        metrics=Metrics(db),
+        auth=Auth(settings.token, session_seconds=settings.session_hours * 3600,
+                  metrics_token=settings.metrics_token),
+        metrics=metrics,
         limiter=IPRateLimiter(*settings.ip_rate_limit),
         login_limiter=IPRateLimiter(10, 60.0),
         alerts=(
@@ -223,6 +227,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         rate_checked={},
         intake=_intake(settings, db),
+        connections=ConnectionGuard(
+            # Behind a proxy every connection comes from the proxy: a cap would starve it.
+            max_per_ip=None if settings.trust_forwarded_for else settings.max_connections_per_ip,
+            header_timeout=settings.header_timeout,
+            on_refused=metrics.count_refused_connection,
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -246,6 +256,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # At creation rather than in the lifespan: a bad database URL fails at once, and
         # apps driven without a lifespan (some test clients) still get their schema.
         db.migrate()
+    app.add_middleware(RequestLimits, guard=state.connections,
+                       body_timeout=settings.body_timeout)
     app.add_middleware(_SecurityHeaders)
     _intake_routes(app, state)
     from tlspin.collector import api, dashboard
@@ -316,6 +328,8 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             body = await _read_capped(request, settings.max_report_bytes)
         except ClientDisconnect:
             return _reject(state, 400, "disconnected", "the client went away")
+        except BodyTimeout as exc:
+            return _reject(state, 408, "slow-body", exc.detail, {"Connection": "close"})
         if body is None:
             return _reject(state, 413, "too-large",
                            f"the body exceeds {settings.max_report_bytes} bytes")
@@ -369,7 +383,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             # the benchmark's baseline.
             try:
                 body = await _read_capped(request, settings.max_report_bytes)
-            except ClientDisconnect:
+            except (ClientDisconnect, BodyTimeout):
                 body = None
             return JSONResponse({"status": "ignored", "bytes": len(body or b"")},
                                 status_code=201)
@@ -378,8 +392,16 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
                                  include_in_schema=False, route_class_override=_DirectRoute)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
-    def prometheus() -> Response:
+             response_class=Response,
+             responses={401: {"description": "The collector or metrics token is required."}})
+    def prometheus(request: Request) -> Response:
+        """Prometheus metrics; needs the collector token, the metrics token, or
+        ``metrics_public``."""
+        if not settings.metrics_public and not state.auth.authorized_for_metrics(request):
+            return JSONResponse(
+                {"detail": "a bearer token (the collector or the metrics token) is required"},
+                status_code=401, headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database check")

@@ -25,12 +25,17 @@ class Auth:
     Args:
         token: the shared secret, or None for an unauthenticated (loopback-only) collector.
         session_seconds: lifetime of a login.
+        metrics_token: a second secret that opens ``/metrics`` only.
     """
 
-    def __init__(self, token: str | None, *, session_seconds: float) -> None:
+    def __init__(self, token: str | None, *, session_seconds: float,
+                 metrics_token: str | None = None) -> None:
         self.enabled = token is not None
         secret = (token or "").encode()
         self._token_digest = hashlib.sha256(secret).digest()
+        self._metrics_digest = (
+            hashlib.sha256(metrics_token.encode()).digest() if metrics_token else None
+        )
         self._key = hashlib.sha256(b"tlspin-session-key\0" + secret).digest()
         self._session_seconds = session_seconds
 
@@ -38,6 +43,10 @@ class Auth:
         """Constant-time comparison of *candidate* with the token."""
         digest = hashlib.sha256(candidate.encode("utf-8", "replace")).digest()
         return self.enabled and hmac.compare_digest(digest, self._token_digest)
+
+    def _bearer(self, request: Request) -> str | None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
     def new_session(self) -> str:
         """A fresh session cookie value."""
@@ -64,15 +73,31 @@ class Auth:
         """True if *candidate* is the CSRF token of *cookie*."""
         return hmac.compare_digest(candidate, self.csrf_token(cookie))
 
-    def authorized(self, request: Request) -> bool:
-        """True if the request carries the bearer token or a valid session cookie."""
+    def authorized(self, request: Request, *, session: bool = True) -> bool:
+        """True if the request carries the bearer token or (if *session*) a valid session
+        cookie.
+
+        A cookie travels with any request the browser makes, a form posted by another site
+        on the same registrable domain included, so routes that change state and check no
+        CSRF token pass ``session=False``.
+        """
         if not self.enabled:
             return True
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and value and self.check_token(value.strip()):
+        bearer = self._bearer(request)
+        if bearer is not None and self.check_token(bearer):
             return True
-        return self.session_valid(request.cookies.get(COOKIE))
+        return session and self.session_valid(request.cookies.get(COOKIE))
+
+    def authorized_for_metrics(self, request: Request) -> bool:
+        """True if the request may read ``/metrics``: as :meth:`authorized`, or with the
+        metrics token as its bearer token."""
+        if self.authorized(request):
+            return True
+        bearer = self._bearer(request)
+        if bearer is None or self._metrics_digest is None:
+            return False
+        digest = hashlib.sha256(bearer.encode("utf-8", "replace")).digest()
+        return hmac.compare_digest(digest, self._metrics_digest)
 
 
 def safe_next(target: str | None) -> str:

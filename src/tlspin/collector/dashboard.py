@@ -117,8 +117,16 @@ def register(app: FastAPI) -> None:
         )
         return response
 
+    # POST /login needs no CSRF token: logging somebody in takes the one collector token,
+    # which an attacker who has it does not need to trick anybody into using.
+
     @app.post("/logout", include_in_schema=False)
     async def logout(request: Request) -> Response:
+        state = state_of(request)
+        form = await _form(request)
+        if not _csrf_ok(state, request, form):
+            return _render(request, "error.html", status=403,
+                           message="Not allowed: use the dashboard's Log out button.")
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE, path="/")
         return response

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -134,6 +135,25 @@ class ParsedReport:
         return hashlib.sha256(material.encode()).hexdigest()
 
 
+class _DuplicateKey(Exception):  # noqa: N818 - internal signal, never escapes this module
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's dict; a key given twice is refused (as in bundles): one parser takes
+    the first value and another the last, so the report would mean two things."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return out
+
+
 def parse_report(body: bytes) -> ParsedReport:
     """Validate and normalise one report body.
 
@@ -146,7 +166,11 @@ def parse_report(body: bytes) -> ParsedReport:
         msg = "the body is not UTF-8 text"
         raise ReportError(msg) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ReportError(
+            f"the report has the key {exc.key!r:.80} twice: parsers disagree on which counts"
+        ) from None
     except (json.JSONDecodeError, RecursionError):
         msg = "the body is not valid JSON"
         raise ReportError(msg) from None
@@ -249,6 +273,19 @@ def _bool(data: dict[str, Any], key: str) -> bool | None:
     return value
 
 
+# What a reported host name may be once canonical: a DNS name of LDH labels (as
+# tlspin.hosts allows: letters, digits, inner hyphens, underscores; IDNs as A-labels), or an IP
+# address literal. Nothing else: no zone ID, no brackets, no spaces or markup.
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
+_HOST_IP = re.compile(r"[0-9a-f:.]{2,45}")
+# Refused in the raw value before canonicalisation: a zone ID ("fe80::1%eth0") names an
+# interface of the sender's machine, not a host, and its text is free-form (the stdlib keeps
+# any character in it); control and format characters, separators and whitespace belong in no
+# host name (canonicalisation would strip some of them silently).
+_HOST_FORBIDDEN = re.compile(r"[%\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b\u200e\u200f"
+                             r"\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+
+
 def _hostname(data: dict[str, Any], key: str, *, required: bool) -> str | None:
     from tlspin.hosts import canonical_host
 
@@ -261,10 +298,31 @@ def _hostname(data: dict[str, Any], key: str, *, required: bool) -> str | None:
         raise ReportError(f"{key} must be a string, found {type(value).__name__}")
     if not value or len(value) > 253:
         raise ReportError(f"{key} must be a host name of 1 to 253 characters")
+    if _HOST_FORBIDDEN.search(value):
+        raise ReportError(
+            f"{key} is not a valid host name: expected a DNS name or an IP address, without "
+            "a zone ID (%), spaces or control characters"
+        )
     try:
-        return canonical_host(value)
+        host = canonical_host(value)
     except (ValueError, UnicodeError):
         raise ReportError(f"{key} is not a valid host name") from None
+    if not _is_host(host):  # Defensive: canonical_host's output, checked once more
+        raise ReportError(f"{key} is not a valid host name")
+    return host
+
+
+def _is_host(host: str) -> bool:
+    """True if *host* is a canonical DNS name or IP address literal (no zone ID)."""
+    if _HOST_NAME.fullmatch(host):
+        return True
+    if not _HOST_IP.fullmatch(host):
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(data: dict[str, Any]) -> int | None:

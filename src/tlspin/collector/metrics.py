@@ -64,6 +64,11 @@ class Metrics:
             "tlspin_alerts", "Alerts queued for webhooks, by kind.", ["kind"],
             registry=self.registry,
         )
+        self.connections_refused = Counter(
+            "tlspin_connections_refused", "Connections refused or closed by the limits, by "
+            "reason (too-many-connections from one IP, slow-head).", ["reason"],
+            registry=self.registry,
+        )
         self.registry.register(_OpenIncidents(db))
         self._accepted_by_format: dict[str, Counter] = {}
 
@@ -77,3 +82,7 @@ class Metrics:
         if child is None:
             child = self._accepted_by_format[kind] = self.accepted.labels(format=kind)
         child.inc()
+
+    def count_refused_connection(self, reason: str) -> None:
+        """Count one connection refused or closed by the limits."""
+        self.connections_refused.labels(reason=reason).inc()

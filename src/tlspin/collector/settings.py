@@ -11,6 +11,8 @@ __all__ = ["Settings"]
 
 _ENV_SETTINGS = "TLSPIN_COLLECTOR_SETTINGS"
 _ENV_TOKEN = "TLSPIN_COLLECTOR_TOKEN"  # noqa: S105 - the variable name, not a secret
+_ENV_METRICS_TOKEN = "TLSPIN_COLLECTOR_METRICS_TOKEN"  # noqa: S105 - a variable name
+_SECRETS = {"token": _ENV_TOKEN, "metrics_token": _ENV_METRICS_TOKEN}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,21 @@ class Settings:
         intake_process: validate and store reports in a worker process beside the event loop
             (the default; see :mod:`tlspin.collector.intake_worker`). False does that work in
             the app's process, as an in-memory SQLite database always does.
+        body_timeout: seconds a client has to send a whole request body; a slower one gets
+            408 and the connection is closed.
+        header_timeout: seconds a connection has to send a request's head (from the moment it
+            opens, or since its last response); a slower one is closed. Applied by
+            :class:`tlspin.collector.limits.GuardedHTTP` (which ``tlspin serve`` uses).
+        max_connections_per_ip: open connections one client IP may hold at once (None: no
+            limit); more are answered 429 and closed. It counts the TCP peer, so it is not
+            applied with *trust_forwarded_for* (the proxy in front must limit connections).
+            Applied by :class:`tlspin.collector.limits.GuardedHTTP`.
+        metrics_token: a second secret that opens ``/metrics`` and nothing else, for a
+            Prometheus scraper (``authorization: {credentials_file: …}``). The collector token
+            opens ``/metrics`` too.
+        metrics_public: serve ``/metrics`` to anybody (for scrapers on a private network that
+            cannot send a token). Off by default: the metrics tell an outsider how many
+            reports arrive and which are refused.
     """
 
     db_url: str = "sqlite:///tlspin.db"
@@ -53,12 +70,27 @@ class Settings:
     migrate: bool = True
     benchmark_noop: bool = False
     intake_process: bool = True
+    body_timeout: float = 20.0
+    header_timeout: float = 20.0
+    max_connections_per_ip: int | None = 32
+    metrics_token: str | None = field(default=None, repr=False)
+    metrics_public: bool = False
 
     def __post_init__(self) -> None:
-        if self.token is not None and len(self.token) < 16:
-            raise ValueError(
-                f"the collector token must be at least 16 characters, found {len(self.token)}"
-            )
+        for what, secret in (("the collector token", self.token),
+                             ("the metrics token", self.metrics_token)):
+            if secret is not None and len(secret) < 16:
+                raise ValueError(f"{what} must be at least 16 characters, found {len(secret)}")
+        if self.metrics_token is not None and self.metrics_token == self.token:
+            msg = "metrics_token must differ from the collector token (it opens only /metrics)"
+            raise ValueError(msg)
+        for name in ("body_timeout", "header_timeout"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                raise ValueError(f"{name} must be seconds in (0, 3600], found {value}")
+        limit = self.max_connections_per_ip
+        if limit is not None and limit < 1:
+            raise ValueError(f"max_connections_per_ip must be at least 1 or None, found {limit}")
         if self.max_report_bytes < 1024:
             raise ValueError(
                 f"max_report_bytes must be at least 1024, found {self.max_report_bytes}"
@@ -80,18 +112,21 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """Environment variables that let :meth:`from_env` rebuild these settings in a worker.
 
-        The token travels in its own variable so that it never appears in the JSON.
+        The tokens travel in their own variables so that they never appear in the JSON.
         """
         data = asdict(self)
-        token = data.pop("token")
-        env = {_ENV_SETTINGS: json.dumps(data)}
-        if token is not None:
-            env[_ENV_TOKEN] = token
+        env = {}
+        for name, variable in _SECRETS.items():
+            secret = data.pop(name)
+            if secret is not None:
+                env[variable] = secret
+        env[_ENV_SETTINGS] = json.dumps(data)
         return env
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``TLSPIN_COLLECTOR_SETTINGS`` (JSON) and ``TLSPIN_COLLECTOR_TOKEN``.
+        """Build settings from ``TLSPIN_COLLECTOR_SETTINGS`` (JSON), ``TLSPIN_COLLECTOR_TOKEN``
+        and ``TLSPIN_COLLECTOR_METRICS_TOKEN``.
 
         Raises:
             ValueError: the JSON is malformed or names an unknown setting.
@@ -109,7 +144,8 @@ class Settings:
         for key in ("webhooks", "ip_rate_limit", "alert_rate_threshold"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
-        data["token"] = env.get(_ENV_TOKEN) or None
+        for name, variable in _SECRETS.items():
+            data[name] = env.get(variable) or None
         try:
             return cls(**data)
         except TypeError as exc:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
+import os
+import re
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +42,7 @@ __all__ = [
     "Database",
     "Stored",
     "alembic_config",
+    "check_url",
     "latest_monitor_results",
     "monitor_history",
     "normalise_url",
@@ -46,6 +51,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+log = logging.getLogger("tlspin.collector")
 
 _MIGRATION_LOCK = 74_690_005  # pg_advisory_xact_lock key: one migrator at a time
 
@@ -56,6 +63,76 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+_EXPECTED_URL = "expected a database URL sqlite:///FILE or postgresql://USER@HOST/DB"
+# The drivers the collector is built and tested with (SQLAlchemy's names).
+_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("psycopg",)}
+
+
+def _redacted(url: str) -> str:
+    """*url* with any password replaced, for messages (a URL that does not parse may still
+    hold one between ':' and '@')."""
+    return re.sub(r":[^/@]*@", ":***@", url)[:200]
+
+
+def check_url(url: str) -> str:
+    """Return the SQLAlchemy form of a collector database URL, or say why it is not one.
+
+    Raises:
+        ValueError: not a URL, or not an SQLite or PostgreSQL (psycopg 3) one; the message
+            shows the URL with its password hidden.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not isinstance(url, str) or "\x00" in url:
+        msg = f"{_EXPECTED_URL}, found {url!r:.200}"
+        raise ValueError(msg)
+    normal = normalise_url(url.strip())
+    try:
+        backend, _, driver = make_url(normal).drivername.partition("+")
+    except (ArgumentError, ValueError, TypeError):
+        msg = f"{_EXPECTED_URL}, found {_redacted(url)!r}, which is not a URL"
+        raise ValueError(msg) from None
+    if driver not in _DRIVERS.get(backend, ()):
+        scheme = normal.partition("://")[0]
+        msg = (
+            f"{_EXPECTED_URL}, found {_redacted(url)!r}: the collector stores reports in "
+            f"SQLite or PostgreSQL (through psycopg 3), not {scheme}"
+        )
+        raise ValueError(msg)
+    return normal
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the SQLite database *path* readable by its owner only (mode 0600).
+
+    SQLite would create the file with the process umask (usually 0644: every local user could
+    read the reports and the senders' addresses), and gives its ``-wal``, ``-shm`` and
+    ``-journal`` files the database file's mode. So the file is created here first, empty
+    (SQLite takes an empty file as an empty database); an existing one of this user that others
+    can read is tightened, with a warning.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # no such directory, read-only...: SQLite says so when it opens the file
+    if os.name != "posix":
+        return  # Defensive: no POSIX modes; the directory's ACLs decide
+    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            info = os.stat(name)
+        except OSError:
+            continue
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(name, 0o600)
+            log.warning("%s was readable by other users (mode %04o); made it 0600", name,
+                        stat.S_IMODE(info.st_mode))
 
 
 def alembic_config() -> Config:
@@ -90,12 +167,17 @@ class Database:
     """
 
     def __init__(self, url: str) -> None:
-        self.url = normalise_url(url)
+        self.url = check_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         memory = self.url in ("sqlite://", "sqlite:///:memory:")  # one private database
         #: The database lives in this process's memory: no other process can open it.
         self.in_memory = memory or (self.is_sqlite and "mode=memory" in self.url)
         if self.is_sqlite:
+            from sqlalchemy.engine import make_url
+
+            database = make_url(self.url).database or ""
+            if not self.in_memory and database and not database.startswith("file:"):
+                _private_sqlite_file(Path(database))
             self.engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
