@@ -37,7 +37,7 @@ from tlspin.policy import PinPolicy
 VECTORS = Path(__file__).parents[1] / "vectors" / "bundles"
 MANIFEST = "vectors.json"
 FORMAT = "tlspin-bundle-vectors/1"
-_ADD = re.compile(r'^\s*\.add\("([^"]+)",\s*$')
+_ADD = re.compile(r'^\s*(?:pins)?\.add\("([^"]+)",\s*$')
 _PIN_LINE = re.compile(r'^\s*"((?:sha256|sha1)/[^"]+)"')
 
 
