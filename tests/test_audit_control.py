@@ -385,6 +385,22 @@ def test_no_control_run_leaves_a_pinned_client_inconclusive(world: World) -> Non
     assert kinds(report) == ["forged"]
 
 
+def test_control_run_without_expectations(world: World) -> None:
+    """--control-run settles quiet hosts without --expect-pinned; --control-cert with
+    --no-control-run is a usage error that runs nothing."""
+    status, report = audit(world, python(world, "pinned_urllib.py", world.url("tls13", "/y"),
+                                         world.leaf.pin), "--control-run", expect=())
+    assert (status, entry(report, world.servers["tls13"].port)["verdict"]) == (0, "pinned")
+    assert kinds(report) == ["forged", "control", "confirmation"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "tlspin", "audit", "--no-control-run", "--control-cert",
+         str(world.cafile), "--control-key", str(world.cafile), "--", sys.executable, "-c",
+         "print('ran')"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "--no-control-run" in proc.stderr
+    assert "ran" not in proc.stdout
+
+
 # --- attacks on the control run -----------------------------------------------------------------
 
 

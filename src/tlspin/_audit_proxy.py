@@ -467,6 +467,7 @@ class AuditProxy(LoopService):
             return
         self._track(up[1])
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
         watch = RecordWatch()
         done = asyncio.Event()
         relay = asyncio.ensure_future(
