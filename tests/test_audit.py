@@ -172,13 +172,14 @@ def test_plain_requests_is_not_pinned(origin: Origin) -> None:
 
 
 def test_tlspin_pinned_requests_is_inconclusive_not_pinned(origin: Origin) -> None:
-    """A tlspin-pinned script checks after the handshake and hangs up without a byte: the audit
-    cannot tell that from a program with nothing to send, so it says inconclusive (exit 3),
-    names that evidence, and the origin gets nothing."""
+    """A tlspin-pinned script checks after the handshake and hangs up without a byte: without
+    a control run the audit cannot tell that from a program with nothing to send, so it says
+    inconclusive (exit 3), names that evidence, and the origin gets nothing."""
     script = [sys.executable, str(origin.scripts / "pinned.py"), origin.url("/pinned"),
               origin.leaf.pin, origin.backup_pin]
     out: list[Any] = []
-    seen = received_during(origin, lambda: out.append(run_audit(origin, script)))
+    seen = received_during(origin, lambda: out.append(
+        run_audit(origin, script, "--no-control-run")))
     status, report, stderr = out[0]
     entry = host_report(report)
     assert status == 3, report
@@ -220,11 +221,13 @@ def test_curl_without_pin_is_not_pinned(origin: Origin) -> None:
 
 @curl
 def test_curl_with_pinnedpubkey_is_inconclusive(origin: Origin) -> None:
-    """curl --pinnedpubkey hangs up after the forged handshake without a byte: inconclusive."""
+    """curl --pinnedpubkey hangs up after the forged handshake without a byte: on its own (no
+    control run), inconclusive."""
     pin = origin.leaf.pin.replace("sha256/", "sha256//")
     out: list[Any] = []
     seen = received_during(origin, lambda: out.append(run_audit(
-        origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-pinned")])))
+        origin, ["curl", "-sS", "--pinnedpubkey", pin, origin.url("/curl-pinned")],
+        "--no-control-run")))
     status, report, stderr = out[0]
     entry = host_report(report)
     assert (status, entry["verdict"], report["exit_code"]) == (3, "inconclusive", 90), stderr
@@ -266,6 +269,20 @@ def test_node_with_pin_check_sends_nothing(origin: Origin) -> None:
     assert entry["requests"] == []
     assert "pin mismatch" in stderr
     assert seen == []
+
+
+@node
+def test_node_with_pin_check_is_proven_pinned_by_the_control_run(origin: Origin) -> None:
+    """The same node client, trusting the origin's CA as a deployed one would: the control run
+    passes its connection to the origin, where it sends its request, and the forgery gets
+    nothing before and after: pinned (exit 0). Only the control run's request arrives."""
+    out: list[Any] = []
+    seen = received_during(origin, lambda: out.append(run_audit(
+        origin, ["node", str(origin.scripts / "client.js"), origin.url("/node-control"),
+                 origin.leaf.pin], env={"NODE_EXTRA_CA_CERTS": str(origin.cafile)})))
+    status, report, stderr = out[0]
+    assert (status, host_report(report)["verdict"]) == (0, "pinned"), stderr
+    assert seen == ["GET /node-control HTTP/1.1"]
 
 
 @node
@@ -419,7 +436,7 @@ def test_handshake_then_silence_is_inconclusive(origin: Origin, raw_client: Path
         origin, [sys.executable, str(raw_client), f"{HOST}:{origin.server.port}", "silent"])
     entry = host_report(report)
     assert (status, entry["verdict"]) == (3, "inconclusive")
-    assert entry["details"] == [
+    assert entry["details"][:1] == [
         "the handshake completed, then the program closed the connection without sending a "
         "byte; a client that checks pins after the handshake (curl --pinnedpubkey, tlspin, "
         "OkHttp) does this, and so does one that had nothing to send: not proof of a pin"]
@@ -488,8 +505,10 @@ def test_control_run_proves_a_post_handshake_pin(origin: Origin, control: list[s
     status, report, stderr = out[0]
     entry = host_report(report)
     assert (status, entry["verdict"], report["status"]) == (0, "pinned", "met"), stderr
-    assert "control run with the genuine certificate: the program sent application data" in (
-        entry["details"][-1])
+    assert [run["kind"] for run in report["runs"]] == ["forged", "control", "confirmation"]
+    assert entry["details"][-1].startswith("pinned, by control: the program sent nothing "
+                                           "through the forged certificate")
+    assert "to the genuine certificate (--control-cert)" in entry["details"][-1]
     assert seen == ["GET /control HTTP/1.1"]
 
 
@@ -514,7 +533,8 @@ def test_control_run_cannot_turn_silence_into_a_pin(
         origin, [sys.executable, str(raw_client), target, "silent"], *control, env=env)
     entry = host_report(report)
     assert (status, entry["verdict"]) == (3, "inconclusive")
-    assert "no application data either" in entry["details"][-1]
+    assert "no application data to the genuine certificate (--control-cert) either" in (
+        entry["details"][-1])
     status, report, _ = run_audit(
         origin, [sys.executable, str(raw_client), target, "secret-close"], *control, env=env)
     assert (status, host_report(report)["verdict"]) == (1, "not-pinned")

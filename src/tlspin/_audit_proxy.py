@@ -13,7 +13,15 @@ Each connection's verdict rests on evidence the proxy saw itself, named in ``Con
   ``pinned``;
 * anything else (the handshake completed and the program sent nothing before closing or before
   the timeout, a hang-up during the handshake without an alert, bytes sent before the tunnel was
-  answered) → ``inconclusive``: absence of data is not proof of a pin check.
+  answered) → ``inconclusive``: absence of data is not proof of a pin check. Those of them where
+  the program saw the forged certificate and sent neither a byte nor an alert are ``quiet``: the
+  case a control run can settle.
+
+In a control run, the host:port pairs named in *control* are not forged: each connection to one
+of them is passed through, unchanged, to the genuine server at the address the proxy would
+forward to anyway (a loopback address), and `RecordWatch` counts the application data the
+program sends it. With *present* (the genuine certificate and key), the proxy serves that
+certificate for them instead and counts the decrypted bytes.
 """
 
 from __future__ import annotations
@@ -24,26 +32,37 @@ import ipaddress
 import logging
 import os
 import ssl
-from asyncio import sslproto
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from tlspin._loopserver import MAX_HEAD, TIMEOUT, LoopService, reply, tunnel
+from tlspin._audit_wire import (
+    FORGED_ALPN,
+    MAX_LINE,
+    PASSED_THROUGH,
+    QUIET_EOF,
+    TapReader,
+    alert_received,
+    ended,
+    hung_up,
+    judge_passthrough,
+    norm_host,
+    redact_request_line,
+)
+from tlspin._loopserver import TIMEOUT, LoopService, reply, tunnel
 from tlspin._net import resolve_loopback, split_target
+from tlspin._tls_records import RecordWatch, watch_tunnel
 
 if TYPE_CHECKING:
     from tlspin.testing.pki import CA
 
-__all__ = ["AuditProxy", "Connection", "redact_request_line"]
+__all__ = ["AuditProxy", "Connection", "norm_host", "redact_request_line"]
 
 # How long a program may sit on a forged session before sending its first byte.
 _FIRST_BYTE_TIMEOUT = 60.0
 # After the first byte, how long to wait for the rest of the first line (the request line).
 _LINE_TIMEOUT = 2.0
-_MAX_LINE = 8192
-
 Outcome = Literal["not-pinned", "plaintext", "inconclusive", "pinned", "refused"]
 
 # TLS alerts that say "I do not accept your certificate" (RFC 8446 §6.2).
@@ -52,7 +71,6 @@ _CERTIFICATE_ALERTS = frozenset({
     "certificate unknown", "unknown ca", "access denied", "certificate required",
     "bad certificate status response",
 })
-_ALERT_PREFIXES = ("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_")
 _POST_HANDSHAKE_SILENCE = (
     "a client that checks pins after the handshake (curl --pinnedpubkey, tlspin, OkHttp) "
     "does this, and so does one that had nothing to send: not proof of a pin"
@@ -70,12 +88,19 @@ class Connection:
             ``"plaintext"`` (unencrypted HTTP), ``"refused"`` (the program aborted the handshake
             with a TLS alert), ``"pinned"`` (it completed the handshake, then rejected the
             certificate with an alert before any byte) or ``"inconclusive"`` (no evidence
-            either way, e.g. it completed the handshake and closed without a byte).
+            either way, e.g. it completed the handshake and closed without a byte). Always
+            ``"inconclusive"`` for a *control* connection: by itself it proves nothing.
         request_line: the first request line, query string blanked; None if none was seen.
         detail: the evidence for the verdict, in words.
-        upstream: what happened upstream (forwarded, failed, or not contacted, and why).
-        sent: application bytes the program sent through the forged session.
+        upstream: what happened upstream (forwarded, passed through, failed, or not contacted).
+        sent: application bytes the program sent (through the forged session; for a control
+            connection, to the genuine server: encrypted bytes when passed through).
         completed: True when the program completed the TLS handshake with the proxy.
+        quiet: True when the program saw the forged certificate and then sent neither an
+            application byte nor a TLS alert: what a post-handshake pin check looks like, and
+            what a control run can settle.
+        control: True for a control-run connection to the genuine server (or certificate).
+        records: for a passed-through control connection, the application-data records sent.
     """
 
     host: str
@@ -86,127 +111,9 @@ class Connection:
     upstream: str = ""
     sent: int = 0
     completed: bool = False
-
-
-class _QuietEOF(logging.Filter):
-    """Drop asyncio's warning about ``eof_received`` over TLS (each pinned hang-up logs one)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "eof_received() has no effect when using ssl" not in record.getMessage()
-
-
-_QUIET_EOF = _QuietEOF()
-
-
-class _TapReader(asyncio.StreamReader):
-    """A stream reader that counts what arrives, in plaintext and through TLS, as it arrives.
-
-    ``StreamReader.read`` raises a pending exception before it returns buffered data, so a
-    program that sends bytes and then resets the connection would look as if it sent nothing.
-    Counting in ``feed_data`` cannot miss them.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(limit=MAX_HEAD)
-        self.plain = 0  # bytes read off the socket before the TLS layer took over
-        self.tls = 0  # application bytes decrypted from the forged session
-        self.first = bytearray()  # the first decrypted bytes (for the request line)
-        self.eof = False
-        self.changed = asyncio.Event()
-        self._raw: asyncio.BaseTransport | None = None
-
-    def set_transport(self, transport: asyncio.BaseTransport) -> None:
-        super().set_transport(transport)
-        self._raw = transport
-
-    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
-        data = bytes(data)
-        # Decrypted data comes from the SSL protocol that start_tls put on the raw transport.
-        raw = self._raw
-        if raw is not None and isinstance(raw.get_protocol(), sslproto.SSLProtocol):
-            self.tls += len(data)
-            if len(self.first) < _MAX_LINE:
-                self.first += data[: _MAX_LINE - len(self.first)]
-        else:
-            self.plain += len(data)
-        super().feed_data(data)
-        self.changed.set()
-
-    def feed_eof(self) -> None:
-        self.eof = True
-        super().feed_eof()
-        self.changed.set()
-
-    def set_exception(self, exc: Exception) -> None:
-        super().set_exception(exc)
-        self.changed.set()
-
-    async def wait_until(self, done: Any, timeout: float) -> bool:
-        """Wait until ``done()`` is true or the stream ends/fails; False on timeout."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while not (done() or self.eof or self.exception() is not None):
-            self.changed.clear()
-            left = end - loop.time()
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self.changed.wait(), left)
-            except TimeoutError:
-                return False
-        return True
-
-
-def redact_request_line(line: bytes) -> str:
-    """Keep the method, path and version of a request line; blank queries and credentials."""
-    text = line.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
-    parts = text.split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        printable = "".join(ch if ch.isprintable() else "." for ch in text[:40])
-        return f"<not an HTTP/1 request line: {printable!r}>"
-    method, target, version = parts
-    if "://" in target:
-        try:
-            url = urlsplit(target)
-            port = url.port
-        except ValueError:
-            return "<an absolute-form request line with an invalid URL>"
-        host = url.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        if port:
-            netloc += f":{port}"
-        target = f"{url.scheme}://{netloc}{url.path or '/'}" + ("?…" if url.query else "")
-    elif "?" in target:
-        target = target.split("?", 1)[0] + "?…"
-    if len(target) > 200:
-        target = target[:200] + "…"
-    target = "".join(ch if ch.isprintable() else "." for ch in target)
-    method = "".join(ch for ch in method if ch.isalnum() or ch in "-_")[:20]
-    version = "".join(ch for ch in version if ch.isalnum() or ch in "/.")[:10]
-    return f"{method} {target} {version}"
-
-
-def _alert(exc: BaseException) -> str | None:
-    """The TLS alert an ``ssl.SSLError`` reports receiving (``"unknown ca"``), if any."""
-    reason = getattr(exc, "reason", None)
-    if not isinstance(reason, str):
-        return None
-    for prefix in _ALERT_PREFIXES:
-        if reason.startswith(prefix):
-            return reason[len(prefix) :].lower().replace("_", " ")
-    return None
-
-
-def _ended(exc: BaseException | None) -> str:
-    """How a connection ended, for the evidence text."""
-    if exc is None:
-        return "closed the connection"
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, ConnectionResetError):
-        return "reset the connection"
-    if isinstance(reason, str) and reason:
-        return f"ended the connection ({reason.lower().replace('_', ' ')})"
-    return f"ended the connection ({type(exc).__name__})"
+    quiet: bool = False
+    control: bool = False
+    records: int = 0
 
 
 class AuditProxy(LoopService):
@@ -216,8 +123,10 @@ class AuditProxy(LoopService):
         resolve: host name (lower case) → loopback IP, for forwarding upstream.
         upstream_cafile: CA bundle to verify upstream servers (default: system store).
         ca: the forging CA (default: a fresh one).
-        present: a server context to present for every CONNECT instead of forged certificates
-            (the control run of ``tlspin audit --control-cert``: the genuine certificate).
+        control: the host:port pairs of a control run (host names as `norm_host` gives
+            them): their connections go to the genuine server instead of a forgery.
+        present: with *control*, a server context to present for those pairs instead of passing
+            them through (``tlspin audit --control-cert``: the genuine certificate and key).
     """
 
     def __init__(
@@ -226,6 +135,7 @@ class AuditProxy(LoopService):
         resolve: Mapping[str, str] | None = None,
         upstream_cafile: str | os.PathLike[str] | None = None,
         ca: CA | None = None,
+        control: Collection[tuple[str, int]] = (),
         present: ssl.SSLContext | None = None,
     ) -> None:
         from tlspin.testing.pki import CA
@@ -237,14 +147,15 @@ class AuditProxy(LoopService):
             if not ipaddress.ip_address(address).is_loopback:
                 raise ValueError(f"expected a loopback address for {name}, found {address!r}")
         self._upstream_cafile = None if upstream_cafile is None else os.fspath(upstream_cafile)
-        self._upstream_ctx: ssl.SSLContext | None = None
+        self._upstream_ctx: dict[str | None, ssl.SSLContext] = {}
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._control = frozenset((norm_host(h), p) for h, p in control)
         self._present = present
         self._connections: list[Connection] = []
 
     def start(self) -> Self:
         """Listen on an ephemeral port of 127.0.0.1 (`url` is ``http://127.0.0.1:PORT``)."""
-        logging.getLogger("asyncio").addFilter(_QUIET_EOF)  # idempotent: same filter object
+        logging.getLogger("asyncio").addFilter(QUIET_EOF)  # idempotent: same filter object
         return super().start()
 
     async def _open(self) -> None:
@@ -252,7 +163,7 @@ class AuditProxy(LoopService):
         loop = asyncio.get_running_loop()
 
         def protocol() -> asyncio.StreamReaderProtocol:
-            return asyncio.StreamReaderProtocol(_TapReader(), self._serve)
+            return asyncio.StreamReaderProtocol(TapReader(), self._serve)
 
         self._server = await loop.create_server(protocol, self._host, 0)
         self._port = self._server.sockets[0].getsockname()[1]
@@ -274,7 +185,7 @@ class AuditProxy(LoopService):
 
     # --- serving ----------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert isinstance(reader, _TapReader)
+        assert isinstance(reader, TapReader)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         line = head.split(b"\r\n", 1)[0]
         method, _, rest = line.decode("latin-1").strip().partition(" ")
@@ -294,8 +205,13 @@ class AuditProxy(LoopService):
                 await reply(writer, "400 Bad Request",
                             "tlspin audit: bytes followed the CONNECT request before the answer")
                 return
+            control = (norm_host(host), port) in self._control
+            if control and self._present is None:
+                await self._pass_through(reader, writer, host, port)
+                return
             try:
-                context = self._forged_context(host)
+                context = self._present if control and self._present else (
+                    self._forged_context(host))
             except ValueError as exc:
                 # Never drop a connection silently: it would vanish from the report.
                 self._record(Connection(host, port, "inconclusive", detail=(
@@ -306,7 +222,7 @@ class AuditProxy(LoopService):
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
             await self._intercept(
-                reader, writer, host, port, context=context, head_size=len(head))
+                reader, writer, host, port, context=context, head_size=len(head), control=control)
             return
         await self._plain(reader, writer, head, line, target)
 
@@ -369,15 +285,13 @@ class AuditProxy(LoopService):
     def _forged_context(self, host: str) -> ssl.SSLContext:
         from tlspin.testing.pki import server_context
 
-        if self._present is not None:
-            return self._present
-        name = host.strip("[]").lower().rstrip(".")
+        name = norm_host(host)
         with self._cond:
             ctx = self._contexts.get(name)
             if ctx is None:
                 # The name goes in the SAN; the CN (at most 64 characters) is only a label.
                 leaf = self.ca.issue(name, common_name=name[:64] or "tlspin audit")
-                ctx = server_context(leaf, alpn=["http/1.1"])
+                ctx = server_context(leaf, alpn=FORGED_ALPN)
                 # No session tickets: the server then sends nothing after the handshake, so a
                 # program that writes and closes leaves no unread data behind, and its close is a
                 # FIN, not a reset that could discard the bytes it sent.
@@ -388,20 +302,24 @@ class AuditProxy(LoopService):
 
     async def _intercept(
         self,
-        reader: _TapReader,
+        reader: TapReader,
         writer: asyncio.StreamWriter,
         host: str,
         port: int,
         *,
         context: ssl.SSLContext,
         head_size: int,
+        control: bool = False,
     ) -> None:
         completed = False
+        # In a control run with --control-cert, the program sees the genuine certificate.
+        certificate = "the genuine certificate" if control else "the forged certificate"
 
         def record(verdict: Outcome, detail: str, line: str | None = None, upstream: str = "",
-                   ) -> None:
-            self._record(Connection(host, port, verdict, line, detail, upstream, reader.tls,
-                                    completed))
+                   *, quiet: bool = False) -> None:
+            self._record(Connection(
+                host, port, "inconclusive" if control else verdict, line, detail, upstream,
+                reader.tls, completed, quiet=quiet and not control, control=control))
 
         def early() -> str | None:
             extra = reader.plain - head_size
@@ -413,27 +331,32 @@ class AuditProxy(LoopService):
         try:
             await writer.start_tls(context, ssl_handshake_timeout=TIMEOUT)
         except ssl.SSLError as exc:
-            alert = _alert(exc)
+            alert = alert_received(exc)
             if early():
                 record("inconclusive", f"{early()}; the handshake then failed")
             elif alert is not None:
                 hint = (" (it does not trust the audit CA: it may pin, or use its own store)"
-                        if alert == "unknown ca" else "")
+                        if alert == "unknown ca" and not control else "")
                 record("refused", f"the program aborted the handshake with TLS alert "
                        f"'{alert}'{hint}")
             elif getattr(exc, "reason", "") == "HTTP_REQUEST":
                 record("plaintext", "the program sent unencrypted HTTP through the CONNECT "
                        "tunnel instead of a TLS handshake")
+            elif hung_up(exc):
+                record("inconclusive", f"the program {ended(exc)} during the handshake without "
+                       "a TLS alert", quiet=True)
             else:
-                record("inconclusive", f"the handshake failed: {_ended(exc)} (no TLS alert)")
+                # The audit's side failed (no shared cipher, version, signature algorithm): the
+                # program may never have seen the certificate, so its silence says nothing.
+                record("inconclusive", f"the handshake failed: {ended(exc)} (no TLS alert)")
             return
         except TimeoutError:
             record("inconclusive", early() or
                    f"the program did not complete the handshake within {TIMEOUT:g} s")
             return
         except (OSError, EOFError) as exc:
-            record("inconclusive", early() or f"the program {_ended(exc)} during the handshake "
-                   "without a TLS alert")
+            record("inconclusive", early() or f"the program {ended(exc)} during the handshake "
+                   "without a TLS alert", quiet=early() is None)
             return
         self._track(writer)  # start_tls replaced the transport
         completed = True
@@ -441,7 +364,7 @@ class AuditProxy(LoopService):
             arrived = await reader.wait_until(lambda: reader.tls > 0, _FIRST_BYTE_TIMEOUT)
             if reader.tls > 0:
                 await reader.wait_until(
-                    lambda: b"\n" in reader.first or len(reader.first) >= _MAX_LINE,
+                    lambda: b"\n" in reader.first or len(reader.first) >= MAX_LINE,
                     _LINE_TIMEOUT,
                 )
         except asyncio.CancelledError:
@@ -449,38 +372,45 @@ class AuditProxy(LoopService):
                    "connection was open and silent")
             raise
         if reader.tls > 0:
-            await self._forward(reader, writer, host, port, record, extra=early())
+            await self._forward(reader, writer, host, port, record, extra=early(),
+                                certificate=certificate)
             return
         if early():
             record("inconclusive", early() or "")
             return
         failure = reader.exception()
-        alert = None if failure is None else _alert(failure)
+        alert = None if failure is None else alert_received(failure)
         if alert in _CERTIFICATE_ALERTS:
-            record("pinned", f"the handshake completed, then the program rejected the forged "
-                   f"certificate with TLS alert '{alert}' before sending any byte")
+            record("pinned", f"the handshake completed, then the program rejected {certificate} "
+                   f"with TLS alert '{alert}' before sending any byte")
         elif not arrived:
+            # Not quiet: a program waiting for the server to speak first (SMTP, IMAP) does this.
             record("inconclusive", f"the handshake completed, then no byte in "
                    f"{_FIRST_BYTE_TIMEOUT:g} s")
+        elif control:
+            record("inconclusive", f"the handshake completed, then the program "
+                   f"{ended(failure)} without sending a byte")
         else:
             record("inconclusive", f"the handshake completed, then the program "
-                   f"{_ended(failure)} without sending a byte; {_POST_HANDSHAKE_SILENCE}")
+                   f"{ended(failure)} without sending a byte; {_POST_HANDSHAKE_SILENCE}",
+                   quiet=True)
 
     async def _forward(
         self,
-        reader: _TapReader,
+        reader: TapReader,
         writer: asyncio.StreamWriter,
         host: str,
         port: int,
         record: Any,
         *,
         extra: str | None,
+        certificate: str,
     ) -> None:
         first = bytes(reader.first)
         line = redact_request_line(first) if b"\n" in first else (
             f"<{reader.tls} byte(s), not a complete request line>")
         detail = (f"the handshake completed, then the program sent {reader.tls} byte(s) of "
-                  "application data through the forged certificate")
+                  f"application data through {certificate}")
         address = self._loopback(host)
         if extra is not None:
             # Plaintext sits in front of the decrypted bytes: nothing coherent to forward.
@@ -490,10 +420,13 @@ class AuditProxy(LoopService):
             record("not-pinned", detail, line, self._not_contacted(host))
             await reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
             return
+        ssl_object = writer.get_extra_info("ssl_object")
+        alpn = None if ssl_object is None else ssl_object.selected_alpn_protocol()
         try:
             up = await asyncio.wait_for(
                 asyncio.open_connection(
-                    address, port, ssl=self._upstream_context(), server_hostname=host.strip("[]")
+                    address, port, ssl=self._upstream_context(alpn),
+                    server_hostname=host.strip("[]"),
                 ),
                 TIMEOUT,
             )
@@ -506,6 +439,57 @@ class AuditProxy(LoopService):
         # What the program sent is still in the reader's buffer; the tunnel passes it on.
         await self._relay((reader, writer), up)
 
+    async def _pass_through(
+        self, reader: TapReader, writer: asyncio.StreamWriter, host: str, port: int
+    ) -> None:
+        """A control-run connection: relay it, unchanged, to the genuine server and watch it."""
+
+        def record(detail: str, upstream: str, watch: RecordWatch | None = None,
+                   *, counted: bool = False) -> None:
+            self._record(Connection(
+                host, port, "inconclusive", detail=detail, upstream=upstream,
+                sent=watch.sent if watch is not None and counted else 0,
+                completed=watch is not None and watch.handshake_done,
+                control=True, records=watch.records if watch is not None and counted else 0))
+
+        # The same address the forged run forwards to: loopback only, never a DNS answer, and
+        # the program's CONNECT line chooses nothing but which of the audited names it is.
+        address = self._loopback(host)
+        if address is None:
+            record("the genuine server was not contacted", self._not_contacted(host))
+            await reply(writer, "502 Bad Gateway", "tlspin audit: upstream not contacted")
+            return
+        try:
+            up = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            record("the genuine server could not be reached", self._failed(address, port, exc))
+            await reply(writer, "502 Bad Gateway", "tlspin audit: upstream failed")
+            return
+        self._track(up[1])
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        watch = RecordWatch()
+        done = asyncio.Event()
+        relay = asyncio.ensure_future(
+            watch_tunnel((reader, writer), up, watch, on_program_done=done))
+        waiter = asyncio.ensure_future(done.wait())
+        upstream = f"{PASSED_THROUGH} {address}:{port}, not decrypted"
+        recorded = False
+        try:
+            await asyncio.wait([relay, waiter], return_when=asyncio.FIRST_COMPLETED)
+            recorded = True
+            detail, counted = judge_passthrough(watch, host)
+            record(detail, upstream, watch, counted=counted)
+            await relay
+        finally:
+            if not recorded:  # the audit is ending with the connection still open
+                detail, counted = judge_passthrough(watch, host)
+                record(f"{detail} (the audit ended with the connection open)", upstream, watch,
+                       counted=counted)
+            waiter.cancel()
+            relay.cancel()
+            up[1].close()
+
     async def _relay(
         self,
         program: tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -517,9 +501,11 @@ class AuditProxy(LoopService):
         finally:
             upstream[1].close()
 
-    def _upstream_context(self) -> ssl.SSLContext:
-        if self._upstream_ctx is None:
+    def _upstream_context(self, alpn: str | None) -> ssl.SSLContext:
+        # The protocol the program negotiated with the forgery, so the relayed bytes make sense.
+        ctx = self._upstream_ctx.get(alpn)
+        if ctx is None:
             ctx = ssl.create_default_context(cafile=self._upstream_cafile)
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._upstream_ctx = ctx
-        return self._upstream_ctx
+            ctx.set_alpn_protocols([alpn or "http/1.1"])
+            self._upstream_ctx[alpn] = ctx
+        return ctx

@@ -18,17 +18,21 @@ verdict names its evidence:
   ``--pinnedpubkey``, tlspin and OkHttp looks exactly like that, but so does a program that had
   nothing to send, or whose bytes never arrived. Absence of data is not proof.
 
-The proof is a **control run** (``control_cert``/``control_key``, the CLI's ``--control-cert``
-and ``--control-key``): the program runs a second time, and the proxy presents the host's
-genuine certificate instead of a forgery. A host that got no byte through the forgery but gets
-application data with the genuine certificate is **pinned**: the certificate made the
-difference. The program runs twice, so use it on programs that may.
+The proof is a **control run** (on by default with *expect_pinned*; see `tlspin._audit_control`
+for what it proves and what it cannot): when an expected host was only *quiet* (it saw the
+forgery and sent neither a byte nor an alert), the program runs again with that host's
+connections passed, unchanged and undecrypted, to the genuine server at the address the audit
+forwards to anyway; then a third time with the forgery. A host that sends application data to
+the genuine server, and nothing through the forgery before and after, is **pinned**: the
+certificate made the difference. With ``control_cert``/``control_key`` (the genuine certificate
+and key), the control run presents them instead of passing connections through.
 
 Only request lines are kept, with the query string blanked: never headers or bodies.
 
 Safety: the proxy connects upstream only to loopback addresses (``localhost``, loopback IP
-literals, and names mapped by *resolve* to loopback). It never resolves other names; a request
-for anywhere else is answered with 502 and reported, and that host is never contacted.
+literals, and names mapped by *resolve* to loopback), in every run. It never resolves other
+names; a request for anywhere else is answered with 502 and reported, and that host is never
+contacted.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from tlspin._audit_control import PINNED_BY_CONTROL, Run, RunKind, control_targets, settle
 from tlspin._audit_proxy import AuditProxy, Connection
+from tlspin._audit_wire import FORGED_ALPN
 
 __all__ = [
     "AuditProxy",
@@ -55,6 +61,7 @@ __all__ = [
     "Expectation",
     "HostReport",
     "HostVerdict",
+    "Run",
     "audit_environment",
     "loopback_address",
     "run_audit",
@@ -110,9 +117,12 @@ class HostReport:
         requests: request lines it sent (query strings blanked), first per connection.
         details: the evidence behind each connection's verdict (distinct texts), and the
             control run's conclusion when there was one.
-        upstream: what the proxy did upstream (forwarded, failed or not contacted, and why).
-        silent: True when every connection completed the handshake and sent nothing (the case
-            a control run can settle).
+        upstream: what the proxy did upstream (forwarded, passed through, failed or not
+            contacted, and why).
+
+    With a control run, *connections*, *requests* and the verdicts count every connection that
+    met a forged certificate, in every run; the control run's own connections to the genuine
+    server show in *details* and *upstream*, marked "control run:".
     """
 
     host: str
@@ -122,7 +132,6 @@ class HostReport:
     requests: tuple[str, ...] = ()
     details: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
-    silent: bool = False
 
     @property
     def pinned(self) -> bool:
@@ -171,7 +180,11 @@ class Expectation:
 
 @dataclass(frozen=True, slots=True)
 class AuditReport:
-    """The result of auditing one program run."""
+    """The result of auditing a program: one run, or three with a control run.
+
+    *exit_code* and *timed_out* are the first (forged) run's and whether any run was killed;
+    *runs* lists each run.
+    """
 
     command: tuple[str, ...]
     exit_code: int | None
@@ -179,6 +192,7 @@ class AuditReport:
     expectations: tuple[Expectation, ...] = ()
     timed_out: bool = False
     elapsed: float = 0.0
+    runs: tuple[Run, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -207,6 +221,7 @@ class AuditReport:
             "exit_code": self.exit_code,
             "timed_out": self.timed_out,
             "elapsed_seconds": round(self.elapsed, 3),
+            "runs": [run.to_json() for run in self.runs],
             "hosts": [h.to_json() for h in self.hosts],
             "expectations": [e.to_json() for e in self.expectations],
             "ok": self.ok,
@@ -224,10 +239,14 @@ _RANK: dict[str, int] = {
 
 
 def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
-    """Group connections by host:port; the worst outcome decides each host's verdict."""
+    """Group connections by host:port; the worst outcome decides each host's verdict.
+
+    Control-run connections to the genuine server prove nothing by themselves and are left out.
+    """
     groups: dict[tuple[str, int], list[Connection]] = {}
     for conn in connections:
-        groups.setdefault((_norm(conn.host), conn.port), []).append(conn)
+        if not conn.control:
+            groups.setdefault((_norm(conn.host), conn.port), []).append(conn)
     reports = []
     for (host, port), conns in groups.items():
         verdicts: list[HostVerdict] = [c.verdict for c in conns]
@@ -241,37 +260,9 @@ def summarize(connections: Iterable[Connection]) -> tuple[HostReport, ...]:
                 requests=tuple(c.request_line for c in conns if c.request_line is not None),
                 details=tuple(dict.fromkeys(c.detail for c in conns if c.detail)),
                 upstream=tuple(dict.fromkeys(c.upstream for c in conns if c.upstream)),
-                silent=all(c.completed and c.sent == 0 for c in conns),
             )
         )
     return tuple(sorted(reports, key=lambda r: (r.host, r.port)))
-
-
-def _with_control(
-    hosts: Sequence[HostReport], control: Sequence[HostReport]
-) -> tuple[HostReport, ...]:
-    """Settle the silent inconclusive hosts with the control run (genuine certificate)."""
-    by_key = {(h.host, h.port): h for h in control}
-    out = []
-    for host in hosts:
-        seen = by_key.get((host.host, host.port))
-        if host.verdict != "inconclusive" or not host.silent or seen is None:
-            out.append(host)
-            continue
-        if seen.verdict == "not-pinned":
-            note = (
-                "control run with the genuine certificate: the program sent application data "
-                f"({', '.join(seen.requests) or 'bytes'}), so the forged certificate is what "
-                "stopped it"
-            )
-            out.append(replace(host, verdict="pinned", details=(*host.details, note)))
-        else:
-            note = (
-                "control run with the genuine certificate: no application data either "
-                f"({'; '.join(seen.details)}), so this run proves nothing about pinning"
-            )
-            out.append(replace(host, details=(*host.details, note)))
-    return tuple(out)
 
 
 def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple[Expectation, ...]:
@@ -294,8 +285,11 @@ def _expectations(hosts: Sequence[HostReport], expected: Iterable[str]) -> tuple
         elif "inconclusive" in verdicts:
             out.append(Expectation(name, "inconclusive", f"inconclusive: {evidence}"))
         else:
+            # A control run's conclusion says all (the forged run's own caveats included).
+            settled = [d for h in matching for d in h.details if d.startswith(PINNED_BY_CONTROL)]
             out.append(Expectation(
-                name, "met", f"{', '.join(sorted(verdicts))}: {evidence}"))
+                name, "met", "; ".join(settled) if settled else
+                f"{', '.join(sorted(verdicts))}: {evidence}"))
     return tuple(out)
 
 
@@ -347,6 +341,7 @@ def run_audit(
     stdout: IO[Any] | int | None = None,
     stderr: IO[Any] | int | None = None,
     base_env: Mapping[str, str] | None = None,
+    control_run: bool | None = None,
     control_cert: str | os.PathLike[str] | None = None,
     control_key: str | os.PathLike[str] | None = None,
 ) -> AuditReport:
@@ -362,14 +357,17 @@ def run_audit(
         stdout: where the program's standard output goes (default: inherited).
         stderr: where the program's standard error goes (default: inherited).
         base_env: environment to start from (default: ``os.environ``).
-        control_cert: the genuine certificate chain (PEM) of the audited host(s): when a host
-            got no byte through the forgery, the program runs again with this certificate
-            presented instead, and a host that then sends data is shown pinned.
+        control_run: settle quiet hosts with a control run (the program then runs up to three
+            times). Default: on when *expect_pinned* or *control_cert* is given; with
+            *expect_pinned*, only the expected hosts are settled.
+        control_cert: the genuine certificate chain (PEM) of the audited host(s), presented in
+            the control run instead of passing connections through to the genuine server.
         control_key: the private key (PEM) of *control_cert*.
 
     Raises:
         OSError: the program could not be started, or the control files cannot be read.
-        ValueError: a *resolve* address is not loopback, or only one control file is given.
+        ValueError: a *resolve* address is not loopback, only one control file is given, or
+            *control_cert* comes with ``control_run=False``.
     """
     if not command:
         msg = "expected a command to audit, found none"
@@ -377,6 +375,12 @@ def run_audit(
     if (control_cert is None) != (control_key is None):
         msg = "give both the control certificate and its key, or neither"
         raise ValueError(msg)
+    if control_cert is not None and control_run is False:
+        msg = "a control certificate is for the control run, which is turned off"
+        raise ValueError(msg)
+    expected = tuple(dict.fromkeys(expect_pinned))
+    if control_run is None:
+        control_run = bool(expected) or control_cert is not None
     mapping = {_norm(k): loopback_address(v) for k, v in (resolve or {}).items()}
     present = None if control_cert is None else _control_context(control_cert, control_key)
     started = time.monotonic()
@@ -384,19 +388,31 @@ def run_audit(
         "resolve": mapping, "upstream_cafile": upstream_cafile, "timeout": timeout,
         "stdout": stdout, "stderr": stderr, "base_env": base_env,
     }
-    code, timed_out, connections = _run(command, **options)
+    first, connections = _run(command, "forged", **options)
+    runs = [first]
     hosts = summarize(connections)
-    if present is not None and any(h.verdict == "inconclusive" and h.silent for h in hosts):
-        _, control_timed_out, control = _run(command, present=present, **options)
-        timed_out = timed_out or control_timed_out
-        hosts = _with_control(hosts, summarize(control))
+    targets = control_targets(hosts, connections, expected) if control_run else frozenset()
+    if targets:
+        control, seen = _run(command, "control", control=targets, present=present, **options)
+        runs.append(control)
+        genuine = [c for c in seen if c.control]
+        forged = connections + [c for c in seen if not c.control]
+        confirmation = None
+        if any(c.sent for c in genuine):
+            # Only when the genuine run showed data: the refusal must be seen again after it.
+            confirm, confirmation = _run(command, "confirmation", **options)
+            runs.append(confirm)
+            forged += confirmation
+        hosts = settle(summarize(forged), targets, genuine=genuine, confirmation=confirmation,
+                       runs=runs, certificate=present is not None)
     return AuditReport(
         command=tuple(command),
-        exit_code=code,
+        exit_code=first.exit_code,
         hosts=hosts,
-        expectations=_expectations(hosts, expect_pinned),
-        timed_out=timed_out,
+        expectations=_expectations(hosts, expected),
+        timed_out=any(run.timed_out for run in runs),
         elapsed=time.monotonic() - started,
+        runs=tuple(runs),
     )
 
 
@@ -406,7 +422,7 @@ def _control_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(list(FORGED_ALPN))  # as offered with forged certificates
     ctx.num_tickets = 0  # as for forged certificates: nothing left unread when a client closes
     ctx.options |= ssl.OP_NO_TICKET
     return ctx
@@ -414,6 +430,7 @@ def _control_context(
 
 def _run(
     command: Sequence[str],
+    kind: RunKind,
     *,
     resolve: Mapping[str, str],
     upstream_cafile: str | os.PathLike[str] | None,
@@ -421,12 +438,14 @@ def _run(
     stdout: IO[Any] | int | None,
     stderr: IO[Any] | int | None,
     base_env: Mapping[str, str] | None,
+    control: Collection[tuple[str, int]] = (),
     present: ssl.SSLContext | None = None,
-) -> tuple[int | None, bool, list[Connection]]:
-    """Run the program once through a proxy; return its exit code, whether it was killed, and
-    the connections the proxy saw."""
-    with AuditProxy(resolve=resolve, upstream_cafile=upstream_cafile, present=present) as proxy, \
-            tempfile.TemporaryDirectory(prefix="tlspin-audit-") as tmp:
+) -> tuple[Run, list[Connection]]:
+    """Run the program once through a proxy; return how the run ended and the connections the
+    proxy saw."""
+    with AuditProxy(
+        resolve=resolve, upstream_cafile=upstream_cafile, control=control, present=present
+    ) as proxy, tempfile.TemporaryDirectory(prefix="tlspin-audit-") as tmp:
         bundle = write_trust_bundle(proxy.ca_pem, tmp, base_env=base_env)
         env = audit_environment(proxy.url, bundle, base_env)
         timed_out = False
@@ -443,4 +462,4 @@ def _run(
                 code = None
         # The program is gone, so its sockets are closed; let the proxy record how they ended.
         proxy.wait_idle(5.0)
-        return code, timed_out, proxy.connections
+        return Run(kind, code, timed_out), proxy.connections

@@ -394,8 +394,12 @@ with urllib.request.urlopen("https://{AUDITED}:" + sys.argv[1] + "/app", timeout
 def test_audit_grades_the_app_under_tlspin_run(
     pki: ServerPKI, make_tls_server: MakeServer, tmp_path: Path, pinned: bool
 ) -> None:
-    """`tlspin audit --expect-pinned HOST -- tlspin run --policy P -- python app.py` is pinned;
-    the same app without `tlspin run` is NOT PINNED."""
+    """Issue 14's pair, as its command: `tlspin audit --expect-pinned HOST -- tlspin run
+    --policy P -- python app.py` is pinned (exit 0); the same app without `tlspin run` is NOT
+    PINNED (exit 1). The app trusts its server's CA (SSL_CERT_FILE), as a deployed one does; the
+    audit needs only --resolve to find the loopback server (and --json for this test to read).
+    Pinned, the app refuses the forgery, sends its request to the genuine server in the audit's
+    control run, and refuses the forgery again: the server gets exactly that one request."""
     origin = make_tls_server(pki.intermediate.issue(AUDITED))
     (tmp_path / "app.py").write_text(APP)
     (tmp_path / "pins.toml").write_text(
@@ -403,44 +407,26 @@ def test_audit_grades_the_app_under_tlspin_run(
     )
     app = [sys.executable, str(tmp_path / "app.py"), str(origin.port)]
     if pinned:
-        app = [
-            sys.executable,
-            "-m",
-            "tlspin",
-            "run",
-            "--policy",
-            str(tmp_path / "pins.toml"),
-            "--",
-            *app,
-        ]
+        app = [sys.executable, "-m", "tlspin", "run", "--policy", str(tmp_path / "pins.toml"),
+               "--", *app]
     cafile = tmp_path / "origin-ca.pem"
     cafile.write_bytes(pki.root.cert_pem)
     proc = _run(
-        [
-            sys.executable,
-            "-m",
-            "tlspin",
-            "audit",
-            "--json",
-            "--expect-pinned",
-            AUDITED,
-            "--resolve",
-            f"{AUDITED}=127.0.0.1",
-            "--upstream-cafile",
-            str(cafile),
-            "--",
-            *app,
-        ]
+        [sys.executable, "-m", "tlspin", "audit", "--json", "--expect-pinned", AUDITED,
+         "--resolve", f"{AUDITED}=127.0.0.1", "--", *app],
+        env=_env(SSL_CERT_FILE=str(cafile)),
     )
     report = json.loads(proc.stdout)
     [entry] = [h for h in report["hosts"] if h["host"] == AUDITED]
+    origin.wait_idle()
     if pinned:
         assert proc.returncode == 0, report
         assert entry["verdict"] == "pinned"
         assert entry["requests"] == []
-        origin.wait_idle()
-        assert origin.received == b""
+        assert [run["kind"] for run in report["runs"]] == ["forged", "control", "confirmation"]
+        assert origin.requests == ["GET /app HTTP/1.1"]
     else:
         assert proc.returncode == 1, report
         assert entry["verdict"] == "not-pinned"
         assert entry["requests"] == ["GET /app HTTP/1.1"]
+        assert [run["kind"] for run in report["runs"]] == ["forged"]

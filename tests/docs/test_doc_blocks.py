@@ -28,7 +28,7 @@ Conventions for authors (blocks.py implements them):
 How a block runs: each document is one session. Its blocks run in document order (a test runs
 the earlier blocks first when selected alone) in a fresh directory holding the files the docs
 assume (world.py: ``pins.toml``/``policy.toml``, ``ca.pem``, ``chain.pem``, ``key.pem``,
-``req.csr``, ``new-chain.pem``, ``edges.toml``, ``client.py``, ``old-bundle.json``,
+``req.csr``, ``new-chain.pem``, ``edges.toml``, ``client.py``, ``app.py``, ``old-bundle.json``,
 ``passphrase.txt``), with this venv's ``tlspin`` and ``python`` first on PATH, HOME in the
 sandbox, and ``SSL_CERT_FILE`` and curl's ``cacert`` naming the harness's CA. In every Python
 process, hook/sitecustomize.py resolves the docs' names (api.example.com, pins.example.com,

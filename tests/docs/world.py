@@ -113,6 +113,7 @@ class World:
                 b'ips = ["192.0.2.10", "2001:db8::10"]\n'
             ),
             "client.py": CLIENT,
+            "app.py": APP,
             "old-bundle.json": self._old_bundle(),
             "passphrase.txt": secrets.token_urlsafe(24).encode() + b"\n",
         }
@@ -194,4 +195,17 @@ try:
         print(r.read().decode().strip())
 except OSError as exc:
     sys.exit(f"client.py: {exc}")
+'''
+
+APP = b'''\
+"""A program that knows nothing of tlspin: it fetches https://api.example.com/ with urllib."""
+
+import sys
+import urllib.request
+
+try:
+    with urllib.request.urlopen("https://api.example.com/", timeout=10) as r:
+        print(r.read().decode().strip())
+except OSError as exc:
+    sys.exit(f"app.py: {exc}")
 '''

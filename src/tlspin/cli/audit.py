@@ -74,9 +74,16 @@ def _parse_resolve(
 @click.option("--timeout", type=float, default=None, metavar="SECONDS",
               help="Kill the program after SECONDS (per run).")
 @click.option(
+    "--control-run/--no-control-run",
+    default=None,
+    help="Settle quiet hosts by running the program again with the genuine server, then with "
+    "the forgery (default: on with --expect-pinned, for the expected hosts).",
+)
+@click.option(
     "--control-cert",
     type=click.Path(exists=True, dir_okay=False),
-    help="The genuine certificate chain (PEM): settle 'inconclusive' hosts with a control run.",
+    help="The genuine certificate chain (PEM), presented in the control run instead of passing "
+    "connections through to the genuine server.",
 )
 @click.option(
     "--control-key",
@@ -90,6 +97,7 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     resolve: dict[str, str],
     upstream_cafile: str | None,
     timeout: float | None,
+    control_run: bool | None,
     control_cert: str | None,
     control_key: str | None,
     command: tuple[str, ...],
@@ -104,16 +112,19 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     a byte (what a post-handshake pin check looks like, but also a program with nothing to
     send). Only request lines are shown, never headers or bodies.
 
-    With --control-cert and --control-key (the host's genuine certificate and key), a host
-    that sent nothing through the forgery is tried again: the program runs a second time with
-    the genuine certificate presented, and if it then sends data, the host is pinned.
+    Control run (default with --expect-pinned): when an expected host was only quiet (it saw
+    the forgery, then sent neither a byte nor an alert), the program runs again with that
+    host's connections passed, unchanged, to the genuine server at its --resolve address, then
+    a third time with the forgery. Data to the genuine server and none through the forgery,
+    before and after, makes the host pinned. With --control-cert and --control-key, the
+    control run presents that certificate instead.
 
     The proxy forwards requests only to loopback servers (localhost, loopback addresses,
-    --resolve mappings); it never contacts any other host.
+    --resolve mappings), in every run; it never contacts any other host.
 
     Exit status: 0; with --expect-pinned, 1 when an expected host is NOT PINNED (or was
-    reached in plaintext), else 3 when one is inconclusive (including never contacted);
-    2 when the audit could not run.
+    reached in plaintext) in any run, else 3 when one is inconclusive (including never
+    contacted); 2 when the audit could not run.
 
     \b
     Example:
@@ -125,6 +136,9 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
     if (control_cert is None) != (control_key is None):
         msg = "give both --control-cert and --control-key, or neither"
         raise click.UsageError(msg)
+    if control_cert is not None and control_run is False:
+        msg = "--control-cert is for the control run, which --no-control-run turns off"
+        raise click.UsageError(msg)
     try:
         report = run_audit(
             command,
@@ -132,6 +146,7 @@ def audit(  # noqa: PLR0917 - click passes every option positionally by name
             upstream_cafile=upstream_cafile,
             expect_pinned=expect_pinned,
             timeout=timeout,
+            control_run=control_run,
             control_cert=control_cert,
             control_key=control_key,
             # With --json, stdout carries only the report; the program's output goes to stderr.
@@ -162,7 +177,12 @@ def _print_table(report: AuditReport) -> None:
     # Host names, request lines and the program's command line are the program's doing: every
     # string goes through styled()/clean() and the console never interprets markup.
     console = stdout_console()
-    status = "timed out (killed)" if report.timed_out else f"exit status {report.exit_code}"
+    runs = report.runs or ()
+    status = "; ".join(
+        f"{run.kind} run: " + ("timed out (killed)" if run.timed_out else
+                               f"exit status {run.exit_code}")
+        for run in runs
+    ) or f"exit status {report.exit_code}"
     console.print()
     console.print(styled(("tlspin audit", "bold"), f": {shlex.join(report.command)} ({status})"))
     if not report.hosts:
@@ -190,8 +210,9 @@ def _print_table(report: AuditReport) -> None:
         console.print(table)
         console.print(styled((
             "NOT PINNED: application bytes went through a certificate forged by a CA the program "
-            "trusts. refused/pinned: it rejected the forgery with a TLS alert. inconclusive: "
-            "no proof either way.", "dim")))
+            "trusts. refused/pinned: it rejected the forgery with a TLS alert, or a control run "
+            "showed it sends data only to the genuine server. inconclusive: no proof either "
+            "way.", "dim")))
     marks = {"met": ("✓", "green"), "not-pinned": ("✗", "red"), "inconclusive": ("?", "yellow")}
     for exp in report.expectations:
         console.print(styled(marks[exp.status], f" expected {exp.host} to be pinned: {exp.reason}"))
