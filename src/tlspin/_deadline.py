@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tlspin._net import unblock_socket
+from tlspin._numbers import decimal
 
 __all__ = ["Deadline", "Response", "exchange"]
 
@@ -258,8 +259,15 @@ def _exchange(
         conn.sock = _connect(host, port, context, deadline)
         conn.request(method, target, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
-        length = response.getheader("Content-Length", "")
-        if length.isdigit() and int(length) > max_body:
+        declared = response.getheader("Content-Length")
+        # Only ASCII digits are a length ("²" passes str.isdigit(), int() refuses it; int()
+        # reads "1_0" and "٣"): anything else is a malformed response (RFC 9112 §6.3).
+        length = None if declared is None else decimal(declared.strip())
+        if declared is not None and length is None:
+            raise http.client.HTTPException(
+                f"expected a Content-Length of ASCII digits, found {declared[:40]!r}"
+            )
+        if length is not None and length > max_body:
             return Response(response.status, response.headers, b"", truncated=True)
         chunks: list[bytes] = []
         total = 0

@@ -607,6 +607,31 @@ def test_redirects_are_not_followed(pki: Pki, make_updater: Factory) -> None:
         redirector.close()
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1_0", b"+0", b"\x00"])
+def test_a_content_length_of_other_than_ascii_digits_is_a_failed_fetch(
+    pki: Pki, make_updater: Factory, key_a: Ed25519PrivateKey, length: bytes
+) -> None:
+    """The pinned update server answers a valid bundle with ``Content-Length: ²`` (latin-1
+    0xB2: ``str.isdigit()`` is true, ``int()`` refuses it) or another length int() would read
+    ("1_0", "+0"): refresh() returns a failed fetch, never raises, and applies nothing."""
+    body = make(pki.policy(), [key_a], 1).dumps()
+    server = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    try:
+        server.full = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        updater = make_updater(url=f"https://127.0.0.1:{server.port}/b.json")
+        result = updater.refresh()
+        assert (result.outcome, result.version) == ("failed", None)
+        assert "Content-Length" in result.message
+        # Twin: the same bundle with its true length is applied.
+        server.full = _http_response(body)
+        assert updater.refresh().outcome == "updated"
+    finally:
+        server.close()
+
+
 def test_raising_observer_does_not_break_updates(
     pki: Pki, server: BundleServer, make_updater: Factory, key_a: Ed25519PrivateKey
 ) -> None:

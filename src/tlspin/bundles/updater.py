@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tlspin._deadline import Deadline
 from tlspin._net import Service
+from tlspin._numbers import decimal
 from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
@@ -271,8 +272,15 @@ class BundleUpdater(Service):
                 status, body, etag = self._fetch(in_force)
             except BundleError as exc:
                 return self._reject(exc, None)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # ValueError: the stdlib's answer to some malformed responses and names
+                # (UnicodeError among them); the server's fault, not the caller's.
                 return self._failed(f"fetching {self._url} failed: {exc}")
+            except Exception as exc:  # refresh() never raises for network or server errors
+                log.exception("unexpected error while fetching %s", self._url)
+                return self._failed(
+                    f"fetching {self._url} failed: unexpected {type(exc).__name__}: {exc}"
+                )
             if status == 304:
                 return RefreshResult("not-modified", self._in_force.version)
             if status != 200:
@@ -356,10 +364,10 @@ class BundleUpdater(Service):
             return response.status, b"", None
         if response.truncated:
             # The rest of an oversized body was never read, let alone kept in memory.
-            length = response.header("Content-Length") or ""
+            length = decimal((response.header("Content-Length") or "").strip())
             found = (
                 f"the server announces {length} bytes"
-                if length.isdigit()
+                if length is not None
                 else "the body is longer (download stopped)"
             )
             raise BundleError(f"at most {self._max_bytes} bytes are accepted; {found}",

@@ -39,7 +39,7 @@ _ADD = re.compile(r"\.add\s*\(")
 _ADD_CALL = re.compile(rf"\.add\s*\(\s*({_STRING})((?:\s*,\s*{_STRING})+)\s*,?\s*\)")
 _ARG = re.compile(_STRING)
 # The guard the export writes around an expiring rule's .add calls (Java: `now`, a local).
-_GUARD = re.compile(r"\bif\s*\(\s*now\s*<\s*(\d{1,15})L\s*\)\s*\{")
+_GUARD = re.compile(r"\bif\s*\(\s*now\s*<\s*([0-9]{1,15})L\s*\)\s*\{")
 _IF = re.compile(r"\bif\s*\(")
 _DAY_MS = 86_400_000
 _HEADER = (
