@@ -61,7 +61,9 @@ class BundleUpdater(Service):
         store: a :class:`~tlspin.bundles.BundleStore` or its directory.
         fallback_policy: the policy shipped with the application. It must pin the update
             host with an enforced rule, because even the first fetch is pinned. Its observers
-            also receive the violations of every bundle's policy.
+            also receive the violations of every bundle's policy (``reporter.attach(policy)``
+            reports them all), and a :class:`tlspin.Reporter` among them pins its report
+            connection with this updater's policy in force, not with the fallback's rules.
         interval: seconds between refreshes in background mode.
         cafile: CA file for the fetch (default: the system trust store).
         timeout: seconds the whole fetch may take: name lookup, connect, TLS handshake,
@@ -146,6 +148,15 @@ class BundleUpdater(Service):
         self._etag: str | None = None
         self._in_force = _InForce(fallback_policy, None, None)
         self._load()
+        if fallback_policy.observers:
+            from tlspin.reporting import Reporter
+
+            # A Reporter observing the fallback policy would pin its report connection with
+            # the fallback's rules forever, even after a bundle removed and denied the
+            # collector's key: it reads this updater's policy in force instead.
+            for observer in fallback_policy.observers:
+                if isinstance(observer, Reporter):
+                    observer._follow(self)
 
     def __repr__(self) -> str:
         return f"<BundleUpdater {self._url} version={self.version}>"
