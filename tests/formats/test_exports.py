@@ -7,7 +7,10 @@ import datetime as dt
 import os
 import plistlib
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -446,6 +449,9 @@ def test_okhttp_expiry_is_a_guard_in_code() -> None:
         ('if (now < 1780358400001L) { b.add("a.example.com", "%A", "%B"); }', "end of a day"),
         ('if (now < 259200000000000L) { b.add("a.example.com", "%A", "%B"); }', "not a date"),
         ('if (now < 1780358400000L) { b.add("a.example.com", "%A", "%B");', "not closed"),
+        # A condition never closed governs the rest of the file (it was read as governing
+        # nothing, and the pins imported as unconditional).
+        ('if (DEBUG b.add("a.example.com", "%A", "%B");', "only condition"),
     ],
 )
 def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: str) -> None:
@@ -456,6 +462,29 @@ def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: st
         import_policy(source.encode(), "okhttp-java")
     harmless = f'if (DEBUG) {{ log("x"); }}\nb.add("a.example.com", "{a}", "{b}");'
     assert import_policy(harmless.encode(), "okhttp-java").policy.rules[0].pins == (a, b)
+
+
+def test_okhttp_import_of_many_ifs_takes_linear_time(tmp_path: Path) -> None:
+    """Each ``if`` made the import rescan (and copy) the rest of the file: 32 KB of ``if (``
+    took about a minute, and the 16 MiB input cap allowed hours. 1.7 MB of them (closed ones
+    before the last pins, and never-closed ones after) import within a generous functional
+    bound of 120 s, in a process that the bound kills otherwise (not a benchmark)."""
+    a, b, c, d = pins(4)
+    source = (
+        f'CertificatePinner.Builder().add("a.example.com", "{a}", "{b}")\n'
+        + "if (x) y; " * 100_000
+        + f'\n.add("b.example.com", "{c}", "{d}").build();\n'
+        + "if (" * 200_000
+    )
+    path = tmp_path / "Pins.java"
+    path.write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "tlspin", "import", "--from", "okhttp-java", str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"a.example.com"' in done.stdout
+    assert '"b.example.com"' in done.stdout
 
 
 @pytest.mark.parametrize("fmt", ["okhttp-java", "android-nsc", "trustkit-android", "trustkit-ios"])
