@@ -39,7 +39,7 @@ from tlspin.formats._common import (
     platform_expiry,
     spki_pins,
     tlspin_expiry,
-    xml_text,
+    xml_tree,
 )
 from tlspin.pins import Pin
 from tlspin.policy import PinPolicy
@@ -132,11 +132,7 @@ def _bool(value: str | None, what: str) -> bool | None:
 def parse(data: bytes, fmt: str, options: ExportOptions, problems: Problems) -> PinPolicy:
     """Read a Network Security Config (or TrustKit for Android) document into a policy."""
     trustkit = fmt == "trustkit-android"
-    try:
-        root = ET.fromstring(xml_text(data, fmt))  # noqa: S314 - entities/DTDs refused above
-    except ET.ParseError as exc:
-        msg = f"{fmt}: invalid XML: {exc}"
-        raise PolicyError(msg) from None
+    root = xml_tree(data, fmt)
     if root.tag != "network-security-config":
         msg = f"{fmt}: expected a <network-security-config> document, found <{root.tag}>"
         raise PolicyError(msg)
