@@ -496,3 +496,64 @@ def test_exporting_an_expired_rule_warns(fmt: str) -> None:
         policy = PinPolicy([rule(["a.example.com"], [a, b], expires=expires)])
         problems = export(policy, fmt, ExportOptions(today=TODAY)).problems
         assert any("no longer applies its pins" in str(p) for p in problems) is warned
+
+
+# Text someone else wrote (an imported configuration, a bundle) that would act on a terminal
+# or break out of a comment or string if written raw.
+HOSTILE_NOTE = (
+    "x\n}\nSystem.exit(1); /* */ --> -- \\u000a \r\u2028\u2029\u0085 \u202e \x9b "
+    "\"' $x ${x} <!-- &amp; ]]>"
+)
+HOSTILE_URI = "https://r.example.com/\u202e\x9b\u2028\u200bx"
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _assert_inert(text: str) -> None:
+    import unicodedata
+
+    bad = [c for c in text if c not in "\n\t" and unicodedata.category(c) in _UNSAFE]
+    assert bad == [], f"raw control or format characters in the export: {bad!r}"
+
+
+@pytest.mark.parametrize("fmt", ["trustkit-android", "trustkit-ios"])
+def test_xml_exports_write_hostile_report_uris_as_references(fmt: str) -> None:
+    """A report URI's C1 control, bidi override, line separator and zero-width space were
+    written raw into the XML and plist exports; they are character references now, which
+    read back (the import, twin) as the very same URI."""
+    a, b = pins(2)
+    policy = PinPolicy([rule(["api.example.com"], [a, b], expires=TODAY + dt.timedelta(days=90),
+                             report_uri=HOSTILE_URI)])
+    text = run(policy, fmt)
+    _assert_inert(text)
+    assert "&#x202E;" in text
+    assert import_policy(text.encode(), fmt).policy.rules[0].report_uri == HOSTILE_URI
+
+
+@pytest.mark.parametrize("fmt", ["okhttp-java", "okhttp-kotlin", "android-nsc", "trustkit-android"])
+def test_notes_cannot_break_out_of_generated_comments(fmt: str) -> None:
+    """A note holding newlines (a Java `//` comment would end there and the rest run as
+    code), a Java Unicode escape (`\\u000a` ends the comment before the compiler lexes),
+    `*/`, `-->` or `--` stays inside its one-line comment, as inert ASCII; twin: the same export
+    with a plain note has as many lines, so the note started none."""
+    a, b = pins(2)
+
+    def with_note(note: str) -> str:
+        policy = PinPolicy([rule(["api.example.com"], [a, b], expires=TODAY + dt.timedelta(days=90),
+                                 pin_info={a: PinInfo("leaf", note)})])
+        return run(policy, fmt)
+
+    plain, hostile = with_note("plain note"), with_note(HOSTILE_NOTE)
+    _assert_inert(hostile)
+    assert hostile.count("\n") == plain.count("\n")
+    assert hostile.isascii()
+    if fmt.startswith("okhttp"):
+        assert "\\" not in hostile
+        for line in hostile.splitlines():
+            if "System.exit" in line:
+                assert line.index("//") < line.index("System.exit"), line
+    else:
+        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+        root = ET.fromstring(hostile, parser=parser)
+        comments = [e.text or "" for e in root.iter() if not isinstance(e.tag, str)]
+        assert any("System.exit" in c for c in comments)
+        assert not any("--" in c for c in comments)

@@ -294,6 +294,19 @@ def xml_tree(
         raise PolicyError(msg) from None
 
 
+def inert_xml(text: str, fmt: str) -> str:
+    """An exported XML document with control, bidi and line-separator characters (from a
+    report URI) written as character references: the same document to a reader, inert on a
+    terminal (the markup and comments tlspin writes are ASCII)."""
+    from tlspin._escapes import xml_inert
+
+    try:
+        return xml_inert(text)
+    except ValueError as exc:
+        msg = f"{fmt}: {exc}"
+        raise PolicyError(msg) from None
+
+
 def group_entries(
     entries: Sequence[tuple[str, dict[str, Any]]],
 ) -> list[tuple[list[str], dict[str, Any]]]:

@@ -33,6 +33,7 @@ from tlspin.formats._common import (
     comment_text,
     domains,
     group_entries,
+    inert_xml,
     is_ip,
     make_rule,
     pin_label,
@@ -116,7 +117,7 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
                 if rule.report_uri is not None:
                     ET.SubElement(tk, "report-uri").text = rule.report_uri
     ET.indent(root, space="    ")
-    return _HEADER + ET.tostring(root, encoding="unicode") + "\n"
+    return _HEADER + inert_xml(ET.tostring(root, encoding="unicode"), fmt) + "\n"
 
 
 def _bool(value: str | None, what: str) -> bool | None:

@@ -22,6 +22,7 @@ from tlspin.formats._common import (
     check_rule,
     domains,
     group_entries,
+    inert_xml,
     is_ip,
     make_rule,
     platform_expiry,
@@ -103,7 +104,12 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
             config[DISABLE_DEFAULT_REPORT_URI] = True
             pinned[entry.name] = config
     document = {"TSKConfiguration": {SWIZZLE: False, PINNED_DOMAINS: pinned}}
-    return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False).decode("utf-8")
+    try:
+        text = plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False).decode("utf-8")
+    except ValueError as exc:  # plistlib refuses C0 controls; UTF-8, lone surrogates
+        msg = f"{fmt}: cannot write the property list: {exc}"
+        raise PolicyError(msg) from None
+    return inert_xml(text, fmt)
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
