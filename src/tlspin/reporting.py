@@ -279,7 +279,9 @@ class Reporter:
         """Return a copy of *policy* that reports its violations through this reporter.
 
         Unless the reporter was given ``policy=`` or ``ssl_context=``, *policy* also pins the
-        report connection when it covers the endpoint's host (the latest attached policy).
+        report connection when it covers the endpoint's host (the latest attached policy). A
+        ``BundleUpdater`` given the returned policy as ``fallback_policy`` takes its place: the
+        report connection is then pinned with the updater's policy in force at each delivery.
         """
         if self._ssl_context is None and not self._policy_given:
             self._policy = PinPolicy(policy.rules, on_expiry=policy.on_expiry)
