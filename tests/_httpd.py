@@ -60,6 +60,7 @@ class JSONSink(HTTPThread):
 
     def __init__(self, statuses: list[int] | None = None, *, path: str = "/") -> None:
         self.bodies: list[Any] = []
+        self.headers: list[dict[str, str]] = []
         self.times: list[float] = []
         self.statuses = list(statuses or [])
         self.gate = threading.Event()
@@ -76,6 +77,7 @@ class JSONSink(HTTPThread):
                 with sink.cond:
                     status = sink.statuses.pop(0) if sink.statuses else 204
                     sink.bodies.append(body)
+                    sink.headers.append({k.lower(): v for k, v in self.headers.items()})
                     sink.times.append(time.monotonic())
                     sink.cond.notify_all()
                 self.send_response(status)

@@ -347,9 +347,10 @@ def test_report_never_goes_to_the_failing_host(pki: PKI, collector: Any) -> None
 
 
 def test_rule_report_uri_is_used(pki: PKI, collector: Any) -> None:
-    """Without a default URI, a rule's own report_uri receives its violations; others none."""
+    """Without a default URI, a rule's own report_uri receives its violations; others none.
+    (The collector is on loopback, which a rule's URI may reach only when allowed.)"""
     sink = collector()
-    reporter = Reporter()
+    reporter = Reporter(allow_private_report_uris=True)
     with_uri = _violations(pki, 1, report_uri=sink.url)[0]
     without = _violations(pki, 1, host="other.tlspin.test")[0]
     reporter(with_uri)
@@ -472,6 +473,93 @@ def test_a_dripping_collector_cannot_hold_the_sender(pki: PKI) -> None:
         assert dripper.dripped > 0
         dripper.full = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
         reporter(second)
+        assert reporter.flush(10)
+        assert reporter.stats.sent == 1
+        reporter.close()
+    finally:
+        dripper.close()
+
+
+def test_reporter_headers_go_to_its_own_uri_only(pki: PKI, collector: Any) -> None:
+    """``headers`` (an API key) go with reports to the reporter's own URI; a rule's report_uri
+    (named by the policy: a bundle, an imported header) gets the report without them."""
+    own, third = collector(), collector()
+    reporter = Reporter(own.url, headers={"Authorization": "Bearer API-KEY"},
+                        allow_private_report_uris=True)
+    reporter(_violations(pki, 1, report_uri=third.url)[0])
+    reporter(_violations(pki, 1, host="other.tlspin.test")[0])
+    assert reporter.flush(10)
+    reporter.close()
+    assert [b["hostname"] for b in third.bodies] == [HOST]
+    assert "authorization" not in third.headers[0]
+    assert [b["hostname"] for b in own.bodies] == ["other.tlspin.test"]
+    assert own.headers[0]["authorization"] == "Bearer API-KEY"
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://127.0.0.1:{port}/r", "http://localhost:{port}/r", "https://127.1:{port}/r"]
+)
+def test_rule_report_uri_cannot_reach_the_local_network(
+    pki: PKI, blackhole: Blackhole, uri: str
+) -> None:
+    """A rule's report_uri naming a loopback service (as an imported HPKP header can:
+    ``report-uri="http://127.0.0.1:6379/"``) gets no connection by default, checked on the
+    resolved address (``127.1`` is 127.0.0.1 to the resolver); with
+    ``allow_private_report_uris=True`` (twin) the reporter connects."""
+    target = uri.format(port=blackhole.listener.getsockname()[1])
+    violation = _violations(pki, 1, report_uri=target)[0]
+    reporter = Reporter("https://reports.tlspin.test/r", max_attempts=1)
+    reporter(violation)
+    assert reporter.flush(10)
+    reporter.close()
+    assert (reporter.stats.sent, reporter.stats.failed) == (0, 1)
+    assert not blackhole.accepted.is_set()
+    allowed = Reporter(max_attempts=1, timeout=30, allow_private_report_uris=True)
+    allowed(violation)
+    assert blackhole.accepted.wait(10)
+    allowed.close(timeout=0)
+
+
+def test_reporter_own_local_uri_is_allowed(pki: PKI, collector: Any) -> None:
+    """Twin: the reporter's own URI is the application's choice and may be on loopback."""
+    sink = collector()
+    reporter = Reporter(sink.url)
+    reporter(_violations(pki, 1)[0])
+    assert reporter.flush(10)
+    reporter.close()
+    assert reporter.stats.sent == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [("127.0.0.1", False), ("10.1.2.3", False), ("169.254.169.254", False), ("::1", False),
+     ("fe80::1%eth0", False), ("::ffff:127.0.0.1", False), ("100.64.0.1", False),
+     ("0.0.0.0", False), ("224.0.0.1", False), ("93.184.216.34", True),
+     ("2606:4700::1111", True), ("not an address", False)],
+)
+def test_is_public_address(address: str, public: bool) -> None:
+    """Only global unicast addresses are public; IPv4-mapped IPv6 is judged as IPv4."""
+    from tlspin.reporting import is_public_address
+
+    assert is_public_address(address) is public
+
+
+def test_a_malformed_content_length_from_the_collector_is_retried(pki: PKI) -> None:
+    """A collector answering ``Content-Length: ²`` (passes str.isdigit(), int() refuses it)
+    gave a ValueError, read as "the URI is unusable": the report was dropped at once. It is a
+    malformed response now, retried like any other."""
+    from _httpd import DripServer
+
+    dripper = DripServer(b"", b" ")
+    dripper.full = b"HTTP/1.1 201 Created\r\nContent-Length: \xb2\r\n\r\n"
+    try:
+        reporter = Reporter(f"http://127.0.0.1:{dripper.port}/reports", max_attempts=2,
+                            backoff=0.01, jitter=False)
+        reporter(_violations(pki, 1)[0])
+        assert reporter.flush(10)
+        assert (reporter.stats.retried, reporter.stats.failed) == (1, 1)
+        dripper.full = b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"  # twin
+        reporter(_violations(pki, 2)[1])
         assert reporter.flush(10)
         assert reporter.stats.sent == 1
         reporter.close()

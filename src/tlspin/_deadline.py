@@ -18,13 +18,21 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tlspin._net import unblock_socket
+from tlspin._numbers import decimal
 
-__all__ = ["Deadline", "Response", "exchange"]
+__all__ = ["AddressRefusedError", "Deadline", "Response", "exchange"]
+
+
+class AddressRefusedError(ValueError):
+    """Every address the host name resolved to was refused by the caller's ``allow_address``.
+
+    A ``ValueError``: the destination is unusable as configured, and no retry changes that.
+    """
 
 
 class Deadline:
@@ -131,10 +139,20 @@ def _addresses(infos: list[tuple[Any, ...]]) -> list[_Address]:
 
 
 def _connect(
-    host: str, port: int, context: ssl.SSLContext | None, deadline: Deadline
+    host: str,
+    port: int,
+    context: ssl.SSLContext | None,
+    deadline: Deadline,
+    allow_address: Callable[[str], bool] | None = None,
 ) -> socket.socket:
     error: OSError | None = None
+    refused: list[str] = []
     for family, kind, proto, address in _resolve(host, port, deadline):
+        # The check is on the very address connected to, after resolution: a name that
+        # resolves (or is rebound) to 127.0.0.1, or "127.1", is caught like the literal.
+        if allow_address is not None and not allow_address(str(address[0])):
+            refused.append(str(address[0]))
+            continue
         sock = socket.socket(family, kind, proto)
         deadline.watch(sock)
         try:
@@ -161,6 +179,10 @@ def _connect(
             if deadline.expired:
                 raise deadline.error() from None
             error = exc
+    if error is None and refused:
+        raise AddressRefusedError(
+            f"{host} resolved to {', '.join(refused)}, which this connection may not reach"
+        )
     raise error or OSError(f"{host} resolved to no address")
 
 
@@ -197,6 +219,7 @@ def exchange(
     body: bytes | None = None,
     max_body: int = 64 * 1024,
     deadline: Deadline | None = None,
+    allow_address: Callable[[str], bool] | None = None,
 ) -> Response:
     """Send one request and read its response, all within *timeout* seconds.
 
@@ -213,8 +236,11 @@ def exchange(
             ``Content-Length`` over it stops reading at once.
         deadline: a :class:`Deadline` to use (so another thread can :meth:`Deadline.fire` it
             to cancel); by default a new one of *timeout* seconds.
+        allow_address: called with each address *host* resolves to (``"127.0.0.1"``,
+            ``"::1"``…) before connecting to it; addresses it refuses are skipped.
 
     Raises:
+        AddressRefusedError: *allow_address* refused every address (a ``ValueError``).
         TimeoutError: the deadline passed.
         OSError: the connection, the TLS handshake (pin failures included) or the exchange failed.
         http.client.HTTPException: the response is not valid HTTP.
@@ -225,7 +251,7 @@ def exchange(
             response = _exchange(
                 method, host, port, target,
                 context=context, headers=headers, body=body, max_body=max_body,
-                deadline=deadline,
+                deadline=deadline, allow_address=allow_address,
             )
         except (OSError, http.client.HTTPException, ValueError):
             # A read cut short by the watchdog surfaces as whatever the socket said; say why.
@@ -250,16 +276,24 @@ def _exchange(
     body: bytes | None,
     max_body: int,
     deadline: Deadline,
+    allow_address: Callable[[str], bool] | None = None,
 ) -> Response:
     conn_class = http.client.HTTPSConnection if context is not None else http.client.HTTPConnection
     conn = conn_class(host, port, timeout=deadline.remaining())
     try:
         # The connection is opened here, under the deadline, and handed to http.client.
-        conn.sock = _connect(host, port, context, deadline)
+        conn.sock = _connect(host, port, context, deadline, allow_address)
         conn.request(method, target, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
-        length = response.getheader("Content-Length", "")
-        if length.isdigit() and int(length) > max_body:
+        declared = response.getheader("Content-Length")
+        # Only ASCII digits are a length ("²" passes str.isdigit(), int() refuses it; int()
+        # reads "1_0" and "٣"): anything else is a malformed response (RFC 9112 §6.3).
+        length = None if declared is None else decimal(declared.strip())
+        if declared is not None and length is None:
+            raise http.client.HTTPException(
+                f"expected a Content-Length of ASCII digits, found {declared[:40]!r}"
+            )
+        if length is not None and length > max_body:
             return Response(response.status, response.headers, b"", truncated=True)
         chunks: list[bytes] = []
         total = 0

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, Self
 
 from tlspin._net import Listener, url_host
+from tlspin._numbers import decimal, hexadecimal
 
 __all__ = [
     "MAX_HEAD",
@@ -194,7 +195,9 @@ async def read_body(
         while True:
             line = await reader.readuntil(b"\r\n")
             parts.append(line)
-            size = int(line.split(b";")[0].strip() or b"0", 16)
+            size = hexadecimal(line.split(b";")[0].strip())
+            if size is None:
+                raise ValueError(f"expected a chunk size in hex digits, found {line[:40]!r}")
             if size == 0:
                 while (trailer := await reader.readuntil(b"\r\n")) != b"\r\n":
                     parts.append(trailer)
@@ -202,7 +205,11 @@ async def read_body(
                 return b"".join(parts)
             parts.append(await reader.readexactly(size + 2))
     if "content-length" in headers:
-        return await reader.readexactly(int(headers["content-length"]))
+        length = decimal(headers["content-length"])
+        if length is None:
+            raise ValueError(f"expected a Content-Length of ASCII digits, found "
+                             f"{headers['content-length'][:40]!r}")
+        return await reader.readexactly(length)
     return await reader.read() if until_eof else b""
 
 

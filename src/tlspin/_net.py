@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
+from tlspin._numbers import tcp_port
+
 __all__ = [
     "LOOPBACK_HOSTS",
     "Listener",
@@ -58,14 +60,27 @@ def resolve_loopback(host: str, resolve: Mapping[str, str] | None = None) -> str
 
 
 def split_target(target: str, default_port: int) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` / ``host`` (a CONNECT target) into host and port."""
+    """Split ``host:port`` / ``[v6]:port`` / ``host`` (a CONNECT target) into host and port.
+
+    Raises:
+        ValueError: the port is not 1 to 65535 in ASCII digits (``int()`` alone would take
+            ``+443``, ``4_43`` or ``99999``, which ``connect()`` refuses with OverflowError).
+    """
     if target.startswith("["):
         host, _, rest = target[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    host, sep, port = target.rpartition(":")
-    if not sep:
-        return target, default_port
-    return host, int(port)
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise ValueError(f"expected [address]:port, found {target[:80]!r}")
+        text = rest[1:]
+    else:
+        host, sep, text = target.rpartition(":")
+        if not sep:
+            return target, default_port
+    number = tcp_port(text)
+    if number is None:
+        raise ValueError(f"expected a port from 1 to 65535, found {text[:20]!r}")
+    return host, number
 
 
 def unblock_socket(sock: socket.socket) -> None:

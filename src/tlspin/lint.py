@@ -79,6 +79,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "TP017": ("error", "--live: the host could not be reached or failed TLS verification"),
     "TP018": ("info", "--live: the rule has only one-label wildcards; no concrete host to check"),
     "TP019": ("warning", "a whole-certificate pin (cert-sha256): it breaks at every renewal"),
+    "TP020": (
+        "warning",
+        "report_uri is plain http, or a loopback, private or single-label host: clients would "
+        "send reports in clear or into their own network (the Reporter refuses by default)",
+    ),
 }
 
 _TOP_KEYS = ("on_expiry", "rule")
@@ -449,6 +454,12 @@ def _rule_findings(index: int, rule: PinRule, today: dt.date, on_expiry: str) ->
             yield make("TP016", f"pin {pin} has not_after {info.not_after}, which has passed")
         if isinstance(pin, CertificatePin):
             yield make("TP019", f"{pin} pins a whole certificate; pin its public key instead")
+    if rule.report_uri is not None:
+        from tlspin._endpoints import report_uri_concern
+
+        concern = report_uri_concern(rule.report_uri)
+        if concern is not None:
+            yield make("TP020", f"report_uri {rule.report_uri}: {concern}")
 
 
 def _live_findings(

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from tlspin._escapes import is_unsafe, json_inert, unsafe_sub
 from tlspin.exceptions import PolicyError
 from tlspin.policy import PinPolicy
 
@@ -24,7 +25,10 @@ __all__ = ["atomic_write", "dump", "dumps", "toml_string"]
 
 Format = Literal["toml", "json"]
 
-# TOML basic strings must escape these; everything else (including non-ASCII) is written as is.
+# TOML basic strings must escape these. Other control and format characters (C1, bidi
+# overrides, U+2028…) are written as \u escapes too (tlspin._escapes): TOML reads them back as the
+# same characters, and a terminal showing the file sees only ASCII for them. Everything else
+# (including non-ASCII text) is written as is.
 _ESCAPES = {
     '"': '\\"',
     "\\": "\\\\",
@@ -47,14 +51,14 @@ def toml_string(value: str) -> str:
         code = ord(ch)
         if ch in _ESCAPES:
             out.append(_ESCAPES[ch])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04X}")
         elif 0xD800 <= code <= 0xDFFF:
             msg = (
                 f"cannot write {value!r} to a policy file: expected text, found a lone surrogate "
                 f"U+{code:04X}"
             )
             raise PolicyError(msg)
+        elif (code < 0x20 or code >= 0x7F) and is_unsafe(ch):
+            out.append(f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}")
         else:
             out.append(ch)
     out.append('"')
@@ -89,7 +93,14 @@ def _toml_value(value: Any) -> str:
 
 
 def _comment(text: str) -> str:
-    return "".join(f"# {line}".rstrip() + "\n" for line in text.splitlines())
+    # A comment has no escapes, and TOML refuses control characters in one: unsafe characters
+    # (a file name's ESC, a bidi override) are shown as \uXXXX text instead.
+    lines = text.replace("\r\n", "\n").split("\n")
+    return "".join(f"# {unsafe_sub(line, _shown)}".rstrip() + "\n" for line in lines)
+
+
+def _shown(char: str) -> str:
+    return "\\u" + format(ord(char), "04x")
 
 
 def dumps(
@@ -114,11 +125,9 @@ def dumps(
 
     if format == "json":
         data = to_data(policy, dates_as_strings=True)
-        try:
-            return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        except UnicodeEncodeError as exc:  # pragma: no cover - json escapes surrogates itself
-            msg = f"cannot write the policy as JSON: {exc}"
-            raise PolicyError(msg) from None
+        # Non-ASCII text as is, but control and format characters as \u escapes: the same
+        # strings for a JSON reader, inert on a terminal.
+        return json_inert(json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
     if format != "toml":
         msg = f"expected format 'toml' or 'json', found {format!r}"
         raise PolicyError(msg)

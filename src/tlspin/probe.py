@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from tlspin._numbers import tcp_port
 from tlspin._probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
 
 __all__ = ["ProbeResult", "Target", "parse_target", "probe"]
@@ -82,10 +83,11 @@ def parse_target(text: str, *, default_port: int = 443) -> Target:
         raise ValueError(msg)
     port = default_port
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        number = tcp_port(port_text)  # ASCII digits: "²" passes isdigit(), int() refuses it
+        if number is None:
             msg = f"expected a port between 1 and 65535, found {port_text!r} in {text!r}"
             raise ValueError(msg)
-        port = int(port_text)
+        port = number
     return Target(host, port)
 
 

@@ -13,11 +13,20 @@ but the timestamps) are sent once per ``dedup_window``.
 Reporting is opt-in: tlspin has no default endpoint and never sends anything unless a
 :class:`Reporter` with a URI (or a rule with ``report_uri``) is attached.
 
-The report travels pinned when it can: if the endpoint's host is covered by the policy the
-reporter is attached to (or given as ``policy=``), the report connection is checked against that
-policy's pins, so the attacker a report is about cannot read or drop it by intercepting the
-report too. A report is never sent to the host whose connection failed (Chromium's loop rule).
-Each delivery attempt is bounded by one overall deadline (connect, handshake, response).
+The report travels pinned when it can: if the endpoint's host is covered by the policy in force
+(the policy the reporter is attached to, the :class:`~tlspin.bundles.BundleUpdater` whose
+fallback policy it observes, or ``policy=``), the report connection is checked against that
+policy's pins as they are at send time, so the attacker a report is about cannot read or drop it
+by intercepting the report too. A report is never sent to the host whose connection failed
+(Chromium's loop rule). Each delivery attempt is bounded by one overall deadline (connect,
+handshake, response).
+
+A rule's own ``report_uri`` comes with the policy (a bundle, an imported HPKP header), not from
+the application: it gets neither the reporter's ``headers`` (an API key is for the reporter's
+own endpoint) nor, unless ``allow_private_report_uris=True``, a connection to a loopback,
+private, link-local or otherwise non-public address, checked on the address actually connected
+to, so a name resolving to 127.0.0.1 is refused like the literal (no request forgery toward the
+client's own machine or network).
 """
 
 from __future__ import annotations
@@ -26,7 +35,6 @@ import base64
 import collections
 import datetime as dt
 import http.client
-import ipaddress
 import json
 import logging
 import ssl
@@ -36,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tlspin._endpoints import check_endpoint_url, is_public_address, post_json, report_uri_concern
 from tlspin._sender import Outcome, RetrySender, classify_status
 from tlspin.policy import PinPolicy
 
@@ -44,13 +53,20 @@ if TYPE_CHECKING:
     from tlspin.policy import PinRule
     from tlspin.verify import Violation
 
-__all__ = ["Reporter", "ReporterStats", "build_report", "check_endpoint_url", "post_json"]
+__all__ = [
+    "Reporter",
+    "ReporterStats",
+    "build_report",
+    "check_endpoint_url",
+    "is_public_address",
+    "post_json",
+    "report_uri_concern",
+]
 
 log = logging.getLogger("tlspin.reporting")
 
 #: Version of the tlspin report format (the ``tlspin-report-format`` field).
 REPORT_FORMAT = 1
-_USER_AGENT = "tlspin-reporter"
 _SEEN_PRUNE_AT = 10_000
 
 
@@ -150,77 +166,6 @@ def build_report(
     }
 
 
-def check_endpoint_url(uri: str) -> urllib.parse.SplitResult:
-    """Validate a report or webhook URL: http(s) with a host; plain http only to loopback.
-
-    Raises:
-        ValueError: the URL is not acceptable; the message says why.
-    """
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"a report URI must be an http(s) URL with a host, found {uri!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        # Plain HTTP only for a collector on this machine: anywhere else the report channel
-        # would be as interceptable as the connection whose interception it reports.
-        raise ValueError(
-            f"a report URI must use https:// unless its host is loopback, found {uri!r}"
-        )
-    return parts
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def post_json(
-    uri: str,
-    body: bytes,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 10.0,
-    headers: Mapping[str, str] | None = None,
-) -> int:
-    """POST a JSON *body* to *uri* with the stdlib HTTP client and return the status code.
-
-    TLS is verified with *ssl_context*, or the system trust store when it is None. *timeout*
-    bounds the whole exchange (connect, handshake, response head and up to 64 KiB of body),
-    not each read: an endpoint that drips its answer cannot hold the sender.
-
-    Raises:
-        OSError: the connection, TLS handshake or exchange failed (``TimeoutError`` when the
-            deadline passed).
-        http.client.HTTPException: the response was not valid HTTP.
-    """
-    from tlspin._deadline import exchange
-
-    parts = check_endpoint_url(uri)
-    host = parts.hostname
-    assert host is not None  # check_endpoint_url guarantees it
-    context: ssl.SSLContext | None = None
-    if parts.scheme == "https":
-        context = ssl_context if ssl_context is not None else ssl.create_default_context()
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    sent_headers = {
-        "Content-Type": "application/json",
-        "User-Agent": _USER_AGENT,
-        "Connection": "close",
-        **(headers or {}),
-    }
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    response = exchange(
-        "POST", host, port, path, context=context, timeout=timeout, headers=sent_headers,
-        body=body, max_body=64 * 1024,
-    )
-    return response.status
-
-
 @dataclass(frozen=True, slots=True)
 class _Item:
     """One report on its way to one endpoint."""
@@ -243,10 +188,13 @@ class Reporter:
         app_version: application version put in each report.
         ssl_context: TLS context for the report endpoint, used exactly as given (e.g. one made
             by :func:`tlspin.create_context` to pin the collector). Without it, the report
-            connection is pinned with *policy* when *policy* covers the endpoint's host, and
-            verified against the CAs (*cafile*, or the system trust store) in any case.
-        policy: the policy (or :class:`tlspin.PolicySource`, e.g. a ``BundleUpdater``) that
-            pins the report endpoint. :meth:`attach` sets it to the policy attached to.
+            connection is pinned with the policy in force when that covers the endpoint's host,
+            and verified against the CAs (*cafile*, or the system trust store) in any case.
+        policy: the policy (or :class:`tlspin.PolicySource`, e.g. a ``BundleUpdater``, read at
+            each delivery) that pins the report endpoint. Without it, :meth:`attach` sets it to
+            the policy attached to, and a ``BundleUpdater`` whose ``fallback_policy`` has this
+            reporter as an observer replaces that with itself, so reports are pinned with the
+            bundle in force, never with the fallback's stale pins.
         cafile: CA certificates (PEM) that verify the report endpoint, instead of the system
             trust store (ignored with *ssl_context*).
         queue_size: most reports held waiting; when full, the oldest is dropped and counted.
@@ -258,7 +206,12 @@ class Reporter:
         backoff_max: upper bound on the retry delay.
         jitter: randomise each retry delay between half and all of it, so that many clients
             that failed together do not retry together.
-        headers: extra HTTP headers for each report request (e.g. an API key).
+        headers: extra HTTP headers for each request to *uri* (e.g. an API key); never sent
+            to a rule's own ``report_uri``.
+        allow_private_report_uris: let a rule's own ``report_uri`` reach loopback, private,
+            link-local and other non-public addresses (checked on the address connected to,
+            after name resolution). Off by default: the policy, not the application, names
+            those URIs. *uri* itself may always be local (e.g. ``http://127.0.0.1:8787``).
 
     Raises:
         ValueError: an option is invalid (for instance an ``http://`` URI that is not loopback).
@@ -282,6 +235,7 @@ class Reporter:
         headers: Mapping[str, str] | None = None,
         policy: PinPolicy | PolicySource | None = None,
         cafile: str | None = None,
+        allow_private_report_uris: bool = False,
     ) -> None:
         if uri is not None:
             check_endpoint_url(uri)
@@ -308,6 +262,7 @@ class Reporter:
         self._dedup_window = dedup_window
         self._timeout = timeout
         self._headers = dict(headers or {})
+        self._allow_private = allow_private_report_uris
         self._seen: dict[tuple[object, ...], float] = {}
         self._counts: collections.Counter[str] = collections.Counter()
         self._sender: RetrySender[_Item] = RetrySender(
@@ -324,11 +279,24 @@ class Reporter:
         """Return a copy of *policy* that reports its violations through this reporter.
 
         Unless the reporter was given ``policy=`` or ``ssl_context=``, *policy* also pins the
-        report connection when it covers the endpoint's host (the latest attached policy).
+        report connection when it covers the endpoint's host (the latest attached policy). A
+        ``BundleUpdater`` given the returned policy as ``fallback_policy`` takes its place: the
+        report connection is then pinned with the updater's policy in force at each delivery.
         """
         if self._ssl_context is None and not self._policy_given:
             self._policy = PinPolicy(policy.rules, on_expiry=policy.on_expiry)
         return policy.with_observers(self)
+
+    def _follow(self, source: PolicySource) -> None:
+        """Pin the report connection with *source*'s policy in force at each delivery.
+
+        Called by a ``BundleUpdater`` whose fallback policy this reporter observes: the
+        updater's policy, not the fallback's rules, is what the application's connections use
+        (a bundle may have removed and denied the collector's old key). Given ``policy=`` or
+        ``ssl_context=`` take precedence.
+        """
+        if self._ssl_context is None and not self._policy_given:
+            self._policy = source
 
     def __call__(self, violation: Violation) -> None:
         """Queue *violation* for reporting; never blocks on I/O and never raises."""
@@ -420,14 +388,19 @@ class Reporter:
             item.violation, app_id=self.app_id, app_version=self.app_version, rules=rules
         )
         body = json.dumps(report, separators=(",", ":")).encode("utf-8")
+        # The reporter's own endpoint is the application's choice; a rule's report_uri is the
+        # policy's (a bundle, an imported header): no API key for it, and no local network.
+        own = self.uri is not None and item.destination == self.uri
         try:
             status = post_json(
                 item.destination, body, ssl_context=self._context_for(item.destination),
-                timeout=self._timeout, headers=self._headers,
+                timeout=self._timeout, headers=self._headers if own else None,
+                allow_address=None if own or self._allow_private else is_public_address,
             )
         except ValueError as exc:
             # The URI itself is unusable (e.g. a rule's report_uri with plain http to a remote
-            # host, or control characters): no retry can fix it.
+            # host, control characters, or a host resolving to a loopback or private address):
+            # no retry can fix it.
             log.warning("pin report to %r refused: %s", item.destination, exc)
             return "failed"
         except (OSError, http.client.HTTPException) as exc:

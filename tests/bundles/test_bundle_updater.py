@@ -607,6 +607,31 @@ def test_redirects_are_not_followed(pki: Pki, make_updater: Factory) -> None:
         redirector.close()
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1_0", b"+0", b"\x00"])
+def test_a_content_length_of_other_than_ascii_digits_is_a_failed_fetch(
+    pki: Pki, make_updater: Factory, key_a: Ed25519PrivateKey, length: bytes
+) -> None:
+    """The pinned update server answers a valid bundle with ``Content-Length: ²`` (latin-1
+    0xB2: ``str.isdigit()`` is true, ``int()`` refuses it) or another length int() would read
+    ("1_0", "+0"): refresh() returns a failed fetch, never raises, and applies nothing."""
+    body = make(pki.policy(), [key_a], 1).dumps()
+    server = DripServer(b"", b" ", context=server_context(pki.bundle_leaf))
+    try:
+        server.full = (
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        updater = make_updater(url=f"https://127.0.0.1:{server.port}/b.json")
+        result = updater.refresh()
+        assert (result.outcome, result.version) == ("failed", None)
+        assert "Content-Length" in result.message
+        # Twin: the same bundle with its true length is applied.
+        server.full = _http_response(body)
+        assert updater.refresh().outcome == "updated"
+    finally:
+        server.close()
+
+
 def test_raising_observer_does_not_break_updates(
     pki: Pki, server: BundleServer, make_updater: Factory, key_a: Ed25519PrivateKey
 ) -> None:
@@ -635,6 +660,43 @@ def test_fallback_observers_see_violations_under_bundle_policy(
     with pytest.raises(PinMismatchError):
         handshake(tlspin.create_context(updater, cafile=pki.cafile), api_servers[0].address)
     assert [v.hostname for v in seen] == ["api.test"]
+
+
+@pytest.mark.parametrize("collector_key", ["denied", "new"])
+def test_reporter_on_the_fallback_pins_reports_with_the_bundle_in_force(
+    pki: Pki,
+    server: BundleServer,
+    make_updater: Factory,
+    key_a: Ed25519PrivateKey,
+    api_servers: tuple[TLSServer, TLSServer],
+    collector_key: str,
+) -> None:
+    """``fallback_policy=reporter.attach(policy)`` (how every bundle's violations get
+    reported): a bundle removes and denies the collector's compromised key. A server holding
+    that key (same CA) gets not one byte of the report, although the fallback pinned it; the
+    collector with the bundle's new key (twin) receives it."""
+    denied, new = pki.ca.issue("localhost"), pki.ca.issue("localhost")
+    fallback = PinPolicy([*pki.policy().rules, PinRule("localhost", [denied.pin, pki.backup])])
+    bundle = PinPolicy([
+        *pki.policy([pki.api_new.pin]).rules,
+        PinRule("localhost", [new.pin, pki.backup], deny=[denied.pin]),
+    ])
+    with TLSServer(denied if collector_key == "denied" else new) as collector:
+        reporter = tlspin.Reporter(f"https://localhost:{collector.port}/reports",
+                                   cafile=pki.cafile, max_attempts=1)
+        updater = make_updater(fallback_policy=reporter.attach(fallback))
+        server.serve(make(bundle, [key_a], 1))
+        assert updater.refresh().outcome == "updated"
+        with pytest.raises(PinMismatchError):  # the bundle's violation, reported
+            handshake(tlspin.create_context(updater, cafile=pki.cafile), api_servers[0].address)
+        assert reporter.flush(10)
+        reporter.close()
+        if collector_key == "denied":
+            assert (reporter.stats.sent, reporter.stats.failed) == (0, 1)
+            assert collector.received == b"", "the denied key's holder read the report"
+        else:
+            assert reporter.stats.sent == 1
+            assert b'"hostname":"api.test"' in collector.received
 
 
 def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:

@@ -54,6 +54,7 @@ CASES = {
     "TP015": toml(extra=f'expires = {SOON}\nmode = "report"'),
     "TP016": toml(pins=f'{{ pin = "{A}", not_after = 2025-01-01 }}, "{B}"'),
     "TP019": toml(pins=f'"cert-sha256/{"ab" * 32}", "{B}"'),
+    "TP020": toml(extra=f'expires = {SOON}\nreport_uri = "http://127.0.0.1:6379/x"'),
 }
 
 
@@ -71,6 +72,19 @@ def test_code_fires(code: str) -> None:
         f.severity for f in lint_text(CASES[code], today=TODAY).findings if f.code == code
     )
     assert severity == CODES[code][0]
+
+
+@pytest.mark.parametrize(
+    ("uri", "fires"),
+    [("http://127.0.0.1:6379/x", True), ("https://10.0.0.7/r", True),
+     ("https://localhost:8787/r", True), ("http://reports.example.com/r", True),
+     ("https://reports.example.com/r", False)],
+)
+def test_report_uri_toward_the_local_network_or_in_clear_is_tp020(uri: str, fires: bool) -> None:
+    """TP020 flags a rule's report_uri every client would send to its own network or in
+    clear; a public https URI (twin) is clean."""
+    found = codes(CLEAN + f'report_uri = "{uri}"\n')
+    assert ("TP020" in found) is fires
 
 
 def test_cross_rule_deny_clash() -> None:

@@ -224,3 +224,86 @@ def test_clean_escapes_controls_and_leaves_text_alone(raw: str, shown: str) -> N
 
     assert clean(raw) == shown
     assert clean_lines("one\n" + raw) == "one\n" + shown.replace("\\x0a", "\n")
+
+
+# Data outputs (policies, exports, bundles): the text must come back exactly, and reach the
+# terminal inert. Every character below would act on a terminal or forge a line if printed raw.
+NOTE = (
+    f"key {C1_CSI} {BIDI}LIVE-PIN\u202c \u2028forged line\u2029 {SGR}ESC\x7f "
+    "\u2066iso\u2069 zw\u200bsp \U000e0041tag e\u0301 日本"
+)
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _hostile_policy(directory: Path) -> tuple[Path, str, str]:
+    """A JSON policy whose pin note holds NOTE (and whose file name an ESC); its two pins."""
+    import os
+
+    a, b = (f"sha256/{__import__('base64').b64encode(os.urandom(32)).decode()}" for _ in "ab")
+    path = directory / "p\x1b[31m.json"
+    rule = {"hosts": ["api.example.com"], "pins": [{"pin": a, "role": "backup", "note": NOTE}, b],
+            "expires": (dt.date.today() + dt.timedelta(days=90)).isoformat()}
+    path.write_text(json.dumps({"rule": [rule]}), encoding="utf-8")
+    return path, a, b
+
+
+def _assert_inert(text: str) -> None:
+    import unicodedata
+
+    bad = [c for c in text if c not in "\n\r" and unicodedata.category(c) in _UNSAFE]
+    assert bad == [], f"raw control or format characters in the output: {bad!r}"
+
+
+@pytest.mark.parametrize(
+    ("args", "fmt"),
+    [
+        (["import", "--from", "json", "{path}"], "toml"),
+        (["import", "--from", "json", "{path}", "--format", "json"], "json"),
+        (["export", "--format", "json", "{path}"], "json"),
+    ],
+    ids=["import-toml", "import-json", "export-json"],
+)
+def test_policy_output_carries_hostile_notes_inert_and_exact(
+    tmp_path: Path, args: list[str], fmt: str
+) -> None:
+    """`tlspin import` and `tlspin export --format json` printed a note's raw C1 CSI, bidi
+    override and U+2028 (and an ESC from the file name into a TOML comment, where TOML allows
+    no control character). They are escapes now, and the output reads back to the very same
+    note: on a terminal, nothing acts; in a pipe, nothing is lost."""
+    from tlspin.policyfile import loads
+
+    path, a, _ = _hostile_policy(tmp_path)
+    argv = [arg.replace("{path}", path.name) for arg in args]
+    code, output = run_in_terminal(*argv, cwd=tmp_path)
+    assert code == 0, output
+    assert_literal(output)
+    _assert_inert(output.decode("utf-8"))
+    piped = subprocess.run([sys.executable, "-m", "tlspin", *argv], cwd=tmp_path,
+                           capture_output=True, check=True)
+    text = piped.stdout.decode("utf-8")
+    _assert_inert(text)
+    policy = loads(text, format=fmt)  # type: ignore[arg-type]
+    info = policy.rules[0].info(policy.rules[0].pins[0])
+    assert info is not None
+    assert info.note == NOTE
+    assert str(policy.rules[0].pins[0]) == a
+
+
+def test_bundle_sign_prints_hostile_notes_inert_and_exact(tmp_path: Path) -> None:
+    """`tlspin bundle sign --out -` prints the document: its notes are escapes too, and the
+    printed document parses to the same note (signatures cover the canonical form)."""
+    from tlspin.bundles import parse_document
+
+    path, _, _ = _hostile_policy(tmp_path)
+    key = tmp_path / "signing.key"
+    assert subprocess.run([sys.executable, "-m", "tlspin", "keygen", "--out", str(key)],
+                          capture_output=True, check=False).returncode == 0
+    argv = ["bundle", "sign", path.name, "--key", key.name, "--version", "1", "--out", "-"]
+    code, output = run_in_terminal(*argv, cwd=tmp_path)
+    assert code == 0, output
+    assert_literal(output)
+    piped = subprocess.run([sys.executable, "-m", "tlspin", *argv], cwd=tmp_path,
+                           capture_output=True, check=True)
+    _assert_inert(piped.stdout.decode("utf-8"))
+    document = parse_document(piped.stdout)
+    assert document.bundle.policy_data["rule"][0]["pins"][0]["note"] == NOTE

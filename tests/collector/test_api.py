@@ -18,10 +18,12 @@ from .conftest import HOST, PKI, TOKEN, LiveServer, unique_host
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"},
-     {"Cookie": "tlspin_session=9999999999.deadbeef"}],
+     {"Cookie": "tlspin_session=9999999999.deadbeef"},
+     # "²" (latin-1 0xB2) passes str.isdigit() but int() refuses it: 401, never a 5xx.
+     {"Cookie": b"tlspin_session=\xb29999999999.deadbeef"}],
 )
 def test_query_api_needs_the_token(
-    shared_sqlite: LiveServer, headers: dict[str, str]
+    shared_sqlite: LiveServer, headers: dict[str, str | bytes]
 ) -> None:
     """Without the bearer token (or with a forged session) the API answers 401."""
     server = shared_sqlite

@@ -7,7 +7,10 @@ import datetime as dt
 import os
 import plistlib
 import re
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -446,6 +449,9 @@ def test_okhttp_expiry_is_a_guard_in_code() -> None:
         ('if (now < 1780358400001L) { b.add("a.example.com", "%A", "%B"); }', "end of a day"),
         ('if (now < 259200000000000L) { b.add("a.example.com", "%A", "%B"); }', "not a date"),
         ('if (now < 1780358400000L) { b.add("a.example.com", "%A", "%B");', "not closed"),
+        # A condition never closed governs the rest of the file (it was read as governing
+        # nothing, and the pins imported as unconditional).
+        ('if (DEBUG b.add("a.example.com", "%A", "%B");', "only condition"),
     ],
 )
 def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: str) -> None:
@@ -458,6 +464,29 @@ def test_okhttp_import_refuses_pins_under_other_conditions(code: str, detail: st
     assert import_policy(harmless.encode(), "okhttp-java").policy.rules[0].pins == (a, b)
 
 
+def test_okhttp_import_of_many_ifs_takes_linear_time(tmp_path: Path) -> None:
+    """Each ``if`` made the import rescan (and copy) the rest of the file: 32 KB of ``if (``
+    took about a minute, and the 16 MiB input cap allowed hours. 1.7 MB of them (closed ones
+    before the last pins, and never-closed ones after) import within a generous functional
+    bound of 120 s, in a process that the bound kills otherwise (not a benchmark)."""
+    a, b, c, d = pins(4)
+    source = (
+        f'CertificatePinner.Builder().add("a.example.com", "{a}", "{b}")\n'
+        + "if (x) y; " * 100_000
+        + f'\n.add("b.example.com", "{c}", "{d}").build();\n'
+        + "if (" * 200_000
+    )
+    path = tmp_path / "Pins.java"
+    path.write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "tlspin", "import", "--from", "okhttp-java", str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"a.example.com"' in done.stdout
+    assert '"b.example.com"' in done.stdout
+
+
 @pytest.mark.parametrize("fmt", ["okhttp-java", "android-nsc", "trustkit-android", "trustkit-ios"])
 def test_exporting_an_expired_rule_warns(fmt: str) -> None:
     """A rule already past its expires exports, with a warning that clients ignore its pins;
@@ -467,3 +496,64 @@ def test_exporting_an_expired_rule_warns(fmt: str) -> None:
         policy = PinPolicy([rule(["a.example.com"], [a, b], expires=expires)])
         problems = export(policy, fmt, ExportOptions(today=TODAY)).problems
         assert any("no longer applies its pins" in str(p) for p in problems) is warned
+
+
+# Text someone else wrote (an imported configuration, a bundle) that would act on a terminal
+# or break out of a comment or string if written raw.
+HOSTILE_NOTE = (
+    "x\n}\nSystem.exit(1); /* */ --> -- \\u000a \r\u2028\u2029\u0085 \u202e \x9b "
+    "\"' $x ${x} <!-- &amp; ]]>"
+)
+HOSTILE_URI = "https://r.example.com/\u202e\x9b\u2028\u200bx"
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _assert_inert(text: str) -> None:
+    import unicodedata
+
+    bad = [c for c in text if c not in "\n\t" and unicodedata.category(c) in _UNSAFE]
+    assert bad == [], f"raw control or format characters in the export: {bad!r}"
+
+
+@pytest.mark.parametrize("fmt", ["trustkit-android", "trustkit-ios"])
+def test_xml_exports_write_hostile_report_uris_as_references(fmt: str) -> None:
+    """A report URI's C1 control, bidi override, line separator and zero-width space were
+    written raw into the XML and plist exports; they are character references now, which
+    read back (the import, twin) as the very same URI."""
+    a, b = pins(2)
+    policy = PinPolicy([rule(["api.example.com"], [a, b], expires=TODAY + dt.timedelta(days=90),
+                             report_uri=HOSTILE_URI)])
+    text = run(policy, fmt)
+    _assert_inert(text)
+    assert "&#x202E;" in text
+    assert import_policy(text.encode(), fmt).policy.rules[0].report_uri == HOSTILE_URI
+
+
+@pytest.mark.parametrize("fmt", ["okhttp-java", "okhttp-kotlin", "android-nsc", "trustkit-android"])
+def test_notes_cannot_break_out_of_generated_comments(fmt: str) -> None:
+    """A note holding newlines (a Java `//` comment would end there and the rest run as
+    code), a Java Unicode escape (`\\u000a` ends the comment before the compiler lexes),
+    `*/`, `-->` or `--` stays inside its one-line comment, as inert ASCII; twin: the same export
+    with a plain note has as many lines, so the note started none."""
+    a, b = pins(2)
+
+    def with_note(note: str) -> str:
+        policy = PinPolicy([rule(["api.example.com"], [a, b], expires=TODAY + dt.timedelta(days=90),
+                                 pin_info={a: PinInfo("leaf", note)})])
+        return run(policy, fmt)
+
+    plain, hostile = with_note("plain note"), with_note(HOSTILE_NOTE)
+    _assert_inert(hostile)
+    assert hostile.count("\n") == plain.count("\n")
+    assert hostile.isascii()
+    if fmt.startswith("okhttp"):
+        assert "\\" not in hostile
+        for line in hostile.splitlines():
+            if "System.exit" in line:
+                assert line.index("//") < line.index("System.exit"), line
+    else:
+        parser = ET.XMLParser(target=ET.TreeBuilder(insert_comments=True))
+        root = ET.fromstring(hostile, parser=parser)
+        comments = [e.text or "" for e in root.iter() if not isinstance(e.tag, str)]
+        assert any("System.exit" in c for c in comments)
+        assert not any("--" in c for c in comments)

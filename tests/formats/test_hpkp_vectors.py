@@ -180,6 +180,35 @@ def test_del_in_report_uri_is_percent_encoded_and_never_exported_raw() -> None:
 
 
 @pytest.mark.parametrize(
+    ("uri", "concern"),
+    [
+        ("http://127.0.0.1:6379/x", "loopback, private"),
+        ("https://localhost/r", "own machine"),
+        ("https://169.254.169.254/latest", "loopback, private"),
+        ("https://[::1]:8080/r", "loopback, private"),
+        ("https://127.1/r", "loopback, private"),
+        ("https://redis/r", "single-label"),
+        ("http://reports.example.com/r", "plain http"),
+        ("https://reports.example.com/r", None),
+    ],
+)
+def test_a_local_or_cleartext_report_uri_is_imported_with_a_warning(
+    uri: str, concern: str | None
+) -> None:
+    """A header's report-uri toward the client's own machine or network (request forgery
+    toward, e.g., Redis on 127.0.0.1:6379) or in clear is kept but never silently: the import
+    warns, as lint's TP020 does. Twin: a public https URI imports without a word."""
+    imported = parse(f'max-age=999; {BACKUP}; {GOOD}; report-uri="{uri}"')
+    assert imported.policy.rules[0].report_uri == uri
+    found = [str(p) for p in imported.problems if "report_uri" in str(p)]
+    if concern is None:
+        assert found == []
+    else:
+        assert len(found) == 1
+        assert concern in found[0]
+
+
+@pytest.mark.parametrize(
     "header",
     [
         f"max-age='999'; {BACKUP}; {GOOD}",

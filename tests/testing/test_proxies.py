@@ -76,6 +76,20 @@ def test_connect_to_non_loopback_is_refused(root: CA, server: TLSServer, target:
     assert server.connections == 0
 
 
+@pytest.mark.parametrize("port", ["99999", "+{port}", "{port}_", "\u00b2"])
+def test_connect_port_that_is_not_ascii_digits_gets_400(
+    server: TLSServer, proxy: ConnectProxy, port: str
+) -> None:
+    """A CONNECT port int() would misread ("+443", "443_") or refuse late (99999: connect()
+    raises OverflowError; "²" passes str.isdigit()) gets 400, and nothing reaches the origin.
+    Twin: test_connect_tunnel_reaches_origin."""
+    target = f"api.example.test:{port.format(port=server.port)}"
+    reply = _raw_request(proxy.port, f"CONNECT {target} HTTP/1.1\r\n\r\n".encode("latin-1"))
+    assert reply.startswith(b"HTTP/1.1 400 "), reply
+    assert proxy.connects == [target]
+    assert server.connections == 0
+
+
 def test_https_proxy_tls_in_tls(root: CA, intermediate: CA, server: TLSServer) -> None:
     """Clients speak TLS to an HTTPS proxy and TLS again inside the tunnel."""
     proxy_leaf = intermediate.issue("127.0.0.1", "localhost")

@@ -376,8 +376,15 @@ class Document:
         return data
 
     def dumps(self) -> bytes:
-        """Readable UTF-8 JSON (signatures do not depend on layout; they cover the JCS form)."""
-        text = json.dumps(self.to_data(), indent=2, ensure_ascii=False, sort_keys=True)
+        """Readable UTF-8 JSON (signatures do not depend on layout; they cover the JCS form).
+
+        Control and format characters (in notes: C1, bidi overrides, U+2028) are written as
+        ``\\u`` escapes, which parse back to the same text: ``tlspin bundle sign`` may print
+        the document to a terminal.
+        """
+        from tlspin._escapes import json_inert
+
+        text = json_inert(json.dumps(self.to_data(), indent=2, ensure_ascii=False, sort_keys=True))
         return (text + "\n").encode("utf-8")
 
 

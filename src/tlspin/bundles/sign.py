@@ -24,7 +24,7 @@ from tlspin.policy import PinPolicy
 
 __all__ = ["declared_keys", "next_chain", "parse_duration", "sign_bundle"]
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,9})\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -37,7 +37,10 @@ def parse_duration(text: str) -> dt.timedelta:
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"expected a duration like 30d, 12h or 2w, found {text!r}")
-    return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        return dt.timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"expected a duration of at most 999999999 days, found {text!r}") from None
 
 
 def sign_bundle(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tlspin._deadline import Deadline
 from tlspin._net import Service
+from tlspin._numbers import decimal
 from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
@@ -60,7 +61,9 @@ class BundleUpdater(Service):
         store: a :class:`~tlspin.bundles.BundleStore` or its directory.
         fallback_policy: the policy shipped with the application. It must pin the update
             host with an enforced rule, because even the first fetch is pinned. Its observers
-            also receive the violations of every bundle's policy.
+            also receive the violations of every bundle's policy (``reporter.attach(policy)``
+            reports them all), and a :class:`tlspin.Reporter` among them pins its report
+            connection with this updater's policy in force, not with the fallback's rules.
         interval: seconds between refreshes in background mode.
         cafile: CA file for the fetch (default: the system trust store).
         timeout: seconds the whole fetch may take: name lookup, connect, TLS handshake,
@@ -145,6 +148,15 @@ class BundleUpdater(Service):
         self._etag: str | None = None
         self._in_force = _InForce(fallback_policy, None, None)
         self._load()
+        if fallback_policy.observers:
+            from tlspin.reporting import Reporter
+
+            # A Reporter observing the fallback policy would pin its report connection with
+            # the fallback's rules forever, even after a bundle removed and denied the
+            # collector's key: it reads this updater's policy in force instead.
+            for observer in fallback_policy.observers:
+                if isinstance(observer, Reporter):
+                    observer._follow(self)
 
     def __repr__(self) -> str:
         return f"<BundleUpdater {self._url} version={self.version}>"
@@ -271,8 +283,15 @@ class BundleUpdater(Service):
                 status, body, etag = self._fetch(in_force)
             except BundleError as exc:
                 return self._reject(exc, None)
-            except (OSError, http.client.HTTPException) as exc:
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # ValueError: the stdlib's answer to some malformed responses and names
+                # (UnicodeError among them); the server's fault, not the caller's.
                 return self._failed(f"fetching {self._url} failed: {exc}")
+            except Exception as exc:  # refresh() never raises for network or server errors
+                log.exception("unexpected error while fetching %s", self._url)
+                return self._failed(
+                    f"fetching {self._url} failed: unexpected {type(exc).__name__}: {exc}"
+                )
             if status == 304:
                 return RefreshResult("not-modified", self._in_force.version)
             if status != 200:
@@ -356,10 +375,10 @@ class BundleUpdater(Service):
             return response.status, b"", None
         if response.truncated:
             # The rest of an oversized body was never read, let alone kept in memory.
-            length = response.header("Content-Length") or ""
+            length = decimal((response.header("Content-Length") or "").strip())
             found = (
                 f"the server announces {length} bytes"
-                if length.isdigit()
+                if length is not None
                 else "the body is longer (download stopped)"
             )
             raise BundleError(f"at most {self._max_bytes} bytes are accepted; {found}",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from tlspin.probe import ProbeResult, Target
 
 _FILE_SUFFIXES = (".pem", ".der", ".crt", ".cer", ".key", ".csr", ".pub", ".p8", ".req", ".txt")
-_HOSTLIKE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$")
+_HOSTLIKE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
 _FORMS = ("sha256", "hpkp", "curl", "base64", "hex")
 
 

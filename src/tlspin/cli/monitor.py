@@ -42,7 +42,7 @@ EXIT_IO = 74  # sysexits EX_IOERR
 EXIT_LOG = 2
 P = ParamSpec("P")
 R = TypeVar("R")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]{1,9}(?:\.[0-9]{1,9})?)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _COLOURS = {"green": "green", "amber": "yellow", "red": "red"}
 

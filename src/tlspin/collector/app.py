@@ -25,6 +25,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from tlspin._numbers import decimal
 from tlspin.collector.alerts import AlertSender
 from tlspin.collector.auth import Auth
 from tlspin.collector.formats import ReportError
@@ -316,9 +317,10 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         metrics.received.inc()
         ip = client_ip(request, settings)
         declared = _content_length(request.scope)
-        if declared is not None and (not declared.isdigit() or len(declared) > 18):
+        length = None if declared is None else decimal(declared)
+        if declared is not None and length is None:
             return _reject(state, 400, "bad-length", "Content-Length is not a number")
-        if declared is not None and int(declared) > settings.max_report_bytes:
+        if length is not None and length > settings.max_report_bytes:
             return _reject(state, 413, "too-large",
                            f"the body exceeds {settings.max_report_bytes} bytes")
         if not state.limiter.allow(ip):

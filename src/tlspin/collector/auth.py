@@ -14,6 +14,8 @@ import time
 
 from starlette.requests import Request
 
+from tlspin._numbers import decimal
+
 __all__ = ["COOKIE", "Auth"]
 
 COOKIE = "tlspin_session"
@@ -61,7 +63,9 @@ class Auth:
         if not cookie or "." not in cookie or len(cookie) > 200:
             return False
         expiry, _, mac = cookie.partition(".")
-        if not expiry.isdigit() or int(expiry) < time.time():
+        # ASCII digits only: "²" passes str.isdigit(), and int() refuses it (a 500 here).
+        seconds = decimal(expiry)
+        if seconds is None or seconds < time.time():
             return False
         return hmac.compare_digest(mac, self._sign("session", expiry))
 

@@ -197,7 +197,23 @@ def import_policy(
     problems = Problems()
     options = ExportOptions(host=host, today=today)
     policy = parser(data, fmt, options, problems)
+    _check_report_uris(policy, problems)
     return Imported(policy, tuple(problems.items))
+
+
+def _check_report_uris(policy: PinPolicy, problems: Problems) -> None:
+    """Warn about report URIs no client should send reports to (lint's TP020).
+
+    An imported ``report-uri`` comes from someone else's configuration (an HPKP header a
+    server sent): ``http://127.0.0.1:6379/`` would make every client post to a service on its
+    own machine. The import keeps the URI (nothing is dropped silently) and says so.
+    """
+    from tlspin._endpoints import report_uri_concern
+
+    for index, rule in enumerate(policy.rules):
+        concern = None if rule.report_uri is None else report_uri_concern(rule.report_uri)
+        if concern is not None:
+            problems.warning(f"report_uri {rule.report_uri}: {concern}", rule=index)
 
 
 def canonical(policy: PinPolicy) -> PinPolicy:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 import warnings
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.parsers import expat
 
 from tlspin.exceptions import PolicyError, SinglePinWarning
 from tlspin.formats import ExportOptions, Problems
@@ -16,6 +18,9 @@ from tlspin.pins import CertificatePin, Pin
 from tlspin.policy import AnyPin, PinPolicy, PinRule
 
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
+#: Deepest element nesting an imported XML document may have (Android's and TrustKit's are
+#: a handful of levels deep).
+MAX_XML_DEPTH = 64
 _IP = re.compile(r"^[0-9.]+$|:")
 
 
@@ -216,16 +221,90 @@ def pin_label(rule: PinRule, pin: AnyPin) -> str | None:
     return ": ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "") if parts else None
 
 
-def xml_text(data: bytes, what: str) -> bytes:
-    """Refuse XML features that untrusted configuration files never need (entities, DTDs)."""
+def xml_tree(
+    data: bytes, what: str, *, doctype: str | None = None, invalid: str = "invalid XML"
+) -> ET.Element:
+    """Parse untrusted XML into an element tree, refusing every DTD feature in the parser.
+
+    Configuration files never need a DTD, and its entities are how a small file expands into
+    gigabytes or reads local files. The refusal runs inside expat, on the document as decoded
+    (UTF-16 and every other encoding expat reads), not on the raw bytes, which an encoding
+    hides a declaration from. A DOCTYPE is refused unless it names *doctype* and has no
+    internal subset (a plist's ``<!DOCTYPE plist PUBLIC …>``); entity declarations always.
+    Elements nested more than :data:`MAX_XML_DEPTH` deep are refused, so that no reader of
+    the tree runs out of stack. A document that is not well-formed is *invalid* (the words
+    the message starts with).
+
+    Raises:
+        PolicyError: too large, not well-formed, a DTD feature, or nested too deeply.
+    """
     if len(data) > MAX_IMPORT_BYTES:
         msg = f"{what}: the file is larger than {MAX_IMPORT_BYTES} bytes"
         raise PolicyError(msg)
-    head = data[:4096].lower()
-    if b"<!entity" in data.lower() or (b"<!doctype" in head and b"plist" not in head):
-        msg = f"{what}: XML entity or DOCTYPE declarations are not accepted"
+    # Namespaced names as ElementTree writes them ("{uri}tag"); expat gives "uri}tag".
+    parser = expat.ParserCreate(None, "}")
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    builder = ET.TreeBuilder()
+    depth = 0
+
+    def name(text: str) -> str:
+        return "{" + text if "}" in text else text
+
+    def start(tag: str, attributes: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > MAX_XML_DEPTH:
+            msg = f"{what}: elements are nested more than {MAX_XML_DEPTH} deep"
+            raise PolicyError(msg)
+        builder.start(name(tag), {name(k): v for k, v in attributes.items()})
+
+    def end(tag: str) -> None:
+        nonlocal depth
+        depth -= 1
+        builder.end(name(tag))
+
+    def start_doctype(
+        doctype_name: str, system_id: str | None, public_id: str | None, internal: int
+    ) -> None:
+        if doctype is None or doctype_name != doctype or internal:
+            msg = f"{what}: XML entity or DOCTYPE declarations are not accepted"
+            raise PolicyError(msg)
+
+    def refuse_entity(*_: object) -> None:
+        msg = f"{what}: XML entity declarations are not accepted"
         raise PolicyError(msg)
-    return data
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = builder.data
+    parser.StartDoctypeDeclHandler = start_doctype
+    parser.EntityDeclHandler = refuse_entity
+    parser.UnparsedEntityDeclHandler = refuse_entity
+    try:
+        parser.Parse(data, True)
+        return builder.close()
+    except PolicyError:
+        raise  # from a handler above: already says what was refused
+    except expat.ExpatError as exc:
+        msg = f"{what}: {invalid}: {exc}"
+        raise PolicyError(msg) from None
+    except (ValueError, LookupError) as exc:  # e.g. an encoding expat cannot read
+        msg = f"{what}: {invalid}: {exc}"
+        raise PolicyError(msg) from None
+
+
+def inert_xml(text: str, fmt: str) -> str:
+    """An exported XML document with control, bidi and line-separator characters (from a
+    report URI) written as character references: the same document to a reader, inert on a
+    terminal (the markup and comments tlspin writes are ASCII)."""
+    from tlspin._escapes import xml_inert
+
+    try:
+        return xml_inert(text)
+    except ValueError as exc:
+        msg = f"{fmt}: {exc}"
+        raise PolicyError(msg) from None
 
 
 def group_entries(

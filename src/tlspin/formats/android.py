@@ -33,13 +33,14 @@ from tlspin.formats._common import (
     comment_text,
     domains,
     group_entries,
+    inert_xml,
     is_ip,
     make_rule,
     pin_label,
     platform_expiry,
     spki_pins,
     tlspin_expiry,
-    xml_text,
+    xml_tree,
 )
 from tlspin.pins import Pin
 from tlspin.policy import PinPolicy
@@ -116,7 +117,7 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
                 if rule.report_uri is not None:
                     ET.SubElement(tk, "report-uri").text = rule.report_uri
     ET.indent(root, space="    ")
-    return _HEADER + ET.tostring(root, encoding="unicode") + "\n"
+    return _HEADER + inert_xml(ET.tostring(root, encoding="unicode"), fmt) + "\n"
 
 
 def _bool(value: str | None, what: str) -> bool | None:
@@ -132,11 +133,7 @@ def _bool(value: str | None, what: str) -> bool | None:
 def parse(data: bytes, fmt: str, options: ExportOptions, problems: Problems) -> PinPolicy:
     """Read a Network Security Config (or TrustKit for Android) document into a policy."""
     trustkit = fmt == "trustkit-android"
-    try:
-        root = ET.fromstring(xml_text(data, fmt))  # noqa: S314 - entities/DTDs refused above
-    except ET.ParseError as exc:
-        msg = f"{fmt}: invalid XML: {exc}"
-        raise PolicyError(msg) from None
+    root = xml_tree(data, fmt)
     if root.tag != "network-security-config":
         msg = f"{fmt}: expected a <network-security-config> document, found <{root.tag}>"
         raise PolicyError(msg)

@@ -22,12 +22,13 @@ from tlspin.formats._common import (
     check_rule,
     domains,
     group_entries,
+    inert_xml,
     is_ip,
     make_rule,
     platform_expiry,
     spki_pins,
     tlspin_expiry,
-    xml_text,
+    xml_tree,
 )
 from tlspin.pins import Pin
 from tlspin.policy import PinPolicy
@@ -103,7 +104,12 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
             config[DISABLE_DEFAULT_REPORT_URI] = True
             pinned[entry.name] = config
     document = {"TSKConfiguration": {SWIZZLE: False, PINNED_DOMAINS: pinned}}
-    return plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False).decode("utf-8")
+    try:
+        text = plistlib.dumps(document, fmt=plistlib.FMT_XML, sort_keys=False).decode("utf-8")
+    except ValueError as exc:  # plistlib refuses C0 controls; UTF-8, lone surrogates
+        msg = f"{fmt}: cannot write the property list: {exc}"
+        raise PolicyError(msg) from None
+    return inert_xml(text, fmt)
 
 
 def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
@@ -117,11 +123,16 @@ def _typed(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
 def parse(data: bytes, fmt: str, options: ExportOptions, problems: Problems) -> PinPolicy:
     """Read an Info.plist (XML or binary) holding ``TSKConfiguration``, or the dict itself."""
     if not data.startswith(b"bplist"):
-        xml_text(data, fmt)
+        # The DTD and depth checks plistlib lacks, in the parser (any encoding).
+        xml_tree(data, fmt, doctype="plist", invalid="not a property list")
     try:
         document = plistlib.loads(data)
     except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError) as exc:
         msg = f"trustkit-ios: not a property list: {exc}"
+        raise PolicyError(msg) from None
+    except RecursionError:
+        # plistlib reads a binary plist's nested containers recursively.
+        msg = "trustkit-ios: not a property list: its containers are nested too deeply"
         raise PolicyError(msg) from None
     _typed(document, dict, "the property list's top level")
     config = document.get("TSKConfiguration", document)

@@ -28,6 +28,7 @@ from tlspin._loopserver import (
     tunnel,
 )
 from tlspin._net import resolve_loopback, split_target, url_host
+from tlspin._numbers import decimal
 from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
 
 __all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]
@@ -95,7 +96,12 @@ class ConnectProxy(LoopService):
         method, target, _version = [*start.split(" "), "", ""][:3]
         if method.upper() == "CONNECT":
             self._append("_connects", target)
-            host, port = split_target(target, 443)
+            try:
+                host, port = split_target(target, 443)
+            except ValueError as exc:
+                self._append("_errors", f"CONNECT {target}: {exc}")
+                await reply(writer, "400 Bad Request", f"expected CONNECT host:port ({exc})")
+                return
             address = resolve_loopback(host, self._resolve)
             if address is None:
                 self._append("_refused", target)
@@ -296,7 +302,12 @@ class MitmProxy(LoopService):
             await reply(writer, "405 Method Not Allowed", "this proxy only supports CONNECT")
             return
         self._append("_connects", target)
-        host, port = split_target(target, 443)
+        try:
+            host, port = split_target(target, 443)
+        except ValueError as exc:
+            self._append("_errors", f"CONNECT {target}: {exc}")
+            await reply(writer, "400 Bad Request", f"expected CONNECT host:port ({exc})")
+            return
         address = resolve_loopback(host, self._resolve)
         if address is None:
             self._append("_blocked", target)
@@ -397,7 +408,9 @@ class MitmProxy(LoopService):
         if head is None:
             return False
         start, headers, raw = head
-        status = int([*start.split(" "), "0"][1] or 0)
+        status = decimal([*start.split(" "), ""][1], max_digits=3)
+        if status is None:
+            raise ValueError(f"expected an HTTP status line, found {start[:60]!r}")
         no_body = request_line.startswith("HEAD ") or status in (204, 304) or status < 200
         framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "")
         body = b"" if no_body else await read_body(reader, headers, until_eof=True)

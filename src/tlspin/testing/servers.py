@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
 from tlspin._net import LOOPBACK_HOSTS, Listener, unblock_socket, url_host
+from tlspin._numbers import decimal, hexadecimal
 from tlspin.testing.pki import Leaf, server_context
 
 __all__ = ["LOOPBACK_HOSTS", "TLSServer"]
@@ -406,7 +407,10 @@ def _body_end(buffer: bytes, headers: Mapping[str, str]) -> int | None:
             line_end = buffer.find(b"\r\n", offset)
             if line_end < 0:
                 return None
-            size = int(buffer[offset:line_end].split(b";")[0].strip() or b"0", 16)
+            size = hexadecimal(buffer[offset:line_end].split(b";")[0].strip())
+            if size is None:  # not HTTP: the connection is dropped (ValueError)
+                msg = "expected a chunk size in hex digits"
+                raise ValueError(msg)
             offset = line_end + 2
             if size == 0:
                 # Skip optional trailers up to the blank line that ends the message.
@@ -415,5 +419,8 @@ def _body_end(buffer: bytes, headers: Mapping[str, str]) -> int | None:
             offset += size + 2
             if offset > len(buffer):
                 return None
-    length = int(headers.get("content-length", "0") or 0)
+    declared = headers.get("content-length", "0") or "0"
+    length = decimal(declared)
+    if length is None:  # "²", "+5", "1_0", "-1": not HTTP, the connection is dropped
+        raise ValueError(f"expected a Content-Length of ASCII digits, found {declared[:40]!r}")
     return length if len(buffer) >= length else None
