@@ -189,6 +189,24 @@ def test_rotation_with_the_cli(workdir: Path) -> None:
     assert "carries 1 earlier key rotation" in run("bundle", "show", "v3.json").stdout
 
 
+def test_sign_refuses_a_small_order_next_key(workdir: Path) -> None:
+    """`--next-key` with the identity point (or the all-zero placeholder, of order 4) is
+    refused: after such a rotation anyone could sign bundles (R = identity, S = 0). Nothing is
+    written. The twin: a real next key rotates."""
+    base = ("pins.toml", "-k", "a.key", "--version", "2", "--next-key", "a.pub")
+    for weak in (
+        "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "7v////////////////////////////////////////8=",
+    ):
+        refused = run("bundle", "sign", *base, "--next-key", weak, "-o", "rot.json")
+        assert refused.exit_code == 2, refused.stderr
+        assert "small order" in refused.stderr or "not canonical" in refused.stderr
+        assert not (workdir / "rot.json").exists()
+    sign(*base, "--next-key", "b.pub", "-k", "b.key", "-o", "rot.json")
+    assert "signing keys now 2 key(s)" in run("bundle", "verify", "rot.json", "-t", "a.pub").stdout
+
+
 def test_keygen_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
     """A symbolic link planted where the key goes is refused without --force (even dangling),
     and replaced, not followed, with --force: the link's target never receives the key."""
