@@ -211,7 +211,6 @@ public final class BundleUpdater implements PolicySource {
             } catch (BundleException e) {
                 throw new IllegalArgumentException("trusted keys: " + e.detail(), e);
             }
-            PublicSuffix.isPublicSuffix("example.com"); // fail now, not at the first bundle
             return new BundleUpdater(this, parsed, keys);
         }
     }
@@ -365,7 +364,7 @@ public final class BundleUpdater implements PolicySource {
             } catch (BundleException e) {
                 return reject(e, document == null ? null : Long.valueOf(document.bundle().version()));
             } catch (RuntimeException e) {
-                // E.g. OkHttp's public suffix list unreadable: refuse, never crash the caller.
+                // Not expected from a verifier that refuses by BundleException: refuse, never crash.
                 return failed("verifying the bundle from " + url + " failed: " + e);
             }
             if (verified.unchanged()) {
