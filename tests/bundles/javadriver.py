@@ -291,4 +291,7 @@ class EchoServer:
             self.frames.append(data)
         answer = f"echo: {data}".encode()
         conn.sendall(bytes([0x81, len(answer)]) + answer)
-        need(2)  # the client's close frame (or the connection ends)
+        # The client's close frame (masked, with a status code), answered with ours.
+        close = need(2)
+        need((close[1] & 0x7F) + 4)
+        conn.sendall(b"\x88\x02\x03\xe8")

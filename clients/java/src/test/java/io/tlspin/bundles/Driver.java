@@ -274,25 +274,34 @@ public final class Driver {
 
                     @Override
                     public void onMessage(WebSocket ws, String text) {
-                        result.put("ok", Boolean.TRUE);
-                        result.put("received", text);
+                        first(Boolean.TRUE, "received", text);
                         ws.close(1000, null);
-                        done.countDown();
                     }
 
                     @Override
                     public void onFailure(WebSocket ws, Throwable t, Response response) {
-                        result.put("ok", Boolean.FALSE);
-                        result.put("failure", t.getClass().getSimpleName() + ": " + t.getMessage());
+                        first(Boolean.FALSE, "failure", t.getClass().getSimpleName() + ": " + t.getMessage());
+                    }
+
+                    /** The first outcome counts: the close that follows a message is not one. */
+                    private void first(Boolean ok, String key, String value) {
+                        synchronized (result) {
+                            if (!result.containsKey("ok")) {
+                                result.put("ok", ok);
+                                result.put(key, value);
+                            }
+                        }
                         done.countDown();
                     }
                 });
         if (!done.await(60, TimeUnit.SECONDS)) {
             socket.cancel();
-            result.put("ok", Boolean.FALSE);
-            result.put("failure", "no answer");
         }
         synchronized (result) {
+            if (!result.containsKey("ok")) {
+                result.put("ok", Boolean.FALSE);
+                result.put("failure", "no answer");
+            }
             out.putAll(result);
         }
     }
