@@ -113,7 +113,7 @@ class BundleServer(HTTPThread):
         self.etags = True
         self.stream_total = 0  # > 0: send that many bytes with no Content-Length
         self.streamed = 0
-        self.challenge = False  # answer 401 with a Basic challenge, as a server wanting logins
+        self.challenge = 0  # 401 (or 407): ask for credentials, as a server wanting logins
         self.set_cookie = False  # send a cookie with every answer
         self.requests: list[dict[str, str]] = []
         self.lock = threading.Lock()
@@ -127,8 +127,9 @@ class BundleServer(HTTPThread):
                     body, stream = owner.body, owner.stream_total
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
                 if owner.challenge:
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="update server"')
+                    self.send_response(owner.challenge)
+                    for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                        self.send_header(name, 'Basic realm="update server"')
                     self.send_header("Set-Cookie", "tracker=1; Path=/")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
@@ -205,7 +206,7 @@ def server(bundle_server: BundleServer) -> BundleServer:
         bundle_server.etags = True
         bundle_server.stream_total = 0
         bundle_server.streamed = 0
-        bundle_server.challenge = False
+        bundle_server.challenge = 0
         bundle_server.set_cookie = False
     return bundle_server
 

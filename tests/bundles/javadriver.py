@@ -29,6 +29,7 @@ from tlspin.testing.pki import CA, Leaf, server_context
 from .conftest import BUNDLE_HOST, BundleServer, Pki, public
 
 __all__ = [
+    "AuthProxy",
     "EchoServer",
     "Java",
     "World",
@@ -295,3 +296,81 @@ class EchoServer:
         close = need(2)
         need((close[1] & 0x7F) + 4)
         conn.sendall(b"\x88\x02\x03\xe8")
+
+
+class AuthProxy:
+    """An HTTP CONNECT proxy on 127.0.0.1 that wants ``Proxy-Authorization: Basic <credentials>``
+    (answering 407 and closing otherwise), then tunnels to 127.0.0.1. It records the
+    ``Proxy-Authorization`` header of every CONNECT (None when absent)."""
+
+    def __init__(self, credentials: str) -> None:
+        self.expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+        self.connects: list[str | None] = []
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting."""
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(60)
+        with client:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = client.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            auth = next(
+                (
+                    v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:])
+                    if k.lower() == "proxy-authorization"
+                ),
+                None,
+            )
+            with self.lock:
+                self.connects.append(auth)
+            method, target, _ = lines[0].split(" ", 2)
+            host, _, port = target.rpartition(":")
+            if method != "CONNECT" or host != "127.0.0.1":
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\n\r\n")
+                return
+            if auth != self.expected:
+                client.sendall(
+                    b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                    b'Proxy-Authenticate: Basic realm="proxy"\r\nContent-Length: 0\r\n'
+                    b"Connection: close\r\n\r\n"
+                )
+                return
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=60) as upstream:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                pipe = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+                pipe.start()
+                _pipe(client, upstream)
+                pipe.join(60)
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while chunk := src.recv(65536):
+            dst.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass

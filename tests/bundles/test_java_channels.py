@@ -17,7 +17,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tlspin.bundles import BundleStore, parse_document
 
 from .conftest import BundleServer, make
-from .javadriver import EchoServer, Java, World, init_updater, java, java_classpath, rules, world
+from .javadriver import (
+    AuthProxy,
+    EchoServer,
+    Java,
+    World,
+    init_updater,
+    java,
+    java_classpath,
+    rules,
+    world,
+)
 
 __all__ = ["java", "java_classpath", "world"]  # fixtures, imported for pytest
 
@@ -112,12 +122,12 @@ def test_java_updater_sends_none_of_the_apps_credentials(
     (its TLS setup) works and updates the pins."""
     init_updater(java, world, server.url, tmp_path / "store", key_a, app_client=True)
     with server.lock:
-        server.challenge = True
+        server.challenge = 401
     failed = java("refresh")
     assert (failed["outcome"], failed["version"]) == ("failed", None)
     assert "401" in failed["message"]
     with server.lock:
-        server.challenge = False
+        server.challenge = 0
         server.set_cookie = True
     server.serve(make(rules(world, [world.pki.ca.pin, world.pki.backup]), [key_a], 1))
     assert java("refresh")["outcome"] == "updated"
@@ -125,6 +135,41 @@ def test_java_updater_sends_none_of_the_apps_credentials(
     for headers in server.requests:
         assert not {"authorization", "cookie", "x-refresh-token"} & set(headers), headers
     assert java("status")["cookies_saved"] == []
+
+
+def test_java_updater_gives_proxy_credentials_to_the_proxy_only(
+    java: Java, world: World, server: BundleServer, key_a: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    """The app reaches the network through a proxy that wants credentials, which its client's
+    proxy Authenticator supplies: the fetch uses that proxy and gives it the credentials (the
+    twin: the bundle arrives through it). An update server that answers 407 from inside the
+    tunnel gets no Proxy-Authorization: the proxy Authenticator answers CONNECT only."""
+    proxy = AuthProxy("proxy-user:proxy-password")
+    try:
+        init_updater(
+            java,
+            world,
+            server.url,
+            tmp_path / "store",
+            key_a,
+            app_client=True,
+            proxy_port=proxy.port,
+        )
+        with server.lock:
+            server.challenge = 407
+        failed = java("refresh")
+        assert failed["outcome"] == "failed"
+        assert "407" in failed["message"]
+        assert proxy.expected in proxy.connects
+        assert len(server.requests) == 1
+        assert not {"proxy-authorization", "authorization"} & set(server.requests[0])
+        with server.lock:
+            server.challenge = 0
+        server.serve(make(rules(world, [world.pki.ca.pin, world.pki.backup]), [key_a], 1))
+        assert java("refresh")["outcome"] == "updated"
+        assert not {"proxy-authorization", "authorization"} & set(server.requests[-1])
+    finally:
+        proxy.close()
 
 
 def test_java_store_follows_no_planted_link(

@@ -7,6 +7,8 @@ import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Proxy;
 import java.nio.charset.StandardCharsets;
 import java.security.KeyStore;
 import java.security.cert.Certificate;
@@ -26,6 +28,7 @@ import javax.net.ssl.X509TrustManager;
 
 import okhttp3.Authenticator;
 import okhttp3.Cookie;
+import okhttp3.Credentials;
 import okhttp3.CookieJar;
 import okhttp3.Dns;
 import okhttp3.HttpUrl;
@@ -157,7 +160,7 @@ public final class Driver {
                 .trustedKeys(strings(cmd.get("keys")), ((Long) cmd.get("threshold")).intValue())
                 .storeDirectory(new File((String) cmd.get("store")))
                 .fallbackPolicy(Policy.fromJson((String) cmd.get("fallback")))
-                .client(Boolean.TRUE.equals(cmd.get("app_client")) ? appClient() : base().build())
+                .client(Boolean.TRUE.equals(cmd.get("app_client")) ? appClient(cmd.get("proxy_port")) : base().build())
                 .trustManager(trustManager)
                 .clock(clock)
                 .observer(new BundleEvent.Observer() {
@@ -180,10 +183,25 @@ public final class Driver {
         shared = updater.configure(base()).build();
     }
 
-    /** A client set up as apps set theirs up: the user's credentials go with every request. */
-    private OkHttpClient appClient() {
+    /**
+     * A client set up as apps set theirs up: the user's credentials go with every request; with
+     * {@code proxyPort}, through the HTTP proxy on 127.0.0.1 there, with its credentials.
+     */
+    private OkHttpClient appClient(Object proxyPort) {
         cookiesSaved.clear();
-        return base()
+        OkHttpClient.Builder builder = base();
+        if (proxyPort instanceof Long) {
+            builder.proxy(new Proxy(Proxy.Type.HTTP, new InetSocketAddress("127.0.0.1", ((Long) proxyPort).intValue())))
+                    .proxyAuthenticator(new Authenticator() {
+                        @Override
+                        public Request authenticate(Route route, Response response) {
+                            return response.request().newBuilder()
+                                    .header("Proxy-Authorization", Credentials.basic("proxy-user", "proxy-password"))
+                                    .build();
+                        }
+                    });
+        }
+        return builder
                 .addInterceptor(new Interceptor() {
                     @Override
                     public Response intercept(Chain chain) throws java.io.IOException {
