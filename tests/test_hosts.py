@@ -128,6 +128,22 @@ def test_public_suffix_refusal_suggests_a_pattern_like_the_one_given(
     assert HostPattern.parse(suggested).text == suggested  # twin: the suggestion itself loads
 
 
+def test_public_suffix_guard_is_on_unless_the_bundle_verifier_turns_it_off() -> None:
+    """The guard is on by default (policy files, PinRule); the bundle verifier, whose verdict
+    must not depend on a Public Suffix List version, turns it off and keeps the syntax rule: a
+    wildcard still needs a base with a dot."""
+    for text in ("*.co.uk", "**.github.io"):
+        with pytest.raises(PolicyError, match="public suffix"):
+            HostPattern.parse(text)
+        with pytest.raises(PolicyError, match="public suffix"):
+            PinRule(text, PINS)
+        assert HostPattern.parse(text, public_suffix_guard=False).text == text
+        assert PinRule(text, PINS, public_suffix_guard=False).hosts[0].text == text
+    for text in ("*.com", "**.uk"):
+        with pytest.raises(PolicyError):
+            HostPattern.parse(text, public_suffix_guard=False)
+
+
 def test_public_suffix_as_exact_host_is_allowed() -> None:
     """An exact public-suffix host pins only that name, which is allowed."""
     assert PinRule(["co.uk"], PINS).matches("co.uk")

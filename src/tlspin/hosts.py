@@ -172,10 +172,23 @@ class HostPattern:
     base: str
 
     @classmethod
-    def parse(cls, pattern: str | HostPattern, *, include_subdomains: bool = False) -> HostPattern:
+    def parse(
+        cls,
+        pattern: str | HostPattern,
+        *,
+        include_subdomains: bool = False,
+        public_suffix_guard: bool = True,
+    ) -> HostPattern:
         """Parse and canonicalise *pattern*.
 
         With *include_subdomains* an exact host behaves like ``**.host``.
+
+        A wildcard (or *include_subdomains*) always needs a base with a dot. With
+        *public_suffix_guard* (the default, for policies people write) its base must also not
+        be a public suffix (``*.co.uk``, ``**.github.io``), by the Public Suffix List of the
+        installed ``publicsuffixlist``. Only the bundle verifier turns the guard off: its verdict
+        must not depend on a list that differs between platforms and versions (the signer
+        applies the guard instead, docs/bundle-format.md §9).
 
         Raises:
             PolicyError: the pattern is malformed, or its wildcard covers a public suffix.
@@ -219,7 +232,9 @@ class HostPattern:
             )
         effective = Kind.ANY_DEPTH if include_subdomains and kind is Kind.EXACT else kind
         prefix = {Kind.EXACT: "", Kind.ONE_LABEL: "*.", Kind.ANY_DEPTH: "**."}[kind]
-        if effective is not Kind.EXACT and ("." not in base or is_public_suffix(base)):
+        if effective is not Kind.EXACT and (
+            "." not in base or (public_suffix_guard and is_public_suffix(base))
+        ):
             # The same pattern one label further down, under a domain someone can register.
             suggestion = f"{prefix}example.{base}"
             raise PolicyError(

@@ -88,6 +88,8 @@ class PinRule:
         ports: the TCP ports the rule's hosts serve TLS on, for the tools that connect to them
             (``tlspin check``, ``lint --live``, ``monitor``); empty means 443. Pinning itself
             is per host name, as on every platform, so the check never looks at them.
+        public_suffix_guard: refuse a wildcard over a public suffix (see
+            :meth:`tlspin.hosts.HostPattern.parse`); only the bundle verifier turns it off.
 
     Raises:
         PolicyError: a host pattern, pin or option is invalid.
@@ -117,6 +119,7 @@ class PinRule:
         report_uri: str | None = None,
         pin_info: Mapping[str | AnyPin, PinInfo] | Iterable[tuple[AnyPin, PinInfo]] | None = None,
         ports: Iterable[int] | int = (),
+        public_suffix_guard: bool = True,
     ) -> None:
         if isinstance(hosts, str):
             hosts = (hosts,)
@@ -128,7 +131,12 @@ class PinRule:
             raise PolicyError(msg)
         patterns = tuple(
             dict.fromkeys(
-                HostPattern.parse(h, include_subdomains=include_subdomains) for h in hosts
+                HostPattern.parse(
+                    h,
+                    include_subdomains=include_subdomains,
+                    public_suffix_guard=public_suffix_guard,
+                )
+                for h in hosts
             )
         )
         if not patterns:
@@ -148,9 +156,11 @@ class PinRule:
         ):
             msg = f"report_uri must be an http(s) URL, found {report_uri!r}"
             raise PolicyError(msg)
-        if report_uri is not None and any(ch <= " " or ch == "\x7f" for ch in report_uri):
+        if report_uri is not None and any(ch <= " " or "\x7f" <= ch <= "\x9f" for ch in report_uri):
             # Exports write it into headers, XML and plists, where a newline or control
-            # character would end a header line or break the document.
+            # character would end a header line or break the document. The same set as the
+            # bundle format's (docs/bundle-format.md §9), so every verifier agrees: space, C0
+            # and C1 controls, DEL.
             msg = (
                 "report_uri must be a URL without spaces or control characters (percent-encode "
                 f"them, e.g. %20, %7F), found {report_uri!r}"

@@ -176,8 +176,13 @@ def _one_pin(value: Any, where: str) -> Pin | CertificatePin:
         raise PolicyError(f"{where}: {exc}") from None
 
 
-def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
+def from_data(
+    data: Any, *, text: str | None = None, public_suffix_guard: bool = True
+) -> PinPolicy:
     """Build a policy from parsed TOML/JSON data (*text* lets errors name lines).
+
+    *public_suffix_guard* (default on) refuses wildcards over public suffixes; only the bundle
+    verifier turns it off (:meth:`tlspin.hosts.HostPattern.parse`).
 
     Raises:
         PolicyError: the data does not follow the schema.
@@ -200,11 +205,14 @@ def from_data(data: Any, *, text: str | None = None) -> PinPolicy:
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list):
         raise PolicyError(f"'rule' must be an array of tables, found {type(raw_rules).__name__}")
-    rules = [_rule(raw, index, where) for index, raw in enumerate(raw_rules)]
+    rules = [
+        _rule(raw, index, where, public_suffix_guard=public_suffix_guard)
+        for index, raw in enumerate(raw_rules)
+    ]
     return PinPolicy(rules, on_expiry=on_expiry)
 
 
-def _rule(raw: Any, index: int, where: _Where) -> PinRule:
+def _rule(raw: Any, index: int, where: _Where, *, public_suffix_guard: bool = True) -> PinRule:
     """Build rule #*index* from its data; errors name the line and key through *where*."""
     if not isinstance(raw, Mapping):
         raise PolicyError(f"{where(index, None)}: a rule must be a table")
@@ -247,6 +255,7 @@ def _rule(raw: Any, index: int, where: _Where) -> PinRule:
             report_uri=raw.get("report_uri"),
             pin_info=info.items(),
             ports=ports,
+            public_suffix_guard=public_suffix_guard,
         )
     except PinConfigurationError as exc:
         message = str(exc)

@@ -113,6 +113,8 @@ class BundleServer(HTTPThread):
         self.etags = True
         self.stream_total = 0  # > 0: send that many bytes with no Content-Length
         self.streamed = 0
+        self.challenge = 0  # 401 (or 407): ask for credentials, as a server wanting logins
+        self.set_cookie = False  # send a cookie with every answer
         self.requests: list[dict[str, str]] = []
         self.lock = threading.Lock()
         context = server_context(leaf)
@@ -124,6 +126,14 @@ class BundleServer(HTTPThread):
                     owner.requests.append({k.lower(): v for k, v in self.headers.items()})
                     body, stream = owner.body, owner.stream_total
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if owner.challenge:
+                    self.send_response(owner.challenge)
+                    for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+                        self.send_header(name, 'Basic realm="update server"')
+                    self.send_header("Set-Cookie", "tracker=1; Path=/")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if stream:
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -145,6 +155,8 @@ class BundleServer(HTTPThread):
                 self.send_header("Content-Length", str(len(body)))
                 if owner.etags:
                     self.send_header("ETag", etag)
+                if owner.set_cookie:
+                    self.send_header("Set-Cookie", "tracker=1; Path=/")
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -194,6 +206,8 @@ def server(bundle_server: BundleServer) -> BundleServer:
         bundle_server.etags = True
         bundle_server.stream_total = 0
         bundle_server.streamed = 0
+        bundle_server.challenge = 0
+        bundle_server.set_cookie = False
     return bundle_server
 
 

@@ -189,6 +189,52 @@ def test_rotation_with_the_cli(workdir: Path) -> None:
     assert "carries 1 earlier key rotation" in run("bundle", "show", "v3.json").stdout
 
 
+def test_sign_refuses_a_small_order_next_key(workdir: Path) -> None:
+    """`--next-key` with the identity point (or the all-zero placeholder, of order 4) is
+    refused: after such a rotation anyone could sign bundles (R = identity, S = 0). Nothing is
+    written. The twin: a real next key rotates."""
+    base = ("pins.toml", "-k", "a.key", "--version", "2", "--next-key", "a.pub")
+    for weak in (
+        "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "7v////////////////////////////////////////8=",
+    ):
+        refused = run("bundle", "sign", *base, "--next-key", weak, "-o", "rot.json")
+        assert refused.exit_code == 2, refused.stderr
+        assert "small order" in refused.stderr or "not canonical" in refused.stderr
+        assert not (workdir / "rot.json").exists()
+    sign(*base, "--next-key", "b.pub", "-k", "b.key", "-o", "rot.json")
+    assert "signing keys now 2 key(s)" in run("bundle", "verify", "rot.json", "-t", "a.pub").stdout
+
+
+def test_sign_refuses_a_wildcard_over_a_public_suffix(workdir: Path) -> None:
+    """Verifiers check host patterns for syntax only (no Public Suffix List version may decide
+    a verdict), so the guard runs when signing: `bundle sign` refuses *.vercel.app even with
+    --force, and so does sign_bundle() given the rules as data. The twin: a registrable domain
+    under the same suffix signs."""
+    from tlspin.bundles import BundleError, sign_bundle
+
+    from .conftest import seed_key
+
+    pins = [
+        "sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "sha256/BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBA=",
+    ]
+    for pattern, ok in (("*.vercel.app", False), ("*.myapp.vercel.app", True)):
+        (workdir / "s.toml").write_text(f'[[rule]]\nhosts = ["{pattern}"]\npins = {pins}\n')
+        args = ("s.toml", "-k", "a.key", "--version", "1", "--force", "-o", "s.json")
+        result = run("bundle", "sign", *args)
+        assert (result.exit_code == 0) is ok, result.stderr
+        assert ok or "public suffix" in result.stderr
+        data = {"rule": [{"hosts": [pattern.replace("*.", "**.")], "pins": pins}]}
+        if ok:
+            sign_bundle(data, keys=[seed_key(1)], version=1)
+        else:
+            with pytest.raises(BundleError, match="public suffix") as info:
+                sign_bundle(data, keys=[seed_key(1)], version=1)
+            assert info.value.reason == "policy"
+
+
 def test_keygen_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
     """A symbolic link planted where the key goes is refused without --force (even dangling),
     and replaced, not followed, with --force: the link's target never receives the key."""

@@ -69,3 +69,24 @@ def test_with_denies_adds_denies_only_where_both_rules_apply(pki: Pki) -> None:
     assert merged.rules_for("other.example.com") == fallback.rules
     assert with_denies(fallback, PinPolicy([PinRule("x.org", [pki.ca.pin, pki.backup])])) is (
         fallback)
+
+
+def test_denies_carry_over_when_the_overlap_is_a_public_suffix_wildcard(pki: Pki) -> None:
+    """A bundle's patterns are checked for syntax only (no Public Suffix List decides a
+    verdict), so a verified bundle may deny keys on *.s3.amazonaws.com (a public suffix): the
+    overlap with a fallback rule for **.amazonaws.com is that pattern, and carrying the deny
+    over must not fail at expiry. The twin: the same carry-over on an ordinary domain."""
+    from tlspin import policyfile
+
+    rule = {"pins": [pki.ca.pin, pki.backup], "deny": [pki.api_old.pin]}
+    for suffix in ("s3.amazonaws.com", "s3.example.com"):
+        # Read as Bundle.load_policy reads a verified bundle's policy.
+        source = policyfile.from_data(
+            {"rule": [{"hosts": [f"*.{suffix}"], **rule}]}, public_suffix_guard=False
+        )
+        fallback = PinPolicy([PinRule(f"**.{suffix.split('.', 1)[1]}", [pki.ca.pin, pki.backup])])
+        merged = with_denies(fallback, source)
+        [added] = merged.rules[1:]
+        assert [h.text for h in added.hosts] == [f"*.{suffix}"]
+        assert [str(p) for p in added.deny] == [pki.api_old.pin]
+        assert merged.rules_for(f"bucket.{suffix}")[-1] is added

@@ -12,170 +12,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tlspin import policyfile
 from tlspin.bundles import parse_document, sign_bundle
-from tlspin.testing.pki import CA, Leaf
 
-from .conftest import BUNDLE_HOST, BundleServer, Pki, make, public
+from .conftest import BUNDLE_HOST, BundleServer, make, public
+from .javadriver import Java, World, java, java_classpath, world
+from .javadriver import get as _get
+from .javadriver import init_updater as _init
+from .javadriver import rules as _rules
+from .javadriver import tool as _tool
 from .vectors import canonical_result, evaluate, load_manifest
 
-JAVA_DIR = Path(__file__).parents[2] / "clients" / "java"
+__all__ = ["java", "java_classpath", "world"]  # fixtures, imported for pytest
+
 VECTORS = Path(__file__).parents[1] / "vectors" / "bundles"
-
-
-def _tool(name: str, env: str) -> str:
-    found = os.environ.get(env) or shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} not found (scripts/test installs the JDK and exports {env})")
-    return found
-
-
-@pytest.fixture(scope="session")
-def java_classpath() -> str:
-    """Build clients/java and the README's Kotlin example (cached by content hash)."""
-    _tool("kotlinc", "TLSPIN_KOTLINC")
-    result = subprocess.run(
-        [str(JAVA_DIR / "build.sh"), "--kotlin", "--classpath"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"clients/java/build.sh failed:\n{result.stderr[-4000:]}")
-    return result.stdout.strip().splitlines()[-1]
-
-
-class Java:
-    """The Driver process: ``java(cmd, **args)`` sends one command and returns the answer."""
-
-    def __init__(self, classpath: str) -> None:
-        self.proc = subprocess.Popen(
-            [_tool("java", "TLSPIN_JAVA"), "-cp", classpath, "io.tlspin.bundles.Driver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-
-    def __call__(self, cmd: str, **args: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            _, err = self.proc.communicate(timeout=10)
-            pytest.fail(f"the Java driver ended: {err[-3000:]}")
-        answer: dict[str, Any] = json.loads(line)
-        assert "error" not in answer, answer["error"]
-        return answer
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@dataclass
-class World:
-    """The servers and keys the tests share."""
-
-    pki: Pki
-    rogue: CA
-    cas: list[str]
-    legit_api: BundleServer  # api.test, a leaf of the test CA (pki.api_old's key)
-    other_api: BundleServer  # api.test, another leaf of the test CA (pki.api_new's key)
-    forged_api: BundleServer  # api.test, a leaf of the rogue CA the JVM also trusts
-    padded_api: BundleServer  # the forged leaf, served with the test CA's certificate appended
-    forged_bundle: BundleServer  # 127.0.0.1 (the update host), a leaf of the rogue CA
-    deep: BundleServer  # a.b.deep.test, test CA
-    forged_deep: BundleServer  # a.b.deep.test, rogue CA
-
-    def api(self, server: BundleServer, host: str = "api.test") -> str:
-        return f"https://{host}:{server.port}/"
-
-
-@pytest.fixture(scope="module")
-def world(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """HTTPS servers on 127.0.0.1 for the legitimate and the forged hosts."""
-    tmp = tmp_path_factory.mktemp("java-pki")
-    rogue = CA.root("rogue CA the JVM trusts")
-    forged = rogue.issue("api.test")
-    servers = {
-        "legit_api": BundleServer(pki.api_old),
-        "other_api": BundleServer(pki.api_new),
-        "forged_api": BundleServer(forged),
-        "padded_api": BundleServer(Leaf(forged.cert, forged.key, [pki.ca.cert])),
-        "forged_bundle": BundleServer(rogue.issue(BUNDLE_HOST)),
-        "deep": BundleServer(pki.ca.issue("a.b.deep.test")),
-        "forged_deep": BundleServer(rogue.issue("a.b.deep.test")),
-    }
-    for server in servers.values():
-        server.serve(b"{}")
-    try:
-        yield World(pki, rogue, [pki.cafile, str(rogue.write(tmp, name="rogue"))], **servers)
-    finally:
-        for server in servers.values():
-            server.close()
-
-
-@pytest.fixture(scope="module")
-def java(java_classpath: str) -> Iterator[Java]:
-    """One Java driver process for the module; each test's `init` starts a fresh updater."""
-    driver = Java(java_classpath)
-    yield driver
-    driver.close()
-
-
-def _rules(world: World, api_pins: list[str], **api_options: Any) -> dict[str, Any]:
-    return {
-        "rule": [
-            {"hosts": [BUNDLE_HOST], "pins": [world.pki.ca.pin, world.pki.backup]},
-            {"hosts": ["api.test"], "pins": api_pins, **api_options},
-        ]
-    }
-
-
-def _init(
-    java: Java, world: World, url: str, store: Path, key: Ed25519PrivateKey, **more: Any
-) -> None:
-    fallback = _rules(world, [world.pki.api_old.pin, world.pki.backup])
-    java(
-        "init",
-        url=url,
-        keys=[public(key).b64],
-        threshold=1,
-        store=str(store),
-        fallback=json.dumps(more.pop("fallback", fallback)),
-        cas=world.cas,
-        **more,
-    )
-
-
-def _get(java: Java, url: str, pinning: str = "both") -> dict[str, Any]:
-    return java("get", url=url, pinning=pinning)
 
 
 def test_java_fetches_bundle_then_refuses_forged_leaf(
@@ -280,14 +136,15 @@ def test_java_verifies_bundle_signed_by_cli(
 ) -> None:
     """`tlspin keygen` and `tlspin bundle sign` (the real CLI) make a bundle Java verifies and
     fetches, with the same policy as Python reads; altered after signing, Java refuses it. The
-    embedded policy is what `tlspin export --format json` writes."""
+    embedded policy is what `tlspin export --format json` writes, `ports` included (a policy-file
+    key the bundle leaves out, which Java's fallback loader checks and ignores)."""
     cli = [sys.executable, "-m", "tlspin"]
     key = tmp_path / "signing.key"
     subprocess.run([*cli, "keygen", "--out", str(key)], check=True, capture_output=True)
     pub = (tmp_path / "signing.pub").read_text().strip()
     policy = tmp_path / "pins.toml"
     policy.write_text(
-        f'[[rule]]\nhosts = ["{BUNDLE_HOST}"]\n'
+        f'[[rule]]\nhosts = ["{BUNDLE_HOST}"]\nports = [443, 8443]\n'
         f'pins = ["{world.pki.ca.pin}", "{world.pki.backup}"]\n'
         f'[[rule]]\nhosts = ["api.test", "**.deep.test"]\n'
         f'pins = ["{world.pki.ca.pin}", {{ pin = "{world.pki.backup}", role = "backup", '
@@ -334,6 +191,7 @@ def test_java_verifies_bundle_signed_by_cli(
         capture_output=True,
         text=True,
     ).stdout
+    assert json.loads(exported)["rule"][0]["ports"] == [443, 8443]
     java(
         "init",
         url=server.url,

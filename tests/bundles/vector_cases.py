@@ -158,9 +158,11 @@ class Cases:
         self.canonical: list[dict[str, Any]] = []
         self.spec = spec_documents()
         self.doc42 = compact(envelope(signed(42), "A"))
+        from bundles.vector_cases_agreement import add_agreement
         from bundles.vector_cases_more import add_all
 
         add_all(self)
+        add_agreement(self)
 
     def key_table(self) -> dict[str, dict[str, str]]:
         """Name -> private seed (hex), public key and key id of the fixed keys."""
@@ -183,8 +185,13 @@ class Cases:
         min_version: int = 0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock_skew: int = 300,
+        update_host: str = UPDATE_HOST,
+        trusted_keys: Sequence[str] | None = None,
     ) -> None:
-        """Add one vector (*want*: accepted, unchanged or the refusal reason)."""
+        """Add one vector (*want*: accepted, unchanged or the refusal reason).
+
+        *trusted* names fixed keys; *trusted_keys* gives key texts instead (weak keys).
+        """
         assert not any(v["name"] == name for v in self.vectors), name
         path = f"documents/{name}.json"
         self.documents[path] = data
@@ -198,13 +205,15 @@ class Cases:
                 "about": about,
                 "document": path,
                 "stored": stored_path,
-                "trusted_keys": [pub(k) for k in trusted],
+                "trusted_keys": (
+                    list(trusted_keys) if trusted_keys is not None else [pub(k) for k in trusted]
+                ),
                 "threshold": threshold,
                 "now": now,
                 "clock_skew": clock_skew,
                 "min_version": min_version,
                 "max_bytes": max_bytes,
-                "update_host": UPDATE_HOST,
+                "update_host": update_host,
                 "want": want,
             }
         )

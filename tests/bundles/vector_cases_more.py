@@ -705,8 +705,6 @@ def _policy(c: Cases) -> None:
         "ipv4-leading-zero": "127.0.0.01",
         "numeric-last-label": "a.example.123",
         "hex-last-label": "a.example.0x1f",
-        "public-suffix-wildcard": "*.co.uk",
-        "private-suffix-any-depth": "**.github.io",
         "single-label-wildcard": "*.localhost",
         "wildcard-ip": "*.127.0.0.1",
         "inner-wildcard": "a.*.example.com",
@@ -730,12 +728,6 @@ def _policy(c: Cases) -> None:
         "the twin: a 253-character name is fine",
         with_rule({"hosts": [".".join(["a" * 63] * 3 + ["b" * 61])], "pins": two}),
         "accepted",
-    )
-    c.add(
-        "policy-include-subdomains-suffix",
-        "include_subdomains on co.uk",
-        with_rule({"hosts": ["co.uk"], "pins": two, "include_subdomains": True}),
-        "policy",
     )
     c.add(
         "policy-include-subdomains-ip",

@@ -81,7 +81,10 @@ def okhttp_entries(policy: PinPolicy, today: dt.date, version: int) -> list[list
 def evaluate(vector: Mapping[str, Any], root: Path = VECTORS) -> dict[str, Any]:
     """Run one vector with the Python verifier; the result as the manifest's ``expect``."""
     host = vector["update_host"]
-    trust = TrustState(KeySet(vector["trusted_keys"], vector["threshold"]))
+    try:
+        trust = TrustState(KeySet(vector["trusted_keys"], vector["threshold"]))
+    except BundleError as exc:
+        return {"verdict": "refused", "reason": exc.reason}  # keys no client may trust: "key"
     current = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # single-pin rules warn; verdicts do not depend on it

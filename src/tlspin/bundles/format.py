@@ -341,7 +341,9 @@ class Bundle:
         from tlspin.exceptions import PinConfigurationError
 
         try:
-            policy = policyfile.from_data(self.policy_data)
+            # No public-suffix guard: the verdict must not depend on the Public Suffix List
+            # version each platform ships (§9); `tlspin bundle sign` applies the guard.
+            policy = policyfile.from_data(self.policy_data, public_suffix_guard=False)
         except PinConfigurationError as exc:
             raise BundleError(f"the bundle's policy is invalid: {exc}", reason="policy") from None
         check_canonical_policy(self.policy_data)
@@ -433,9 +435,14 @@ def _key_set(value: Any, what: str) -> KeySet:
             + (f" of {len(keys)}" if isinstance(keys, list) else ""),
             reason="schema",
         )
-    parsed = [
-        PublicKey(b64decode_strict(k, f"{what}.keys[{i}]", length=32)) for i, k in enumerate(keys)
-    ]
+    parsed = []
+    for i, k in enumerate(keys):
+        raw = b64decode_strict(k, f"{what}.keys[{i}]", length=32)
+        try:
+            parsed.append(PublicKey(raw))
+        except BundleError as exc:
+            # A served document is malformed, not a configuration error: schema, as in Java.
+            raise BundleError(f"{what}.keys[{i}]: {exc}", reason="schema") from None
     threshold = _integer(data["threshold"], f"{what}.threshold", minimum=1)
     try:
         return KeySet(parsed, threshold)

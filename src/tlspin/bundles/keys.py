@@ -28,6 +28,7 @@ __all__ = [
     "PublicKey",
     "generate_private_key",
     "load_private_key",
+    "point_problem",
     "write_private_key",
 ]
 
@@ -56,11 +57,52 @@ def b64decode_strict(text: str, what: str, *, length: int | None = None) -> byte
     return raw
 
 
+# edwards25519 (RFC 8032 §5.1): the field prime and the curve constant d.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, -1, _P) % _P
+# The points of order dividing 8 (the torsion subgroup, exactly 8 points) by their y coordinate:
+# the identity (y = 1, order 1), (0, -1) (order 2), the two points with y = 0 (order 4), and four
+# points of order 8 (x = ±, for y = _Y8 and p - _Y8). The x sign bit is ignored, as libsodium's
+# blocklist does: with x = 0 a set sign bit is only another, non-canonical, spelling.
+_Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = frozenset({1, _P - 1, 0, _Y8, _P - _Y8})
+
+
+def point_problem(raw: bytes) -> str | None:
+    """Why the 32 bytes *raw* are not a safe Ed25519 public key, or None.
+
+    Refused (docs/bundle-format.md §5.1): an encoding whose y coordinate is not below the field
+    prime (a second spelling of a point: libraries disagree on whether it verifies), a point of
+    small order (for the identity, or any point of order dividing 8, a signature with R = the
+    identity and S = 0 verifies for every message, so anyone could sign as that "key"), and 32
+    bytes that are not a point of the curve at all.
+    """
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P:
+        return (
+            "its encoding is not canonical (y coordinate 2^255 - 19 or more, another spelling "
+            f"of y = {y - _P}); expected a key as Ed25519 key generation writes it"
+        )
+    if y in _SMALL_ORDER_Y:
+        return (
+            "it is a point of small order (the identity or another point of order dividing 8): "
+            "anyone can make signatures that verify under it without a private key"
+        )
+    # x^2 = (y^2 - 1) / (d y^2 + 1): a point exists only if that is a square (Euler's criterion).
+    x2 = (y * y - 1) * pow(_D * y * y + 1, _P - 2, _P) % _P
+    if pow(x2, (_P - 1) // 2, _P) != 1:
+        return "it is not a point of the Ed25519 curve"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PublicKey:
     """An Ed25519 public key (raw 32 bytes) that may sign bundles.
 
     ``str(key)`` is the base64 text form; :attr:`keyid` is hex SHA-256 of the raw bytes.
+
+    Raises:
+        BundleError: ``reason="key"``: not 32 bytes, or not a safe key (:func:`point_problem`).
     """
 
     raw: bytes
@@ -70,6 +112,12 @@ class PublicKey:
         if not isinstance(self.raw, bytes) or len(self.raw) != 32:
             raise BundleError(
                 f"an Ed25519 public key is 32 raw bytes, found {self.raw!r:.80}", reason="key"
+            )
+        problem = point_problem(self.raw)
+        if problem is not None:
+            raise BundleError(
+                f"refusing the Ed25519 public key {base64.b64encode(self.raw).decode()}: {problem}",
+                reason="key",
             )
         try:
             key = Ed25519PublicKey.from_public_bytes(self.raw)
@@ -216,8 +264,14 @@ class KeySet:
 
 
 def generate_private_key() -> Ed25519PrivateKey:
-    """Make a new Ed25519 signing key."""
-    return Ed25519PrivateKey.generate()
+    """Make a new Ed25519 signing key.
+
+    Its public key is a multiple of the base point by a random scalar, never a point of small
+    order; :class:`PublicKey` checks it all the same, so no unsafe key can come out of here.
+    """
+    key = Ed25519PrivateKey.generate()
+    PublicKey.from_key(key)
+    return key
 
 
 def write_private_key(

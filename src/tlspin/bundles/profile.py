@@ -30,13 +30,22 @@ def check_canonical_policy(data: Mapping[str, Any]) -> None:
     """
     for index, rule in enumerate(data.get("rule", [])):
         where = f"rule #{index + 1}"
+        if "ports" in rule:
+            # A policy file's ports tell tlspin's tools where to connect; the bundle schema has
+            # no such member (§9), and `tlspin bundle sign` leaves it out.
+            raise BundleError(
+                f"the bundle's policy is invalid: {where}: unknown member 'ports' (a bundle rule "
+                "has hosts, pins, include_subdomains, expires, mode, deny and report_uri only)",
+                reason="policy",
+            )
         hosts = rule["hosts"]
         for host in [hosts] if isinstance(hosts, str) else hosts:
             if "%" in host:
                 # An IPv6 zone ("fe80::1%eth0") names an interface of one machine; no platform
                 # pins by it, and verifiers should not have to parse it.
                 _same(host, host.partition("%")[0], where, "host pattern")
-            _same(host, HostPattern.parse(host).text, where, "host pattern")
+            canonical = HostPattern.parse(host, public_suffix_guard=False).text
+            _same(host, canonical, where, "host pattern")
         for key in ("pins", "deny"):
             for item in rule.get(key, []):
                 pin = item["pin"] if isinstance(item, Mapping) else item

@@ -33,7 +33,8 @@ def _kind(pattern: HostPattern, include_subdomains: bool) -> Kind:
 def _pattern(kind: Kind, base: str) -> HostPattern:
     prefix = {Kind.EXACT: "", Kind.ONE_LABEL: "*.", Kind.ANY_DEPTH: "**."}[kind]
     # Always valid: the base is that of one of two valid patterns, with a wildcard no wider.
-    return HostPattern.parse(prefix + base)
+    # No public-suffix guard: a bundle's patterns were checked for syntax only (§9).
+    return HostPattern.parse(prefix + base, public_suffix_guard=False)
 
 
 def intersect(
@@ -108,6 +109,7 @@ def with_denies(fallback: PinPolicy, source: PinPolicy | None) -> PinPolicy:
                         deny=(*rule.deny, *deny_rule.deny),
                         report_uri=rule.report_uri,
                         pin_info=rule.pin_info,
+                        public_suffix_guard=False,
                     )
                 )
     return fallback.with_rules((*fallback.rules, *added)) if added else fallback

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -72,6 +73,7 @@ def sign_bundle(
         BundleError: inconsistent arguments, or a rotation the given keys cannot sign.
     """
     from tlspin import policyfile
+    from tlspin.exceptions import PinConfigurationError
 
     if not keys:
         msg = "expected at least one signing key, found none"
@@ -84,6 +86,14 @@ def sign_bundle(
             rule.pop("ports", None)
     else:
         policy_data = dict(policy)
+    try:
+        # The public-suffix guard runs here, at signing, with this machine's list: verifiers
+        # check pattern syntax only, so that no Public Suffix List version decides a verdict.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # load_policy() below warns once
+            policyfile.from_data(policy_data)
+    except PinConfigurationError as exc:
+        raise BundleError(f"refusing to sign this policy: {exc}", reason="policy") from None
     issued = (issued_at or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     if expires_at is None:
         expires_at = issued + (lifetime or dt.timedelta(days=30))

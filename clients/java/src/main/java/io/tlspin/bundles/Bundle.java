@@ -208,7 +208,9 @@ public final class Bundle {
         List<BundleKey> parsed = new ArrayList<BundleKey>();
         int i = 0;
         for (Object key : (List<Object>) keys) {
-            parsed.add(new BundleKey(Codec.base64(key, what + ".keys[" + i++ + "]", 32)));
+            String where = what + ".keys[" + i++ + "]";
+            // A served document is malformed, not a configuration error: schema, as in Python.
+            parsed.add(BundleKey.of(Codec.base64(key, where, 32), where, BundleException.SCHEMA));
         }
         long threshold = integer(data.get("threshold"), what + ".threshold", 1);
         return KeySet.fromBundle(parsed, (int) Math.min(threshold, Integer.MAX_VALUE), what);

@@ -9,13 +9,16 @@ import java.util.concurrent.TimeUnit;
 
 import javax.net.ssl.X509TrustManager;
 
+import okhttp3.Authenticator;
 import okhttp3.Call;
 import okhttp3.CertificatePinner;
+import okhttp3.CookieJar;
 import okhttp3.HttpUrl;
 import okhttp3.OkHttpClient;
 import okhttp3.Request;
 import okhttp3.Response;
 import okhttp3.ResponseBody;
+import okhttp3.Route;
 import okio.Buffer;
 import okio.BufferedSource;
 
@@ -133,7 +136,11 @@ public final class BundleUpdater implements PolicySource {
             return this;
         }
 
-        /** The client to derive the fetching client from (its socket factory, proxy, pool). */
+        /**
+         * The app's client, for how the updater reaches the network: its socket factories, DNS,
+         * proxy, protocols, connection specs, timeouts and host-name verifier. Nothing else of it
+         * is used: its interceptors, Authenticator, CookieJar and cache never see a bundle fetch.
+         */
         public Builder client(OkHttpClient client) {
             this.client = client;
             return this;
@@ -211,7 +218,6 @@ public final class BundleUpdater implements PolicySource {
             } catch (BundleException e) {
                 throw new IllegalArgumentException("trusted keys: " + e.detail(), e);
             }
-            PublicSuffix.isPublicSuffix("example.com"); // fail now, not at the first bundle
             return new BundleUpdater(this, parsed, keys);
         }
     }
@@ -259,9 +265,11 @@ public final class BundleUpdater implements PolicySource {
     }
 
     /**
-     * Pin {@code builder}'s connections with this updater's policy: adds the network interceptor
-     * that checks every request against the policy in force ({@link PinningInterceptor#install}),
-     * so a client built once follows every update.
+     * Pin {@code builder}'s connections with this updater's policy ({@link PinningInterceptor#install}):
+     * every new TLS connection, WebSockets included, is checked at its handshake before any byte
+     * is written, every request re-checks a pooled connection under the policy in force, and
+     * cleartext to pinned hosts is refused; so a client built once follows every update. Call it
+     * after setting the builder's socket factory and host-name verifier.
      */
     public OkHttpClient.Builder configure(OkHttpClient.Builder builder) {
         return PinningInterceptor.install(builder, this, trustManager, clock);
@@ -365,7 +373,7 @@ public final class BundleUpdater implements PolicySource {
             } catch (BundleException e) {
                 return reject(e, document == null ? null : Long.valueOf(document.bundle().version()));
             } catch (RuntimeException e) {
-                // E.g. OkHttp's public suffix list unreadable: refuse, never crash the caller.
+                // Not expected from a verifier that refuses by BundleException: refuse, never crash.
                 return failed("verifying the bundle from " + url + " failed: " + e);
             }
             if (verified.unchanged()) {
@@ -413,12 +421,8 @@ public final class BundleUpdater implements PolicySource {
                 BundleUpdater.this.report(verdict);
             }
         };
-        OkHttpClient client = PinningInterceptor.install(base.newBuilder(), pinned, trustManager, clock)
+        OkHttpClient client = PinningInterceptor.install(fetchClient(), pinned, trustManager, clock)
                 .certificatePinner(OkHttpPinning.partialCertificatePinner(policy, OkHttpPinning.day(clock.millis())))
-                .followRedirects(false)
-                .followSslRedirects(false)
-                .cache(null)
-                .callTimeout(timeoutMillis, TimeUnit.MILLISECONDS)
                 .build();
         Request.Builder request = new Request.Builder().url(url)
                 .header("Accept", "application/json")
@@ -465,6 +469,56 @@ public final class BundleUpdater implements PolicySource {
         } finally {
             response.close();
         }
+    }
+
+    /**
+     * The client that fetches bundles, built from scratch rather than from the app's client, so
+     * that none of the app's interceptors, {@code Authenticator}, {@code CookieJar}, cache or
+     * event listener runs on the update channel: whoever runs the update server (and holds no
+     * signing key) must not receive the app's tokens or cookies, nor set its cookies. From the
+     * app's client it takes only how to reach the network: socket factories (with the trust
+     * manager), DNS, proxy, protocols, TLS versions and cipher suites, timeouts, and its
+     * host-name verifier (which the pin check wraps). The proxy authenticator answers the proxy
+     * only (the CONNECT request), never a 407 the update server sends inside the tunnel.
+     */
+    private OkHttpClient.Builder fetchClient() {
+        OkHttpClient.Builder b = new OkHttpClient.Builder()
+                .socketFactory(base.socketFactory())
+                .sslSocketFactory(base.sslSocketFactory(), trustManager)
+                .hostnameVerifier(base.hostnameVerifier())
+                .dns(base.dns())
+                .proxySelector(base.proxySelector())
+                .protocols(base.protocols())
+                .connectionSpecs(base.connectionSpecs())
+                .connectTimeout(base.connectTimeoutMillis(), TimeUnit.MILLISECONDS)
+                .readTimeout(base.readTimeoutMillis(), TimeUnit.MILLISECONDS)
+                .writeTimeout(base.writeTimeoutMillis(), TimeUnit.MILLISECONDS)
+                .retryOnConnectionFailure(base.retryOnConnectionFailure())
+                .authenticator(Authenticator.NONE)
+                .proxyAuthenticator(proxyOnly(base.proxyAuthenticator()))
+                .cookieJar(CookieJar.NO_COOKIES)
+                .cache(null)
+                .followRedirects(false)
+                .followSslRedirects(false)
+                .callTimeout(timeoutMillis, TimeUnit.MILLISECONDS);
+        if (base.proxy() != null) {
+            b.proxy(base.proxy());
+        }
+        return b;
+    }
+
+    private static Authenticator proxyOnly(final Authenticator app) {
+        if (app == Authenticator.NONE) {
+            return app;
+        }
+        return new Authenticator() {
+            @Override
+            public Request authenticate(Route route, Response response) throws IOException {
+                Request challenged = response.request();
+                return challenged != null && "CONNECT".equals(challenged.method())
+                        ? app.authenticate(route, response) : null;
+            }
+        };
     }
 
     private RefreshResult reject(BundleException e, Long served) {

@@ -2,12 +2,13 @@ package io.tlspin.bundles;
 
 import java.io.ByteArrayOutputStream;
 import java.io.File;
-import java.io.FileInputStream;
 import java.io.FileOutputStream;
 import java.io.IOException;
-import java.io.InputStream;
 import java.io.RandomAccessFile;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
+import java.nio.channels.ReadableByteChannel;
 import java.security.SecureRandom;
 import java.util.HashMap;
 import java.util.Map;
@@ -45,31 +46,76 @@ public final class FileBundleStore implements BundleStore {
         return directory;
     }
 
+    /**
+     * For tests only: runs between the type check and the open, where a local attacker could
+     * swap the file for a link or a FIFO.
+     */
+    volatile Runnable beforeOpen;
+
+    /**
+     * The bytes of a regular file under {@code name}, or null if there is none. A symbolic link,
+     * FIFO, socket or device at that name is refused (an IOException), never followed, and never
+     * blocks, even when swapped in between the check and the open (see {@link NoFollowFiles}).
+     */
     @Override
     public byte[] read(String name) throws IOException {
         File file = new File(directory, check(name));
+        try {
+            return NoFollowFiles.read(file, maxBytes, beforeOpen);
+        } catch (LinkageError e) {
+            return legacyRead(file, maxBytes, beforeOpen); // no java.nio.file (Android below API 26)
+        }
+    }
+
+    /**
+     * {@link #read} without java.nio.file: links are refused when they are seen (the canonical path
+     * differs), and the open is for reading and writing (a FIFO does not block it), then must seek.
+     * Residual risk there: a link swapped in between the check and the open is followed (only
+     * java.nio.file has O_NOFOLLOW), and a file deleted in between is created empty (and refused).
+     */
+    static byte[] legacyRead(File file, long maxBytes, Runnable beforeOpen) throws IOException {
+        File parent = file.getAbsoluteFile().getParentFile();
+        boolean link = parent != null
+                && !new File(parent.getCanonicalFile(), file.getName()).getCanonicalPath()
+                        .equals(new File(parent.getCanonicalFile(), file.getName()).getPath());
+        if (link) {
+            throw new IOException(file + " is a symbolic link: store files are read only when they are "
+                    + "regular files, never through a link");
+        }
         if (!file.exists()) {
             return null;
         }
         if (!file.isFile()) {
-            // A FIFO or device would block or never end: only regular files are read.
-            throw new IOException(file + " is not a regular file");
+            throw new IOException(file + " is not a regular file (a FIFO or device would block or never end)");
         }
-        InputStream in = new FileInputStream(file);
+        if (beforeOpen != null) {
+            beforeOpen.run();
+        }
+        RandomAccessFile opened = new RandomAccessFile(file, "rw");
         try {
-            ByteArrayOutputStream out = new ByteArrayOutputStream();
-            byte[] chunk = new byte[65536];
-            int n;
-            while ((n = in.read(chunk)) != -1) {
-                out.write(chunk, 0, n);
-                if (out.size() > maxBytes) {
-                    throw new IOException(file + " is larger than " + maxBytes + " bytes");
-                }
+            try {
+                opened.seek(0);
+            } catch (IOException e) {
+                throw new IOException(file + " is not a regular file (it cannot seek: a FIFO or socket "
+                        + "replaced it): not read", e);
             }
-            return out.toByteArray();
+            return readAll(opened.getChannel(), file, maxBytes);
         } finally {
-            in.close();
+            opened.close();
         }
+    }
+
+    static byte[] readAll(ReadableByteChannel channel, File file, long maxBytes) throws IOException {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteBuffer chunk = ByteBuffer.allocate(65536);
+        while (channel.read(chunk) != -1) {
+            out.write(chunk.array(), 0, chunk.position());
+            chunk.clear();
+            if (out.size() > maxBytes) {
+                throw new IOException(file + " is larger than " + maxBytes + " bytes");
+            }
+        }
+        return out.toByteArray();
     }
 
     @Override
@@ -82,9 +128,9 @@ public final class FileBundleStore implements BundleStore {
         ReentrantLock lock = lockFor(directory);
         lock.lock();
         try {
-            RandomAccessFile lockFile = new RandomAccessFile(new File(directory, ".lock"), "rw");
+            FileChannel lockFile = lockChannel(new File(directory, ".lock"));
             try {
-                FileLock held = lockFile.getChannel().lock();
+                FileLock held = lockFile.lock();
                 try {
                     replace(name, data);
                 } finally {
@@ -103,12 +149,14 @@ public final class FileBundleStore implements BundleStore {
         File tmp = new File(directory, "." + name + "." + Long.toHexString(RANDOM.nextLong()) + ".tmp");
         boolean done = false;
         try {
-            FileOutputStream out = new FileOutputStream(tmp);
+            FileChannel out = createNew(tmp);
             try {
                 ownerOnly(tmp, false);
-                out.write(data);
-                out.flush();
-                out.getFD().sync();
+                ByteBuffer rest = ByteBuffer.wrap(data);
+                while (rest.hasRemaining()) {
+                    out.write(rest);
+                }
+                out.force(true);
             } finally {
                 out.close();
             }
@@ -123,6 +171,24 @@ public final class FileBundleStore implements BundleStore {
             }
         }
         DirectorySync.sync(directory);
+    }
+
+    /** The lock file, never opened through a planted link where java.nio.file exists. */
+    private static FileChannel lockChannel(File file) throws IOException {
+        try {
+            return NoFollowFiles.lockChannel(file);
+        } catch (LinkageError e) {
+            return new RandomAccessFile(file, "rw").getChannel();
+        }
+    }
+
+    /** A new temporary file, never written through a planted link where java.nio.file exists. */
+    private static FileChannel createNew(File file) throws IOException {
+        try {
+            return NoFollowFiles.createNew(file);
+        } catch (LinkageError e) {
+            return new FileOutputStream(file).getChannel();
+        }
     }
 
     private static String check(String name) {

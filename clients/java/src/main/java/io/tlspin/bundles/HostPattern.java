@@ -77,9 +77,13 @@ public final class HostPattern {
                     + ": IP addresses take no wildcard or include_subdomains");
         }
         Kind effective = includeSubdomains && kind == Kind.EXACT ? Kind.ANY_DEPTH : kind;
-        if (effective != Kind.EXACT && (rest.indexOf('.') < 0 || PublicSuffix.isPublicSuffix(rest))) {
+        // Syntax only: a wildcard needs a base with a dot. Whether the base is a public suffix is
+        // checked where policies are written (tlspin's policy files, `tlspin bundle sign`), never
+        // here, so that no Public Suffix List version decides a verdict (§9).
+        if (effective != Kind.EXACT && rest.indexOf('.') < 0) {
             throw new PolicyProblem("host pattern " + Codec.shown(text) + " covers every name under the "
-                    + "public suffix " + Codec.shown(rest) + "; pin a registrable domain instead");
+                    + "top-level domain " + Codec.shown(rest) + "; a wildcard or include_subdomains needs a base "
+                    + "with a dot");
         }
         return new HostPattern(kind, rest, ip);
     }
@@ -117,37 +121,66 @@ public final class HostPattern {
 
     /** True when {@code s} is an IPv6 address written exactly as RFC 5952 (and Python) write it. */
     static boolean canonicalIpv6(String s) {
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || c == ':')) {
-                return false;
-            }
-        }
-        int gap = s.indexOf("::");
-        if (gap >= 0 && s.indexOf("::", gap + 1) >= 0) {
+        int[] all = s.indexOf('.') >= 0 ? null : ipv6Groups(s);
+        if (all == null) {
             return false;
-        }
-        int[] left = groups(gap >= 0 ? s.substring(0, gap) : s);
-        int[] right = groups(gap >= 0 ? s.substring(gap + 2) : "");
-        if (left == null || right == null) {
-            return false;
-        }
-        int[] all = new int[8];
-        if (gap < 0) {
-            if (left.length != 8) {
-                return false;
-            }
-            all = left;
-        } else {
-            if (left.length + right.length > 7) {
-                return false;
-            }
-            System.arraycopy(left, 0, all, 0, left.length);
-            System.arraycopy(right, 0, all, 8 - right.length, right.length);
         }
         boolean mapped = all[0] == 0 && all[1] == 0 && all[2] == 0 && all[3] == 0 && all[4] == 0
                 && all[5] == 0xffff;
         return !mapped && format(all).equals(s);
+    }
+
+    /**
+     * The eight groups of an IPv6 address in any RFC 4291 text form (lower-case hex, {@code ::},
+     * a trailing dotted IPv4 part), or null.
+     */
+    static int[] ipv6Groups(String s) {
+        String text = s;
+        int[] tail = new int[0];
+        int lastColon = text.lastIndexOf(':');
+        if (text.indexOf('.', lastColon) >= 0) {
+            String v4 = text.substring(lastColon + 1);
+            if (!canonicalIpv4(v4)) {
+                return null;
+            }
+            String[] o = v4.split("\\.");
+            tail = new int[] {Integer.parseInt(o[0]) << 8 | Integer.parseInt(o[1]),
+                Integer.parseInt(o[2]) << 8 | Integer.parseInt(o[3])};
+            text = text.substring(0, lastColon + 1) + "0:0";
+        }
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || c == ':')) {
+                return null;
+            }
+        }
+        int gap = text.indexOf("::");
+        if (gap >= 0 && text.indexOf("::", gap + 1) >= 0) {
+            return null;
+        }
+        int[] left = groups(gap >= 0 ? text.substring(0, gap) : text);
+        int[] right = groups(gap >= 0 ? text.substring(gap + 2) : "");
+        if (left == null || right == null) {
+            return null;
+        }
+        int[] all = new int[8];
+        if (gap < 0) {
+            if (left.length != 8) {
+                return null;
+            }
+            all = left;
+        } else {
+            if (left.length + right.length > 7) {
+                return null;
+            }
+            System.arraycopy(left, 0, all, 0, left.length);
+            System.arraycopy(right, 0, all, 8 - right.length, right.length);
+        }
+        if (tail.length == 2) {
+            all[6] = tail[0];
+            all[7] = tail[1];
+        }
+        return all;
     }
 
     private static int[] groups(String part) {

@@ -3,19 +3,13 @@ package io.tlspin.bundles;
 import java.io.IOException;
 import java.security.KeyStore;
 import java.security.GeneralSecurityException;
-import java.security.cert.X509Certificate;
-import java.util.Collections;
-import java.util.List;
-import java.util.Map;
-import java.util.WeakHashMap;
 
-import javax.net.ssl.SSLPeerUnverifiedException;
+import javax.net.ssl.HostnameVerifier;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
 import javax.net.ssl.X509TrustManager;
 
 import okhttp3.Connection;
-import okhttp3.Handshake;
 import okhttp3.Interceptor;
 import okhttp3.OkHttpClient;
 import okhttp3.Request;
@@ -25,17 +19,19 @@ import okhttp3.Response;
  * An OkHttp <em>network</em> interceptor that checks every request's connection against the policy
  * in force, on the verified chain, before a byte of the request is written: the whole policy
  * (deny pins, whole-certificate pins, {@code **.} patterns on OkHttp 3, report-only rules), which
- * a {@code CertificatePinner} cannot hold. Because it runs per request, a pooled connection is
- * re-checked against new pins as soon as they are in force.
+ * a {@code CertificatePinner} cannot hold.
+ *
+ * <p>{@link #install} adds it together with a {@link PinningHostnameVerifier}, which checks each
+ * new TLS connection at its handshake (WebSockets included: OkHttp runs no network interceptor
+ * for them), and an application interceptor that refuses {@code http://} and {@code ws://} to
+ * hosts the policy covers. This interceptor then adds the re-check of a <em>pooled</em>
+ * connection once the policy changed since it was checked: new pins and deny pins apply to the
+ * next request, not only to new connections.
  *
  * <p>A host the policy pins is refused over cleartext HTTP: there is no chain to check.
  */
 public final class PinningInterceptor implements Interceptor {
-    private final PolicySource source;
-    private final ChainCleaner cleaner;
-    private final Clock clock;
-    private final Map<Handshake, List<X509Certificate>> verified =
-            Collections.synchronizedMap(new WeakHashMap<Handshake, List<X509Certificate>>());
+    private final PinCheck check;
 
     /**
      * @param source the policy for each request (e.g. a {@link BundleUpdater})
@@ -44,21 +40,39 @@ public final class PinningInterceptor implements Interceptor {
      * @param clock the time, for rule expiry
      */
     public PinningInterceptor(PolicySource source, X509TrustManager trustManager, Clock clock) {
-        this.source = source;
-        this.cleaner = new ChainCleaner(trustManager);
-        this.clock = clock;
+        this(new PinCheck(source, trustManager, clock));
+    }
+
+    private PinningInterceptor(PinCheck check) {
+        this.check = check;
     }
 
     /**
-     * Pin {@code builder}'s connections with {@code source}: adds this interceptor as a network
-     * interceptor. It reads the policy in force at every request, so one long-lived client follows
-     * every update. (A {@code CertificatePinner} is fixed when the client is built: add
-     * {@link OkHttpPinning#partialCertificatePinner} too only if you rebuild the client whenever
-     * the policy changes.)
+     * Pin {@code builder}'s connections with {@code source}, at every level OkHttp offers: a
+     * {@link PinningHostnameVerifier} around the builder's host-name verifier (every new TLS
+     * connection, WebSockets included, before any byte is written), this network interceptor
+     * (every request, pooled connections included, under the policy in force then), and an
+     * application interceptor that refuses cleartext ({@code http://}, {@code ws://}) to pinned
+     * hosts. It reads the policy in force at every connection and request, so one long-lived
+     * client follows every update.
+     *
+     * <p>Not covered: a WebSocket that is open keeps the connection it was checked on, and a
+     * WebSocket call may reuse an idle pooled HTTP/1.1 connection that was checked under the
+     * policy of its handshake (OkHttp runs no interceptor of ours for it). To make new pins
+     * apply to those at once, call {@code client.connectionPool().evictAll()} and reopen
+     * WebSockets on the {@code updated} and {@code expired} events. (A {@code CertificatePinner}
+     * is fixed when the client is built: add {@link OkHttpPinning#partialCertificatePinner} too
+     * only if you rebuild the client whenever the policy changes.)
      */
     public static OkHttpClient.Builder install(OkHttpClient.Builder builder, PolicySource source,
             X509TrustManager trustManager, Clock clock) {
-        return builder.addNetworkInterceptor(new PinningInterceptor(source, trustManager, clock));
+        PinCheck check = new PinCheck(source, trustManager, clock);
+        // The builder's current verifier (OkHttp's own unless the app set one) keeps running first.
+        HostnameVerifier current = builder.build().hostnameVerifier();
+        return builder
+                .hostnameVerifier(new PinningHostnameVerifier(current, check))
+                .addInterceptor(new CleartextGuard(check))
+                .addNetworkInterceptor(new PinningInterceptor(check));
     }
 
     /** The platform's default trust manager (the system CAs). */
@@ -85,35 +99,28 @@ public final class PinningInterceptor implements Interceptor {
             throw new IllegalStateException("PinningInterceptor must be added with addNetworkInterceptor(): "
                     + "an application interceptor sees no connection");
         }
-        String host = request.url().host();
-        Policy policy = source.currentPolicy();
-        Handshake handshake = connection.handshake();
-        if (handshake == null) {
-            if (!policy.rulesFor(host).isEmpty()) {
-                throw new SSLPeerUnverifiedException("refusing cleartext HTTP to " + host
-                        + ", which the pin policy covers (use https)");
-            }
-            return chain.proceed(request);
-        }
-        if (policy.rulesFor(host).isEmpty()) {
-            return chain.proceed(request);
-        }
-        List<X509Certificate> chainInForce = verified.get(handshake);
-        if (chainInForce == null) {
-            chainInForce = cleaner.clean(handshake.peerCertificates(), host);
-            verified.put(handshake, chainInForce);
-        }
-        Verdict verdict = policy.check(host, chainInForce, OkHttpPinning.day(clock.millis()));
-        if (!verdict.ok() || verdict.reportOnlyFailure() != null) {
-            try {
-                source.report(verdict);
-            } catch (RuntimeException ignored) {
-                // An observer never decides a connection.
-            }
-        }
-        if (!verdict.ok()) {
-            throw new SSLPeerUnverifiedException(verdict.describe());
-        }
+        check.request(request.url().host(), connection);
         return chain.proceed(request);
+    }
+
+    /**
+     * Refuses {@code http://} and {@code ws://} to a host the policy covers, before connecting.
+     * An application interceptor, because OkHttp runs those for WebSocket calls too.
+     */
+    private static final class CleartextGuard implements Interceptor {
+        private final PinCheck check;
+
+        CleartextGuard(PinCheck check) {
+            this.check = check;
+        }
+
+        @Override
+        public Response intercept(Chain chain) throws IOException {
+            Request request = chain.request();
+            if (!request.url().isHttps()) {
+                check.cleartext(request.url().host());
+            }
+            return chain.proceed(request);
+        }
     }
 }

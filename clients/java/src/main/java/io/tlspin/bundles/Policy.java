@@ -1,5 +1,6 @@
 package io.tlspin.bundles;
 
+import java.net.IDN;
 import java.nio.charset.StandardCharsets;
 import java.security.cert.CertificateEncodingException;
 import java.security.cert.X509Certificate;
@@ -21,6 +22,8 @@ public final class Policy {
     private static final List<String> TOP = Arrays.asList("on_expiry", "rule");
     private static final List<String> RULE = Arrays.asList(
             "hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri");
+    private static final List<String> FALLBACK_RULE = Arrays.asList(
+            "hosts", "pins", "include_subdomains", "expires", "mode", "deny", "report_uri", "ports");
     private static final List<String> PIN = Arrays.asList("pin", "role", "note", "not_after");
     private static final List<String> ROLES = Arrays.asList("leaf", "intermediate", "root", "backup");
 
@@ -43,15 +46,20 @@ public final class Policy {
     }
 
     /**
-     * Read a policy in the bundle JSON schema (canonical values, §9), e.g. the embedded fallback.
+     * Read the embedded fallback policy: the bundle JSON schema (canonical values, §9), as
+     * {@code tlspin export --format json} writes it. Unlike a bundle's policy it may give a rule
+     * {@code ports} (an array of port numbers, or one), which tlspin's tools use to know where to
+     * connect; pinning is per host name, so they are checked and ignored.
      *
      * @throws IllegalArgumentException the text is not such a policy; the message says where
      */
     public static Policy fromJson(String json) {
         try {
-            return parse(Json.parse(json.getBytes(StandardCharsets.UTF_8), Long.MAX_VALUE));
+            return read(Json.parse(json.getBytes(StandardCharsets.UTF_8), Long.MAX_VALUE), true);
         } catch (BundleException e) {
             throw new IllegalArgumentException(e.detail(), e);
+        } catch (HostPattern.PolicyProblem e) {
+            throw new IllegalArgumentException("invalid policy: " + e.getMessage(), e);
         }
     }
 
@@ -78,6 +86,12 @@ public final class Policy {
         return out;
     }
 
+    /**
+     * The canonical form of a host name (§9), as tlspin's Python {@code canonical_host} gives it
+     * for the names a URL can hold: lower case, one trailing dot and IPv6 brackets dropped, IPv6
+     * in RFC 5952 form, an IPv4-mapped address as its IPv4 address, an IDN as A-labels (with
+     * java.net.IDN, as OkHttp's {@code HttpUrl} converts them).
+     */
     static String canonicalHost(String host) {
         String h = host.toLowerCase(Locale.ROOT);
         if (h.endsWith(".")) {
@@ -85,6 +99,27 @@ public final class Policy {
         }
         if (h.startsWith("[") && h.endsWith("]")) {
             h = h.substring(1, h.length() - 1);
+        }
+        if (h.indexOf(':') >= 0) {
+            int[] groups = HostPattern.ipv6Groups(h);
+            if (groups == null) {
+                return h;
+            }
+            if (groups[0] == 0 && groups[1] == 0 && groups[2] == 0 && groups[3] == 0 && groups[4] == 0
+                    && groups[5] == 0xffff) {
+                // ::ffff:a.b.c.d reaches the IPv4 host: same host, same pins.
+                return (groups[6] >> 8) + "." + (groups[6] & 0xff) + "." + (groups[7] >> 8) + "." + (groups[7] & 0xff);
+            }
+            return HostPattern.format(groups);
+        }
+        for (int i = 0; i < h.length(); i++) {
+            if (h.charAt(i) > 0x7f) {
+                try {
+                    return IDN.toASCII(h, IDN.ALLOW_UNASSIGNED).toLowerCase(Locale.ROOT);
+                } catch (IllegalArgumentException e) {
+                    return h; // not a name any rule can hold
+                }
+            }
         }
         return h;
     }
@@ -180,14 +215,14 @@ public final class Policy {
 
     static Policy parse(Object data) throws BundleException {
         try {
-            return read(data);
+            return read(data, false);
         } catch (HostPattern.PolicyProblem e) {
             throw new BundleException(BundleException.POLICY, "invalid policy: " + e.getMessage());
         }
     }
 
     @SuppressWarnings("unchecked")
-    private static Policy read(Object data) throws HostPattern.PolicyProblem {
+    private static Policy read(Object data, boolean fallback) throws HostPattern.PolicyProblem {
         if (!(data instanceof Map)) {
             throw new HostPattern.PolicyProblem("a policy must be an object, found " + Codec.kind(data));
         }
@@ -210,7 +245,7 @@ public final class Policy {
         for (Object item : (List<Object>) raw) {
             index++;
             try {
-                rules.add(rule(item));
+                rules.add(rule(item, fallback));
             } catch (HostPattern.PolicyProblem e) {
                 throw new HostPattern.PolicyProblem("rule #" + index + ": " + e.getMessage());
             }
@@ -229,12 +264,15 @@ public final class Policy {
     }
 
     @SuppressWarnings("unchecked")
-    private static PinRule rule(Object item) throws HostPattern.PolicyProblem {
+    private static PinRule rule(Object item, boolean fallback) throws HostPattern.PolicyProblem {
         if (!(item instanceof Map)) {
             throw new HostPattern.PolicyProblem("a rule must be an object, found " + Codec.kind(item));
         }
         Map<String, Object> raw = (Map<String, Object>) item;
-        unknown(raw, RULE, "the rule");
+        unknown(raw, fallback ? FALLBACK_RULE : RULE, "the rule");
+        if (raw.containsKey("ports")) {
+            ports(raw.get("ports"));
+        }
         for (String need : new String[] {"hosts", "pins"}) {
             if (!raw.containsKey(need)) {
                 throw new HostPattern.PolicyProblem("the rule has no '" + need + "'");
@@ -267,6 +305,12 @@ public final class Policy {
                 && (((String) uri).startsWith("https://") || ((String) uri).startsWith("http://")))) {
             throw new HostPattern.PolicyProblem("'report_uri' must be an http(s) URL, found " + Codec.shown(uri));
         }
+        if (uri != null && hasControl((String) uri)) {
+            // Exports write it into headers, XML and plists, where a newline or control character
+            // ends a header line or breaks the document: refused as tlspin's Python refuses it.
+            throw new HostPattern.PolicyProblem("'report_uri' must be a URL without spaces or control characters "
+                    + "(percent-encode them, e.g. %20, %7F), found " + Codec.shown(uri));
+        }
         Long expires = date(raw.get("expires"), "expires");
         boolean includeSubdomains = ((Boolean) sub).booleanValue();
         Set<HostPattern> hosts = new LinkedHashSet<HostPattern>();
@@ -281,6 +325,29 @@ public final class Policy {
         }
         return new PinRule(new ArrayList<HostPattern>(hosts), pins, deny, includeSubdomains, expires,
                 "report".equals(mode), (String) uri, info);
+    }
+
+    /** True if {@code text} holds a space, a C0 or C1 control character, or DEL (§9). */
+    static boolean hasControl(String text) {
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            if (c <= 0x20 || (c >= 0x7f && c <= 0x9f)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** A fallback rule's {@code ports}, as a policy file has them: checked, then ignored. */
+    @SuppressWarnings("unchecked")
+    private static void ports(Object value) throws HostPattern.PolicyProblem {
+        List<Object> list = value instanceof List ? (List<Object>) value : Collections.singletonList(value);
+        for (Object port : list) {
+            if (!(port instanceof Long) || ((Long) port).longValue() < 1 || ((Long) port).longValue() > 65535) {
+                throw new HostPattern.PolicyProblem("'ports' must be a list of port numbers (1 to 65535), found "
+                        + Codec.shown(value));
+            }
+        }
     }
 
     /** A pin list, repeats dropped (first place kept); metadata objects fill {@code info}. */

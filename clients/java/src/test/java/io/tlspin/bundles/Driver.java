@@ -7,6 +7,8 @@ import java.io.InputStream;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.Proxy;
 import java.nio.charset.StandardCharsets;
 import java.security.KeyStore;
 import java.security.cert.Certificate;
@@ -16,31 +18,48 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 import javax.net.ssl.SSLContext;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.TrustManagerFactory;
 import javax.net.ssl.X509TrustManager;
 
+import okhttp3.Authenticator;
+import okhttp3.Cookie;
+import okhttp3.Credentials;
+import okhttp3.CookieJar;
 import okhttp3.Dns;
+import okhttp3.HttpUrl;
+import okhttp3.Interceptor;
 import okhttp3.OkHttpClient;
 import okhttp3.Request;
 import okhttp3.Response;
+import okhttp3.Route;
+import okhttp3.WebSocket;
+import okhttp3.WebSocketListener;
 
 /**
  * The Java side of tests/bundles/test_java_client.py: one JSON command per stdin line, one JSON
  * answer per stdout line. The JVM trusts exactly the CA certificates it is given (through its
  * own TLS stack, a KeyStore and a TrustManagerFactory), and every host name resolves to 127.0.0.1.
  *
- * <p>Commands: {@code init} (build an updater), {@code clock}, {@code refresh}, {@code get}
- * (an HTTPS request with the pins of the updater: {@code both}, only the {@code interceptor}, only
- * the {@code pinner}, or {@code none}), {@code status}, {@code verify} (one document).
+ * <p>Commands: {@code init} (build an updater; {@code app_client}: its base client carries an
+ * app's credentials, as apps' clients do: an interceptor adding a bearer token, an Authenticator,
+ * a CookieJar), {@code clock}, {@code refresh}, {@code get} (an HTTPS request with the pins of the
+ * updater: {@code both}, only the {@code interceptor}, only the {@code pinner}, {@code none}, or
+ * {@code shared}: one client built at {@code init}, whose connections are pooled), {@code ws} (a
+ * WebSocket with the updater's pins: send one message, wait for one), {@code status},
+ * {@code verify} (one document).
  */
 public final class Driver {
     private BundleUpdater updater;
     private X509TrustManager trustManager;
     private SSLContext ssl;
     private Long now;
+    private OkHttpClient shared;
+    private final List<Object> cookiesSaved = Collections.synchronizedList(new ArrayList<Object>());
     private final List<Object> events = Collections.synchronizedList(new ArrayList<Object>());
     private final Clock clock = new Clock() {
         @Override
@@ -92,6 +111,8 @@ public final class Driver {
             out.put("message", r.message);
         } else if (name.equals("get")) {
             get((String) cmd.get("url"), (String) cmd.get("pinning"), out);
+        } else if (name.equals("ws")) {
+            webSocket((String) cmd.get("url"), (String) cmd.get("pinning"), out);
         } else if (name.equals("status")) {
             Long v = updater.version();
             Long a = updater.acceptedVersion();
@@ -99,6 +120,7 @@ public final class Driver {
             out.put("accepted", a == null ? Json.NULL : a);
             out.put("policy", Json.parse(updater.currentPolicy().toJson().getBytes(StandardCharsets.UTF_8), Long.MAX_VALUE));
             out.put("events", new ArrayList<Object>(events));
+            out.put("cookies_saved", new ArrayList<Object>(cookiesSaved));
         } else if (name.equals("verify")) {
             verify(cmd, out);
         } else {
@@ -138,7 +160,7 @@ public final class Driver {
                 .trustedKeys(strings(cmd.get("keys")), ((Long) cmd.get("threshold")).intValue())
                 .storeDirectory(new File((String) cmd.get("store")))
                 .fallbackPolicy(Policy.fromJson((String) cmd.get("fallback")))
-                .client(base().build())
+                .client(Boolean.TRUE.equals(cmd.get("app_client")) ? appClient(cmd.get("proxy_port")) : base().build())
                 .trustManager(trustManager)
                 .clock(clock)
                 .observer(new BundleEvent.Observer() {
@@ -158,6 +180,58 @@ public final class Driver {
             b.maxBytes(((Long) cmd.get("max_bytes")).intValue());
         }
         updater = b.build();
+        shared = updater.configure(base()).build();
+    }
+
+    /**
+     * A client set up as apps set theirs up: the user's credentials go with every request; with
+     * {@code proxyPort}, through the HTTP proxy on 127.0.0.1 there, with its credentials.
+     */
+    private OkHttpClient appClient(Object proxyPort) {
+        cookiesSaved.clear();
+        OkHttpClient.Builder builder = base();
+        if (proxyPort instanceof Long) {
+            builder.proxy(new Proxy(Proxy.Type.HTTP, new InetSocketAddress("127.0.0.1", ((Long) proxyPort).intValue())))
+                    .proxyAuthenticator(new Authenticator() {
+                        @Override
+                        public Request authenticate(Route route, Response response) {
+                            return response.request().newBuilder()
+                                    .header("Proxy-Authorization", Credentials.basic("proxy-user", "proxy-password"))
+                                    .build();
+                        }
+                    });
+        }
+        return builder
+                .addInterceptor(new Interceptor() {
+                    @Override
+                    public Response intercept(Chain chain) throws java.io.IOException {
+                        return chain.proceed(chain.request().newBuilder()
+                                .header("Authorization", "Bearer USER-SESSION-TOKEN").build());
+                    }
+                })
+                .authenticator(new Authenticator() {
+                    @Override
+                    public Request authenticate(Route route, Response response) {
+                        return response.request().newBuilder()
+                                .header("Authorization", "Basic dXNlcjpwYXNzd29yZA==")
+                                .header("X-Refresh-Token", "REFRESH-TOKEN").build();
+                    }
+                })
+                .cookieJar(new CookieJar() {
+                    @Override
+                    public void saveFromResponse(HttpUrl url, List<Cookie> cookies) {
+                        for (Cookie cookie : cookies) {
+                            cookiesSaved.add(cookie.name());
+                        }
+                    }
+
+                    @Override
+                    public List<Cookie> loadForRequest(HttpUrl url) {
+                        return Collections.singletonList(new Cookie.Builder().name("session")
+                                .value("USER-SESSION-COOKIE").domain(url.host()).build());
+                    }
+                })
+                .build();
     }
 
     private OkHttpClient.Builder base() {
@@ -179,14 +253,18 @@ public final class Driver {
             updater.configure(builder).certificatePinner(updater.certificatePinner());
         } else if (pinning.equals("interceptor")) {
             builder.addNetworkInterceptor(new PinningInterceptor(updater, trustManager, clock));
+        } else if (pinning.equals("verifier")) {
+            builder.hostnameVerifier(new PinningHostnameVerifier(builder.build().hostnameVerifier(), updater,
+                    trustManager, clock));
         } else if (pinning.equals("pinner")) {
             builder.certificatePinner(OkHttpPinning.partialCertificatePinner(updater.currentPolicy(),
                     OkHttpPinning.day(clock.millis())));
-        } else if (!pinning.equals("none")) {
-            throw new IllegalArgumentException("pinning must be both, interceptor, pinner or none");
+        } else if (!pinning.equals("none") && !pinning.equals("shared")) {
+            throw new IllegalArgumentException("pinning must be both, interceptor, verifier, pinner, shared or none");
         }
+        OkHttpClient client = pinning.equals("shared") ? shared : builder.build();
         try {
-            Response response = builder.build().newCall(new Request.Builder().url(url).build()).execute();
+            Response response = client.newCall(new Request.Builder().url(url).build()).execute();
             try {
                 out.put("ok", Boolean.TRUE);
                 out.put("status", Long.valueOf(response.code()));
@@ -196,6 +274,53 @@ public final class Driver {
         } catch (Exception e) {
             out.put("ok", Boolean.FALSE);
             out.put("failure", e.getClass().getSimpleName() + ": " + e.getMessage());
+        }
+    }
+
+    /** Open a WebSocket (with an Authorization header), send one message, wait for one. */
+    private void webSocket(String url, String pinning, Map<String, Object> out) throws InterruptedException {
+        OkHttpClient client = pinning.equals("shared") ? shared
+                : pinning.equals("both") ? updater.configure(base()).build() : base().build();
+        final CountDownLatch done = new CountDownLatch(1);
+        final Map<String, Object> result = Collections.synchronizedMap(new LinkedHashMap<String, Object>());
+        WebSocket socket = client.newWebSocket(new Request.Builder().url(url)
+                .header("Authorization", "Bearer WEBSOCKET-TOKEN").build(), new WebSocketListener() {
+                    @Override
+                    public void onOpen(WebSocket ws, Response response) {
+                        ws.send("app message");
+                    }
+
+                    @Override
+                    public void onMessage(WebSocket ws, String text) {
+                        first(Boolean.TRUE, "received", text);
+                        ws.close(1000, null);
+                    }
+
+                    @Override
+                    public void onFailure(WebSocket ws, Throwable t, Response response) {
+                        first(Boolean.FALSE, "failure", t.getClass().getSimpleName() + ": " + t.getMessage());
+                    }
+
+                    /** The first outcome counts: the close that follows a message is not one. */
+                    private void first(Boolean ok, String key, String value) {
+                        synchronized (result) {
+                            if (!result.containsKey("ok")) {
+                                result.put("ok", ok);
+                                result.put(key, value);
+                            }
+                        }
+                        done.countDown();
+                    }
+                });
+        if (!done.await(60, TimeUnit.SECONDS)) {
+            socket.cancel();
+        }
+        synchronized (result) {
+            if (!result.containsKey("ok")) {
+                result.put("ok", Boolean.FALSE);
+                result.put("failure", "no answer");
+            }
+            out.putAll(result);
         }
     }
 

@@ -43,7 +43,16 @@ public final class VectorRunner {
     static Map<String, Object> evaluate(Map<String, Object> vector, File root) throws Exception {
         String host = (String) vector.get("update_host");
         List<String> keys = (List<String>) vector.get("trusted_keys");
-        TrustState trust = TrustState.of(KeySet.of(keys, ((Long) vector.get("threshold")).intValue()));
+        Map<String, Object> out = new LinkedHashMap<String, Object>();
+        TrustState trust;
+        try {
+            trust = TrustState.of(KeySet.of(keys, ((Long) vector.get("threshold")).intValue()));
+        } catch (BundleException e) {
+            // Keys no client may trust (e.g. a point of small order): reason "key".
+            out.put("verdict", "refused");
+            out.put("reason", e.reason());
+            return out;
+        }
         Bundle current = null;
         if (vector.get("stored") != Json.NULL) {
             byte[] stored = read(root, (String) vector.get("stored"));
@@ -53,7 +62,6 @@ public final class VectorRunner {
             current = kept.bundle();
         }
         long now = Codec.time(vector.get("now"), "now");
-        Map<String, Object> out = new LinkedHashMap<String, Object>();
         Verified verified;
         try {
             Document document = Document.parse(read(root, (String) vector.get("document")),
