@@ -504,7 +504,9 @@ HOSTILE_NOTE = (
     "x\n}\nSystem.exit(1); /* */ --> -- \\u000a \r\u2028\u2029\u0085 \u202e \x9b "
     "\"' $x ${x} <!-- &amp; ]]>"
 )
-HOSTILE_URI = "https://r.example.com/\u202e\x9b\u2028\u200bx"
+# C0 and C1 controls are refused in a report_uri outright (PinRule); what a URI may hold and
+# still must not reach the file raw: a bidi override, a line separator, a zero-width space.
+HOSTILE_URI = "https://r.example.com/\u202e\u2028\u200bx"
 _UNSAFE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
@@ -517,7 +519,7 @@ def _assert_inert(text: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["trustkit-android", "trustkit-ios"])
 def test_xml_exports_write_hostile_report_uris_as_references(fmt: str) -> None:
-    """A report URI's C1 control, bidi override, line separator and zero-width space were
+    """A report URI's bidi override, line separator and zero-width space were
     written raw into the XML and plist exports; they are character references now, which
     read back (the import, twin) as the very same URI."""
     a, b = pins(2)
