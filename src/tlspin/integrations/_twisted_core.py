@@ -87,7 +87,8 @@ class Armed:
 
 
 # Connections that carry a check: an explicit pin replaces the process-wide one (tlspin.inject)
-# rather than adding a second check under another policy.
+# rather than adding a second check under another policy; for a host the explicit policy does
+# not cover, its Armed falls back to the injected state (pinning only adds).
 _ARMED: weakref.WeakKeyDictionary[SSL.Connection, Armed] = weakref.WeakKeyDictionary()
 _ARMED_LOCK = threading.Lock()
 
