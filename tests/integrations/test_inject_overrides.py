@@ -26,6 +26,7 @@ import urllib3
 import tlspin
 from tlspin import PinPolicy
 from tlspin.integrations import find_pin_error
+from tlspin.testing.proxies import ConnectProxy
 
 from .conftest import BODY, Origins, Pki, Route
 
@@ -171,7 +172,7 @@ def test_urllib3_forwarding_mode_is_refused_for_a_pinned_origin(
     """use_forwarding_for_https=True would send the request for the pinned origin, with its
     Authorization header, to the proxy in clear: refused; the proxy sees nothing."""
     route = proxies["https-proxy"]
-    assert route.proxy is not None
+    assert isinstance(route.proxy, ConnectProxy)
     forwarded = list(route.proxy.forwarded)
     tlspin.inject(good_policy)
     with pytest.raises(urllib3.exceptions.HTTPError) as excinfo:
@@ -187,7 +188,7 @@ def test_urllib3_tunnel_mode_and_unpinned_forwarding_still_work(
     """Twin: the default CONNECT tunnel reaches the pinned origin; forwarding mode for a host no
     rule covers still reaches the proxy (which answers forwarded requests itself)."""
     route = proxies["https-proxy"]
-    assert route.proxy is not None
+    assert isinstance(route.proxy, ConnectProxy)
     tlspin.inject(good_policy)
     port = origins.good["127.0.0.1"].port
     tunnel = _forwarding_get(pki, route, f"https://127.0.0.1:{port}/", forwarding=False)

@@ -108,7 +108,10 @@ def _strip_env(args: Sequence[str], env: dict[str, str]) -> list[str]:
                 text = rest.pop(0) if rest else ""
             else:
                 text = arg.split("=", 1)[1] if arg.startswith("--split-string=") else arg[2:]
-            rest[:0] = shlex.split(text)
+            try:
+                rest[:0] = shlex.split(text)
+            except ValueError:  # unbalanced quotes: env itself would refuse; look anyway
+                rest[:0] = text.split()
             continue
         if arg in ("-C", "--chdir"):
             del rest[:2]
@@ -172,6 +175,8 @@ def resolve(command: Sequence[str], env: Mapping[str, str]) -> Launch | None:
         program = args[0]
         if os.path.basename(program) == "env":
             args = _strip_env(args[1:], current)
+            if via == "the command":
+                via = "env"
             continue
         if _is_python(program):
             return Launch(program, _python_flags(args[1:]), current, via)
