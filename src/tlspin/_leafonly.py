@@ -22,18 +22,11 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 
+from tlspin._unreadable import unreadable
 from tlspin.exceptions import InvalidPinError, PinMismatchError, PinningUnavailableError
 from tlspin.pins import Pin, spki_sha256
 from tlspin.policy import PinPolicy, PinRule
-from tlspin.verify import (
-    Verdict,
-    Violation,
-    _get_plan,
-    _Plan,
-    describe_chain,
-    notify,
-    unreadable,
-)
+from tlspin.verify import Verdict, Violation, _get_plan, _Plan, describe_chain, notify
 
 __all__ = ["check_unverified"]
 

@@ -28,7 +28,7 @@ from tlspin.pins import _SPKI_CACHE, CertificatePin, Pin, spki_sha256
 if TYPE_CHECKING:
     from tlspin.policy import AnyPin, Mode, PinPolicy, PinRule
 
-__all__ = ["Verdict", "Violation", "check", "check_resumed", "describe_chain", "unreadable"]
+__all__ = ["Verdict", "Violation", "check", "check_resumed", "describe_chain"]
 
 log = logging.getLogger("tlspin")
 # A library never prints by itself: the application chooses where "tlspin" records go.
@@ -277,6 +277,8 @@ def check(
     except InvalidPinError as exc:
         # OpenSSL verified a certificate whose key cannot be located (BER that only OpenSSL
         # reads): no pin can be shown to match, so this is a refusal, reported as one.
+        from tlspin._unreadable import unreadable
+
         return unreadable(
             policy, plan, chain, port=port, served_chain=served_chain, now=now, error=exc
         )
@@ -375,61 +377,6 @@ def _fail(
     return Verdict(hostname, True, digests, tuple(violations), plan.rules)
 
 
-def unreadable(
-    policy: PinPolicy,
-    plan: _Plan,
-    chain: Sequence[bytes],
-    *,
-    port: int | None,
-    served_chain: Sequence[bytes] | Callable[[], Sequence[bytes]] | None,
-    now: dt.datetime | None,
-    error: InvalidPinError,
-) -> Verdict:
-    """Decide a chain holding a certificate whose key cannot be read: refuse, and report it.
-
-    Every failing rule gets a :class:`Violation` with reason ``"unreadable-certificate"``;
-    report-only rules let the connection go ahead.
-
-    Raises:
-        PinningUnavailableError: an enforced rule covers the host (reason
-            ``"unreadable-certificate"``).
-    """
-    when = now or dt.datetime.now(dt.UTC)
-    if callable(served_chain):
-        try:
-            served_chain = served_chain()
-        except Exception:  # noqa: BLE001 - the served chain is informational only
-            served_chain = None
-    served = tuple(served_chain if served_chain is not None else chain)
-    failing: tuple[tuple[Mode, tuple[PinRule, ...]], ...] = (
-        ("enforce", plan.enforce_rules),
-        ("report", plan.report_rules),
-    )
-    violations = [
-        Violation(
-            plan.host, port, when, served, tuple(chain),
-            tuple(dict.fromkeys(p for r in rules for p in r.pins)), mode, rules,
-            "unreadable-certificate",
-        )
-        for mode, rules in failing
-        if rules
-    ]
-    for violation in violations:
-        notify(policy, violation)
-    if plan.enforce_rules:
-        expected = [str(p) for p in violations[0].expected]
-        msg = (
-            f"refused the connection to {plan.host}: a certificate in its chain cannot be read "
-            f"({error}), so its key cannot be compared with the pins for {plan.host}. OpenSSL "
-            "accepted it, but tlspin refuses what it cannot check."
-        )
-        raise PinningUnavailableError(
-            msg, hostname=plan.host, chain=describe_chain(chain), expected=expected,
-            reason="unreadable-certificate",
-        )
-    return Verdict(plan.host, True, (), tuple(violations), plan.rules)
-
-
 def notify(policy: PinPolicy, violation: Violation) -> None:
     """Log *violation* and hand it to the policy's observers.
 
@@ -480,6 +427,8 @@ def check_resumed(
     try:
         digest = spki_sha256(leaf_der)
     except InvalidPinError as exc:
+        from tlspin._unreadable import unreadable
+
         return unreadable(
             policy, plan, [leaf_der], port=port, served_chain=None, now=None, error=exc
         )

@@ -18,7 +18,8 @@ them process-wide:
   connection checked against that other name's pins, then serve plain requests to the pinned
   host. Refused before any connection is made.
 
-Each patch imports only the module it patches, which has finished running when it is installed.
+Each patch reaches only into the module it patches, which has finished running when the patch
+is installed (:mod:`tlspin.integrations._process` sees to that).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def _wrap_and_match(original: Callable[..., Any]) -> Callable[..., Any]:
         name = kwargs.get("assert_hostname")
         server_name = kwargs.get("server_hostname")
         if isinstance(name, str) and name and not same_host(name, str(server_name or "")):
-            # urllib3 matched (or, with a fingerprint, could have matched) *name* rather than
-            # the server name: the connection stands for *name*, so its pins apply too.
+            # urllib3 matches the certificate against *name*, not the server name: the
+            # connection stands for *name*, so that name's pins apply too (pinning only adds).
             try:
                 check_name(result.socket, name)
             except BaseException:
