@@ -8,9 +8,14 @@ median wall times and the median of the paired differences:
   validated by the parent: the child pins at its first ``import ssl``);
 * the same without ``TLSPIN_POLICY_SHA256`` (the bare environment form: the child validates
   the policy at start, before any of the program's code);
+* ``TLSPIN_POLICY`` alone, no ``PYTHONPATH`` (``tlspin-startup.pth`` pins; ``-I`` too);
 * the whole ``tlspin run --policy P -- python -c pass``, the tlspin command included.
 
-Target: no more than 40 ms added to ``python -c pass`` under the hook.
+Then the cost of ``tlspin-startup.pth`` in every interpreter of the environment when
+``TLSPIN_POLICY`` is unset: ``site.addpackage`` on it against an empty ``.pth`` (µs, best of 5).
+
+Target: no more than 40 ms added to ``python -c pass`` under the hook; about 0 for the ``.pth``
+when the variable is unset.
 """
 
 from __future__ import annotations
@@ -81,6 +86,11 @@ def main() -> int:
             ('-c "import ssl", tlspin run env', [python, "-c", "import ssl"], hooked),
             ("-c pass, TLSPIN_POLICY only", [python, "-c", "pass"], bare),
             ('-c "import ssl", TLSPIN_POLICY only', [python, "-c", "import ssl"], bare),
+            (
+                '-I -c "import ssl", TLSPIN_POLICY alone',
+                [python, "-I", "-c", "import ssl"],
+                {**plain_env, _run.ENV_POLICY: str(path)},
+            ),
         ]
         print(f"\n{'command':<36} {'wall: plain':>11} {'hooked':>9} {'added':>9}"
               f" {'CPU: plain':>11} {'hooked':>9} {'added':>9}")
@@ -96,7 +106,34 @@ def main() -> int:
             ]
             print(f"{name:<36} {cells[0]}  {cells[1]}")
         print("target: ≤ 40 ms added to `python -c pass` under the hook (first row)")
+        ours, empty = pth_cost(Path(tmp))
+        print(
+            f"\ntlspin-startup.pth, TLSPIN_POLICY unset: {ours:.1f} µs per interpreter start "
+            f"(an empty .pth: {empty:.1f} µs; added {ours - empty:+.1f} µs)"
+        )
     return 0
+
+
+def pth_cost(tmp: Path) -> tuple[float, float]:
+    """µs for site to process tlspin-startup.pth, and an empty .pth, with TLSPIN_POLICY unset."""
+    import site
+    import timeit
+
+    source = Path(_run.__file__).resolve().parents[2] / "tlspin-startup.pth"
+    sitedir = tmp / "site"
+    sitedir.mkdir()
+    (sitedir / "tlspin-startup.pth").write_bytes(source.read_bytes())
+    (sitedir / "empty.pth").write_bytes(b"")
+    saved = os.environ.pop("TLSPIN_POLICY", None)
+    try:
+        out = []
+        for name in ("tlspin-startup.pth", "empty.pth"):
+            timer = timeit.Timer(lambda n=name: site.addpackage(str(sitedir), n, set()))
+            out.append(min(timer.repeat(5, 2000)) / 2000 * 1e6)
+    finally:
+        if saved is not None:
+            os.environ["TLSPIN_POLICY"] = saved
+    return out[0], out[1]
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ pyproject.toml, and checks that the sdist carries the files a rebuild reads.
 
 ``installed`` runs inside a fresh venv holding only the wheel: tlspin must come from that venv
 (not from a checkout), with ``py.typed``, its pytest plugin's entry point, its migrations and
-templates that Jinja can compile.
+templates that Jinja can compile, and ``tlspin-startup.pth`` in site-packages: an interpreter
+started with ``-I`` and ``TLSPIN_POLICY`` alone must come up pinned, and one without it must
+not load tlspin at all. (The editable install of the test venvs gets the same file: hatchling
+force-includes it there too, and tests/cli/test_run.py relies on it.)
 
 Exit status 0 when everything is in place, 1 with one line per problem otherwise.
 """
@@ -33,7 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tlspin"
 # Files a rebuild from the sdist reads besides the package itself.
-SDIST_NEEDS = ("pyproject.toml", "README.md")
+SDIST_NEEDS = ("pyproject.toml", "README.md", "src/tlspin-startup.pth")
+# Files the wheel installs next to the package, in site-packages (force-include), and where
+# their source lives: the start-up hook that pins an interpreter when TLSPIN_POLICY is set.
+ROOT_FILES = {"tlspin-startup.pth": "src/tlspin-startup.pth"}
 
 
 def source_files() -> set[str]:
@@ -82,7 +88,14 @@ def check_wheel(wheel: Path, expected: set[str], project: dict[str, Any]) -> lis
             return [f"{wheel.name}: expected one .dist-info directory, found {sorted(dist_info)}"]
         info = dist_info.pop()
         packaged = {n for n in names if n.startswith(f"{PACKAGE}/") and not n.endswith("/")}
-        strays = names - packaged - {n for n in names if n.startswith(f"{info}/")}
+        strays = names - packaged - set(ROOT_FILES) - {
+            n for n in names if n.startswith(f"{info}/")}
+        for name, source in ROOT_FILES.items():
+            if name not in names:
+                problems.append(f"{wheel.name} lacks {name} (from {source}, force-include in "
+                                "pyproject.toml): TLSPIN_POLICY alone would pin nothing")
+            elif zf.read(name) != (ROOT / source).read_bytes():
+                problems.append(f"{wheel.name}: {name} differs from {source}")
         metadata = email.parser.Parser().parsestr(zf.read(f"{info}/METADATA").decode())
         entry_text = zf.read(f"{info}/entry_points.txt").decode() if (
             f"{info}/entry_points.txt" in names) else ""
@@ -159,6 +172,7 @@ def check_installed() -> list[str]:
                         f"{[f'{ep.name} = {ep.value}' for ep in plugins]}")
     elif importlib.util.find_spec(plugins[0].value) is None:
         problems.append(f"the pytest plugin module {plugins[0].value} is not installed")
+    problems += check_startup_hook()
     versions = package / "collector" / "migrations" / "versions"
     if not sorted(versions.glob("v*.py")):
         problems.append(f"no Alembic migrations under {versions}")
@@ -175,6 +189,58 @@ def check_installed() -> list[str]:
                 dashboard._env.get_template(name)
             except Exception as exc:  # noqa: BLE001 - any template error is a packaging problem
                 problems.append(f"template {name} does not compile: {type(exc).__name__}: {exc}")
+    return problems
+
+
+# What a pinned interpreter reports: the class its contexts wrap sockets with, and whether it
+# loaded tlspin at all.
+_PROBE = (
+    "import sys; loaded = 'tlspin' in sys.modules; import ssl; "
+    "print(ssl.SSLContext().sslsocket_class.__name__, loaded)"
+)
+
+
+def check_startup_hook() -> list[str]:
+    """Problems with tlspin-startup.pth in this venv: TLSPIN_POLICY alone, with -I (no
+    PYTHONPATH, no sitecustomize of ours), must pin a new interpreter; without it, nothing of
+    tlspin is loaded."""
+    import base64
+    import hashlib
+    import os
+    import sysconfig
+    import tempfile
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    problems: list[str] = []
+    for name, source in ROOT_FILES.items():
+        installed = site / name
+        if not installed.is_file():
+            problems.append(f"{installed} is not installed (from {source})")
+        elif installed.read_bytes() != (ROOT / source).read_bytes():
+            problems.append(f"{installed} differs from {source}")
+    pins = ", ".join(
+        '"sha256/' + base64.b64encode(hashlib.sha256(seed).digest()).decode() + '"'
+        for seed in (b"one", b"two")
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = Path(tmp, "pins.toml")
+        policy.write_text(f'[[rule]]\nhosts = ["api.example.com"]\npins = [{pins}]\n')
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("TLSPIN_", "PYTHON"))}
+        for env, want in (
+            ({**base, "TLSPIN_POLICY": str(policy)}, "PinnedSSLSocket True"),
+            (base, "SSLSocket False"),
+        ):
+            out = subprocess.run(
+                [sys.executable, "-I", "-c", _PROBE], env=env, capture_output=True, text=True,
+                check=False, cwd=tmp,
+            )
+            got = out.stdout.strip()
+            if out.returncode != 0 or got != want:
+                problems.append(
+                    f"python -I with TLSPIN_POLICY {'set' if 'TLSPIN_POLICY' in env else 'unset'}"
+                    f": expected {want!r}, found {got!r} (exit {out.returncode}; "
+                    f"{out.stderr.strip()[-300:]})"
+                )
     return problems
 
 

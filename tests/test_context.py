@@ -391,6 +391,56 @@ def test_resumed_session_with_root_pin_and_unseen_leaf_fails_closed(
     assert resuming_server.resumed >= 1
 
 
+def _resume_as(
+    ctx: ssl.SSLContext, server: TLSServer, name: str, session: ssl.SSLSession | None
+) -> ssl.SSLSocket:
+    raw = socket.create_connection(server.address, timeout=5)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=name, session=session)
+    except BaseException:
+        raw.close()
+        raise
+
+
+@pytest.mark.parametrize("spelling", ["LOCALHOST", "localhost."])
+def test_resumed_session_under_another_spelling_of_the_checked_host_passes(
+    chain: Chain, resuming_server: TLSServer, spelling: str
+) -> None:
+    """A leaf that passed a full check for ``localhost`` vouches for its session resumed as
+    another spelling of that host (the remembered leaves are keyed by the canonical name)."""
+    policy = _policy(chain.root.pin, chain.stranger_pin, host="localhost")
+    ctx = create_context(policy, cafile=chain.cafile)
+    with _resume_as(ctx, resuming_server, "localhost", None) as sock:
+        sock.sendall(REQUEST)
+        _read_response(sock)
+        session = sock.session
+    with _resume_as(ctx, resuming_server, spelling, session) as sock:
+        assert sock.session_reused
+        sock.sendall(REQUEST)
+        assert _read_response(sock) == b"ok"
+
+
+def test_resumed_session_under_another_host_still_fails_closed(
+    chain: Chain, resuming_server: TLSServer
+) -> None:
+    """Twin: the same leaf, checked for ``localhost``, does not vouch for a session resumed for
+    another pinned host (``127.0.0.1``): refused, 0 bytes."""
+    pins = [chain.root.pin, chain.stranger_pin]
+    policy = PinPolicy.from_mapping({"localhost": pins, HOST: pins})
+    ctx = create_context(policy, cafile=chain.cafile)
+    with _resume_as(ctx, resuming_server, "localhost", None) as sock:
+        sock.sendall(REQUEST)
+        _read_response(sock)
+        session = sock.session
+    resuming_server.wait_idle()
+    before = len(resuming_server.received)
+    with pytest.raises(PinningUnavailableError) as excinfo:
+        _resume_as(ctx, resuming_server, HOST, session)
+    assert excinfo.value.reason == "resumption"
+    resuming_server.wait_idle()
+    assert len(resuming_server.received) == before
+
+
 def test_policy_source_is_read_at_each_handshake(chain: Chain, server: TLSServer) -> None:
     """A context pinned to a policy source applies whatever policy the source holds now."""
 

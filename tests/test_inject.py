@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import truststore
@@ -288,6 +293,32 @@ def test_pin_context_keeps_its_own_policy(pki: ServerPKI, tls_server: TLSServer,
         refused(tls_server, lambda: fetch(pinned, tls_server))
 
 
+def test_pin_context_leaves_hosts_it_does_not_cover_to_the_injected_policy(
+    pki: ServerPKI, make_tls_server: MakeServer
+) -> None:
+    """A library's own pinned context (for its vendor's host) used to reach a host the injected
+    policy pins gets the injected pins there: a forged leaf is refused, 0 bytes."""
+    forged = make_tls_server(pki.attacker.issue(HOST))
+    vendor = PinPolicy.from_mapping({"vendor.example": [pki.leaf_pin, pki.intermediate_pin]})
+    library_ctx = tlspin.create_context(vendor, cafile=pki.cafile)
+    tlspin.inject(good(pki))
+    error = refused(forged, lambda: fetch(library_ctx, forged))
+    assert isinstance(error, PinMismatchError)
+
+
+def test_pin_context_reaches_a_host_the_injected_policy_pins_genuinely(
+    pki: ServerPKI, tls_server: TLSServer, make_tls_server: MakeServer
+) -> None:
+    """Twin: the same context reaches the genuine server of that host, and a host neither
+    policy covers stays CA-verified only."""
+    vendor = PinPolicy.from_mapping({"vendor.example": [pki.leaf_pin, pki.intermediate_pin]})
+    library_ctx = tlspin.create_context(vendor, cafile=pki.cafile)
+    tlspin.inject(good(pki))
+    assert fetch(library_ctx, tls_server).tlspin_checked  # type: ignore[attr-defined]
+    other = make_tls_server(pki.attacker.issue("localhost"))
+    fetch(library_ctx, other, host="localhost")
+
+
 @pytest.mark.parametrize("order", ["truststore-first", "tlspin-first"])
 def test_truststore_injection_in_either_order(
     pki: ServerPKI, make_tls_server: MakeServer, order: str
@@ -499,3 +530,51 @@ def test_many_threads_never_let_a_forged_leaf_through(
     assert outcomes == ["refused"] * 48
     forged.wait_idle()
     assert forged.received == b""
+
+
+# -- the ssl module executed again ---------------------------------------------------------------
+
+RELOAD = """
+import importlib, json, socket, ssl, sys, warnings
+import tlspin
+port, cafile, pins = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+tlspin.inject(tlspin.PinPolicy.from_mapping({"127.0.0.1": pins}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    importlib.reload(ssl)
+ctx = ssl.create_default_context(cafile=cafile)
+out = {"warnings": [w.category.__name__ for w in caught]}
+for host, path in (("127.0.0.1", "/pinned"), ("localhost", "/unpinned")):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.sendall(f"GET {path} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n".encode())
+                tls.recv(100)
+        out[host] = "sent"
+    except tlspin.PinVerificationError as exc:
+        out[host] = exc.reason
+print(json.dumps(out))
+"""
+
+
+def test_contexts_of_a_reloaded_ssl_module_never_reach_a_pinned_host(
+    pki: ServerPKI, make_tls_server: MakeServer, tmp_path: Path
+) -> None:
+    """importlib.reload(ssl) under inject makes an SSLContext class tlspin cannot check: its
+    connections to pinned hosts are refused (0 bytes) with a warning; others are CA-verified.
+
+    In a child process: reloading ssl here would change the test run's own ssl module.
+    """
+    forged = make_tls_server(pki.attacker.issue(HOST, "localhost"))
+    (tmp_path / "reload.py").write_text(RELOAD)
+    pins = ",".join([pki.leaf_pin, pki.intermediate_pin])
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "reload.py"), str(forged.port), pki.cafile, pins],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("TLSPIN_", "PYTHONPATH"))},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out == {"warnings": ["TlspinWarning"], "127.0.0.1": "ssl-reloaded", "localhost": "sent"}
+    forged.wait_idle()
+    assert forged.requests == ["GET /unpinned HTTP/1.1"]

@@ -2,7 +2,9 @@
 
 Pins are defined on the SubjectPublicKeyInfo bytes exactly as they appear in the certificate
 (RFC 7469 §2.4). Re-encoding through a key object changes them for some keys (RSA-PSS comes back as
-rsaEncryption), and slicing is several times faster than parsing, so the hot path slices.
+rsaEncryption), and slicing is several times faster than parsing, so the hot path slices. The
+path to the SubjectPublicKeyInfo also reads the non-minimal (BER) lengths that OpenSSL accepts
+in certificates it verifies, so such a certificate gets the pin OpenSSL's tools print for it.
 """
 
 from __future__ import annotations
@@ -69,7 +71,13 @@ _SEQUENCE = 0x30
 
 
 def _span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
-    """Return ``(value_start, value_end)`` of the TLV at *pos*, which must end by *limit*."""
+    """Return ``(value_start, value_end)`` of the TLV at *pos*, which must end by *limit*.
+
+    Unlike :func:`read_tlv`, a non-minimal definite length (``81 05`` for 5) is read: OpenSSL
+    accepts such BER lengths in a certificate it verifies, and they are unambiguous, so both
+    readers find the same SubjectPublicKeyInfo (whose bytes are taken as they are). Indefinite
+    lengths and multi-byte tags stay unreadable.
+    """
     # Hot path for uncached certificates: inline the length decoding of read_tlv().
     if pos + 2 > limit:
         msg = "truncated DER: expected a tag and a length"
@@ -87,9 +95,6 @@ def _span(data: bytes, pos: int, limit: int) -> tuple[int, int]:
             msg = f"unsupported or truncated DER length (0x{first:02x})"
             raise DERError(msg)
         length = int.from_bytes(data[pos + 2 : pos + 2 + n], "big")
-        if length < 0x80 or data[pos + 2] == 0:
-            msg = "non-minimal DER length"
-            raise DERError(msg)
         vstart = pos + 2 + n
         vend = vstart + length
     if vend > limit:

@@ -33,8 +33,9 @@ import threading
 from typing import Any
 
 from tlspin._state import INJECTED, Snapshot, _PinState
+from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 
-__all__ = ["STDLIB_CONTEXT", "install", "installed", "lock_of", "uninstall"]
+__all__ = ["STDLIB_CONTEXT", "fence", "install", "installed", "lock_of", "unfence", "uninstall"]
 
 
 def _stdlib_context_class() -> type[ssl.SSLContext]:
@@ -90,13 +91,17 @@ def _snapshot(ctx: Any, wrap: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
         sslobj = wrap(ctx, *args, **kwargs)
         after = _settings(ctx)
     state = ctx.__dict__.get("_tlspin")
-    if not isinstance(state, _PinState):
+    if isinstance(state, _PinState):
+        # The context's own policy; the injected one still covers the hosts it does not.
+        injected = INJECTED.state
+    else:
         state = INJECTED.state
+        injected = None
     if before != after:
         # Changed by something that bypassed the lock: what OpenSSL copied is unknown.
         after = (False, False)
     # tuple.__new__ rather than Snapshot(...): this runs for every connection.
-    owner._tlspin_snapshot = tuple.__new__(Snapshot, (state, *after))
+    owner._tlspin_snapshot = tuple.__new__(Snapshot, (state, *after, injected))
     return sslobj
 
 
@@ -168,3 +173,79 @@ def installed() -> bool:
     """True while the guard is installed."""
     with _INSTALL_LOCK:
         return bool(_users)
+
+
+# -- classes tlspin cannot reach -----------------------------------------------------------------
+# importlib.reload(ssl) (or a second import after `del sys.modules["ssl"]`) runs ssl.py again:
+# a new SSLContext class, with new socket classes, none of which inherits tlspin's hooks, and
+# tlspin's own classes cannot serve it (they derive from the old ones). Connections its contexts
+# make to hosts the injected policy covers are refused before OpenSSL creates them.
+
+_FENCED: dict[type, dict[str, Any]] = {}
+
+
+def _refuse_if_pinned(server_side: object, server_hostname: object) -> None:
+    state = INJECTED.state
+    if server_side or not isinstance(server_hostname, str) or state is None:
+        return
+    policy = state.policy()
+    try:
+        covered = bool(policy.rules_for(server_hostname))
+    except PinConfigurationError:
+        covered = bool(policy.rules)
+    if covered:
+        msg = (
+            f"refused the connection to {server_hostname}: it was made by an ssl.SSLContext "
+            "class defined after tlspin.inject() (the ssl module was executed again, e.g. by "
+            "importlib.reload), which tlspin cannot check; reload nothing under tlspin.inject()"
+        )
+        raise PinningUnavailableError(msg, hostname=server_hostname, reason="ssl-reloaded")
+
+
+def _fenced_wrap_socket(
+    self: Any, sock: Any, server_side: Any = False, server_hostname: Any = None, **kwargs: Any
+) -> Any:
+    _refuse_if_pinned(server_side, server_hostname)
+    return _C_WRAP_SOCKET(self, sock, server_side, server_hostname, **kwargs)
+
+
+def _fenced_wrap_bio(
+    self: Any,
+    incoming: Any,
+    outgoing: Any,
+    server_side: Any = False,
+    server_hostname: Any = None,
+    **kwargs: Any,
+) -> Any:
+    _refuse_if_pinned(server_side, server_hostname)
+    return _C_WRAP_BIO(self, incoming, outgoing, server_side, server_hostname, **kwargs)
+
+
+def fence(cls: object) -> bool:
+    """Refuse connections to pinned hosts from contexts of *cls*, a context class tlspin cannot
+    reach (see above); True when *cls* was not fenced yet. :func:`unfence` undoes it."""
+    if (
+        not isinstance(cls, type)
+        or not issubclass(cls, _ssl._SSLContext)
+        or issubclass(cls, STDLIB_CONTEXT)
+    ):
+        return False
+    with _INSTALL_LOCK:
+        if cls in _FENCED:
+            return False
+        _FENCED[cls] = {n: cls.__dict__.get(n, _MISSING) for n in ("_wrap_socket", "_wrap_bio")}
+        cls._wrap_socket = _fenced_wrap_socket  # type: ignore[attr-defined]
+        cls._wrap_bio = _fenced_wrap_bio  # type: ignore[attr-defined]
+    return True
+
+
+def unfence() -> None:
+    """Undo every :func:`fence` (by :func:`tlspin.extract`)."""
+    with _INSTALL_LOCK:
+        for cls, saved in _FENCED.items():
+            for name, original in saved.items():
+                if original is _MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, original)
+        _FENCED.clear()

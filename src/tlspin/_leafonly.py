@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
 
+from tlspin._unreadable import unreadable
 from tlspin.exceptions import InvalidPinError, PinMismatchError, PinningUnavailableError
 from tlspin.pins import Pin, spki_sha256
 from tlspin.policy import PinPolicy, PinRule
@@ -58,7 +59,8 @@ def check_unverified(
 
     Raises:
         PinMismatchError: a deny pin of an enforced rule matched what the server sent.
-        PinningUnavailableError: no pin of an enforced rule matched the leaf itself.
+        PinningUnavailableError: no pin of an enforced rule matched the leaf itself, or the
+            leaf's key cannot be read (reason ``"unreadable-certificate"``).
     """
     when = now or dt.datetime.now(dt.UTC)
     found = _get_plan(policy, hostname, when.date())
@@ -68,11 +70,11 @@ def check_unverified(
     try:
         leaf_spki = spki_sha256(leaf_der)
     except InvalidPinError as exc:
-        # Nobody verified this certificate: it may be anything OpenSSL could parse.
-        msg = f"refused the connection to {plan.host}: cannot read the server's leaf ({exc})"
-        raise PinningUnavailableError(
-            msg, hostname=plan.host, reason="unverified-chain"
-        ) from None
+        # Nobody verified this certificate: it may be anything OpenSSL could parse. Refused
+        # (enforced rules) and reported like any failed check.
+        return unreadable(
+            policy, plan, [leaf_der], port=port, served_chain=served_chain, now=when, error=exc
+        )
     leaf_cert = hashlib.sha256(leaf_der).digest()
     try:
         served = tuple(served_chain())

@@ -111,7 +111,11 @@ class _PinState:
 
 
 def remember(seen: set[tuple[str, bytes]], hostname: str, leaf: bytes) -> None:
-    """Add a leaf that passed a full check to the set of the policy that checked it."""
+    """Add a leaf that passed a full check to the set of the policy that checked it.
+
+    *hostname* is the canonical host (``Verdict.hostname``), so a session resumed under another
+    spelling of the same host is recognised (:func:`tlspin.verify.check_resumed`).
+    """
     if len(seen) > _SEEN_LIMIT:
         seen.clear()
     seen.add((hostname, leaf))
@@ -139,11 +143,14 @@ class Snapshot(NamedTuple):
         verified: OpenSSL was told to verify the chain (``CERT_REQUIRED``) when it created
             this connection. False also when that cannot be known for sure.
         hostname_checked: OpenSSL was told to check the host name for this connection.
+        injected: when *state* is the context's own, the injected state at that time (it
+            applies to hosts the context's own policy does not cover: pinning only adds).
     """
 
     state: _PinState | None
     verified: bool
     hostname_checked: bool
+    injected: _PinState | None = None
 
 
 def unknown(context: object) -> Snapshot:
@@ -153,5 +160,5 @@ def unknown(context: object) -> Snapshot:
     """
     state = getattr(context, "_tlspin", None)
     if not isinstance(state, _PinState):
-        state = INJECTED.state
-    return Snapshot(state, verified=False, hostname_checked=False)
+        return Snapshot(INJECTED.state, verified=False, hostname_checked=False)
+    return Snapshot(state, verified=False, hostname_checked=False, injected=INJECTED.state)

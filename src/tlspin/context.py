@@ -28,10 +28,10 @@ from tlspin import _guard, _state
 from tlspin._leafonly import check_unverified
 from tlspin._state import PolicySource, Snapshot, _PinState
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
-from tlspin.policy import PinPolicy
+from tlspin.policy import PinPolicy, PinRule
 from tlspin.verify import check_resumed
 
-__all__ = ["PolicySource", "create_context", "pin_context", "policy_of"]
+__all__ = ["PolicySource", "check_name", "create_context", "pin_context", "policy_of"]
 
 _DER = _ssl.ENCODING_DER
 
@@ -42,12 +42,43 @@ def _refuse(hostname: str | None, reason: str, text: str) -> PinningUnavailableE
     )
 
 
-def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
+def _rules(
+    state: _PinState, hostname: str | None
+) -> tuple[PinPolicy, set[tuple[str, bytes]], tuple[PinRule, ...]]:
+    """``(policy, remembered leaves, rules for hostname)`` under *state*; no rules: ``()``."""
+    policy, seen = state.current()
+    if not policy.rules:
+        return policy, seen, ()
+    if hostname is None:
+        if not state.explicit:
+            return policy, seen, ()
+        msg = (
+            "refused a TLS connection without a server name: pins are looked up by host name, "
+            "so a pinned context needs server_hostname (and check_hostname=True)"
+        )
+        raise PinningUnavailableError(msg, reason="no-hostname")
+    try:
+        return policy, seen, policy.rules_for(hostname)
+    except PinConfigurationError as exc:
+        # A name the policy cannot even canonicalise cannot be shown to be unpinned.
+        raise _refuse(hostname, "bad-hostname", str(exc)) from None
+
+
+def _enforce(
+    obj: ssl.SSLSocket | ssl.SSLObject, port: int | None, name: str | None = None
+) -> None:
     """Check the just-completed handshake of *obj*; raise to refuse it.
+
+    The pins are those of the TLS server name, or of *name* when the client authenticates
+    another name than the one it sent (urllib3's ``assert_hostname``, see :func:`check_name`).
 
     What the connection verified comes from its snapshot, taken when OpenSSL created it
     (:mod:`tlspin._guard`), never from its context now: a context can be switched back on
     between the two.
+
+    A context pinned with :func:`pin_context` is checked against its own policy; for a host that
+    policy does not cover, the injected policy (if any) applies, as to any other context:
+    pinning only adds.
 
     Under :func:`tlspin.inject` (a pin state that is not the context's own):
 
@@ -68,25 +99,15 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
     state = snap.state
     if state is None:
         return
-    policy, seen = state.current()
-    if not policy.rules:
-        return
-    hostname = obj.server_hostname
-    if hostname is None:
-        if not state.explicit:
-            return
-        msg = (
-            "refused a TLS connection without a server name: pins are looked up by host name, "
-            "so a pinned context needs server_hostname (and check_hostname=True)"
-        )
-        raise PinningUnavailableError(msg, reason="no-hostname")
-    try:
-        rules = policy.rules_for(hostname)
-    except PinConfigurationError as exc:
-        # A name the policy cannot even canonicalise cannot be shown to be unpinned.
-        raise _refuse(hostname, "bad-hostname", str(exc)) from None
+    hostname = obj.server_hostname if name is None else name
+    policy, seen, rules = _rules(state, hostname)
+    if not rules and snap.injected is not None:
+        # The context's own policy does not cover this host; the process-wide one may.
+        state = snap.injected
+        policy, seen, rules = _rules(state, hostname)
     if not rules:
         return
+    assert hostname is not None  # Defensive: _rules() finds no rule without a name.
     if state.explicit and not (snap.verified and snap.hostname_checked):
         # Something (often the HTTP client itself) switched verification off on the context
         # before this connection was made: its chain and name were never checked.
@@ -120,9 +141,52 @@ def _enforce(obj: ssl.SSLSocket | ssl.SSLObject, port: int | None) -> None:
         check_resumed(policy, hostname, leaf, seen, port=port)
         return
     ders = [cert.public_bytes(_DER) for cert in chain]
-    policy.check(hostname, ders, port=port, served_chain=served)
-    # Into the set of the policy that checked this chain, read once above (issue 13, item 13).
-    _state.remember(seen, hostname, ders[0])
+    verdict = policy.check(hostname, ders, port=port, served_chain=served)
+    # Into the set of the policy that checked this chain, read once above (issue 13, item 13),
+    # under the canonical host, so a resumption under another spelling is recognised.
+    _state.remember(seen, verdict.hostname, ders[0])
+
+
+def check_name(conn: object, name: str) -> None:
+    """Check a connection whose handshake completed against the pins for *name* as well.
+
+    For clients that authenticate another name than the TLS server name: urllib3's
+    ``assert_hostname`` connects to one name (often an IP address) and matches the certificate
+    against another itself, after the handshake; the pins of the name it matches must hold
+    too. *conn* is a socket or object made by a pinned (or injected) context, or urllib3's
+    ``SSLTransport`` around one (TLS in TLS). A refusal sticks to the connection.
+
+    Raises:
+        PinVerificationError: the pins for *name* refuse the connection, or *conn* was not made
+            by tlspin and a policy in force covers *name*.
+    """
+    obj = conn if isinstance(conn, PinnedSSLSocket | PinnedSSLObject) else None
+    if obj is None:
+        inner = getattr(conn, "sslobj", None)  # urllib3.util.ssltransport.SSLTransport
+        obj = inner if isinstance(inner, PinnedSSLObject) else None
+    if obj is None:
+        injected = _state.INJECTED.state
+        if injected is None or not _rules(injected, name)[2]:
+            return
+        raise _refuse(
+            name,
+            "unchecked-connection",
+            f"the client matches the certificate against {name}, which is pinned, but the "
+            f"connection ({type(conn).__name__}) was not made by a context tlspin reaches",
+        )
+    if obj._tlspin_error is not None:
+        raise obj._tlspin_error
+    port = None
+    if isinstance(obj, PinnedSSLSocket):
+        try:
+            port = obj.getpeername()[1]
+        except (OSError, IndexError):
+            port = None
+    try:
+        _enforce(obj, port, name)
+    except Exception as exc:
+        obj._tlspin_error = exc
+        raise
 
 
 class PinnedSSLSocket(ssl.SSLSocket):
@@ -332,8 +396,12 @@ def pin_context(ctx: ssl.SSLContext, policy: PinPolicy | PolicySource) -> ssl.SS
     CA and hostname verification stay on: a context with ``CERT_NONE`` or
     ``check_hostname=False`` is refused when the policy has rules, and a connection made after
     verification was switched off is refused (what counts is what the connection verified when
-    it was made, see :mod:`tlspin._guard`). The context keeps this policy under
-    :func:`tlspin.inject`.
+    it was made, see :mod:`tlspin._guard`). Under :func:`tlspin.inject` the context keeps this
+    policy for the hosts it covers; for any other host the injected policy applies, as to every
+    other context (pinning only adds).
+
+    .. versionchanged:: Unreleased
+        A host this policy does not cover gets the injected policy (it was left unchecked).
 
     Pinning installs tlspin's verification guard on the stdlib ``ssl.SSLContext`` class for the
     rest of the process (a lock around ``verify_mode``/``check_hostname`` changes and around the

@@ -11,9 +11,10 @@ vendors truststore) gets a class composed on first use, with tlspin's check runn
 class's own handshake. The ``ssl.SSLContext`` class itself is never replaced (replacing it makes
 the stdlib setters recurse, as truststore's injection shows).
 
-The connections are checked against the injected policy unless their context was pinned with
-:func:`tlspin.pin_context`, which keeps its own. What differs from an explicitly pinned context
-(see :func:`tlspin.context._enforce`): a connection without a server name is not covered,
+The connections are checked against the injected policy; a context pinned with
+:func:`tlspin.pin_context` keeps its own policy for the hosts that policy covers, and gets the
+injected one for every other host (pinning only adds). What differs from an explicitly pinned
+context (see :func:`tlspin.context._enforce`): a connection without a server name is not covered,
 ``check_hostname=False`` is allowed, and a connection without CA verification (``CERT_NONE``)
 passes only on a pin of the leaf's own key.
 """
@@ -136,8 +137,17 @@ def inject(policy: PinPolicy | PolicySource) -> None:
     sockets, memory BIOs (asyncio, anyio, TLS in TLS) and truststore's contexts (pip's vendored
     copy included). Hosts the policy does not cover are only CA-verified as before; server-side
     connections are untouched; a context pinned with :func:`tlspin.pin_context` keeps its own
-    policy. A :class:`~tlspin.PolicySource` such as :class:`tlspin.BundleUpdater` is read at
-    every handshake.
+    policy for the hosts it covers (the injected policy applies to the others). A
+    :class:`~tlspin.PolicySource` such as :class:`tlspin.BundleUpdater` is read at every
+    handshake.
+
+    Beyond the ``ssl`` module (:mod:`tlspin.integrations._process`, when each library is or
+    gets imported): Twisted's connections (pyOpenSSL) are checked; asyncpg never falls back to
+    clear text for a pinned host; urllib3's ``assert_hostname`` gets the pins of the name it
+    matches; urllib3's HTTPS forwarding proxy mode and httpx/httpcore ``sni_hostname`` naming
+    another host than a pinned URL host are refused. A second run of the ``ssl`` module
+    (``importlib.reload(ssl)``) makes classes tlspin cannot reach: their connections to pinned
+    hosts are refused.
 
     Programs that switch verification off still meet the pins:
 

@@ -36,18 +36,30 @@ _PREFIXED = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)//?(.*)$", re.DOTALL)
 _HEX = re.compile(r"^[0-9A-Fa-f]{2}(:?[0-9A-Fa-f]{2})*$")
 
 # SPKI digests keyed by certificate DER. Certificates repeat across connections (the same leaf,
-# intermediate and root), so this turns the per-connection cost into a dict lookup.
+# intermediate and root), so this turns the per-connection cost into a dict lookup. The keys are
+# whole certificates, some of them an attacker's (a refused chain is cached too), so the cache
+# is bounded by the bytes it holds as well as by its entries: a MITM answering every attempt
+# with a fresh 100 KiB certificate would otherwise pin ~400 MiB (4,096 entries).
 _SPKI_CACHE: dict[bytes, bytes] = {}
 _SPKI_CACHE_MAX = 4096
+_SPKI_CACHE_MAX_BYTES = 4 * 1024 * 1024
+
+
+class _CacheSize:
+    """The DER bytes held as keys of :data:`_SPKI_CACHE` (approximate under threads)."""
+
+    held = 0
 
 
 def spki_sha256(cert_der: bytes) -> bytes:
     """Return SHA-256 of the certificate's SubjectPublicKeyInfo, exactly as encoded in it.
 
-    Results are cached by certificate bytes.
+    Results are cached by certificate bytes. A certificate whose fields around the key use BER
+    lengths that OpenSSL accepts (non-minimal length octets) is read as OpenSSL reads it, so
+    the digest is the one ``openssl x509 -pubkey`` gives.
 
     Raises:
-        InvalidPinError: *cert_der* is not a DER certificate.
+        InvalidPinError: *cert_der* is not a certificate whose key can be located.
     """
     digest = _SPKI_CACHE.get(cert_der)
     if digest is None:
@@ -56,9 +68,15 @@ def spki_sha256(cert_der: bytes) -> bytes:
         except _der.DERError as exc:
             raise InvalidPinError(f"cannot read the certificate's public key: {exc}") from None
         digest = hashlib.sha256(spki).digest()
-        if len(_SPKI_CACHE) >= _SPKI_CACHE_MAX:
+        size = len(cert_der)
+        entries = len(_SPKI_CACHE)
+        if not entries:
+            _CacheSize.held = 0  # emptied from outside (a test, a benchmark)
+        elif entries >= _SPKI_CACHE_MAX or _CacheSize.held + size > _SPKI_CACHE_MAX_BYTES:
             _SPKI_CACHE.clear()
+            _CacheSize.held = 0
         _SPKI_CACHE[cert_der] = digest
+        _CacheSize.held += size
     return digest
 
 

@@ -16,7 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from tlspin.exceptions import PinMismatchError, PinningUnavailableError, PinPolicyExpiredWarning
+from tlspin.exceptions import (
+    InvalidPinError,
+    PinMismatchError,
+    PinningUnavailableError,
+    PinPolicyExpiredWarning,
+)
 from tlspin.hosts import canonical_host
 from tlspin.pins import _SPKI_CACHE, CertificatePin, Pin, spki_sha256
 
@@ -43,8 +48,10 @@ class Violation:
         expected: the pins the failing rules accept.
         mode: ``"enforce"`` (the connection was refused) or ``"report"`` (it went ahead).
         rules: the rules that failed.
-        reason: ``"mismatch"`` (no pin matched), ``"denied"`` (a deny pin matched) or
-            ``"resumption"`` (a resumed session whose leaf was never checked).
+        reason: ``"mismatch"`` (no pin matched), ``"denied"`` (a deny pin matched),
+            ``"resumption"`` (a resumed session whose leaf was never checked),
+            ``"unverified-chain"`` (no CA verification, and no pin of the leaf's own key) or
+            ``"unreadable-certificate"`` (a certificate whose key tlspin cannot locate).
     """
 
     hostname: str
@@ -265,7 +272,16 @@ def check(
         assert isinstance(found, _Plan)
         plan = found
     cached_spki = _SPKI_CACHE.get
-    digests = tuple([cached_spki(der) or spki_sha256(der) for der in chain])
+    try:
+        digests = tuple([cached_spki(der) or spki_sha256(der) for der in chain])
+    except InvalidPinError as exc:
+        # OpenSSL verified a certificate whose key cannot be located (BER that only OpenSSL
+        # reads): no pin can be shown to match, so this is a refusal, reported as one.
+        from tlspin._unreadable import unreadable
+
+        return unreadable(
+            policy, plan, chain, port=port, served_chain=served_chain, now=now, error=exc
+        )
     if plan.simple and not plan.enforce_spki.isdisjoint(digests):
         return Verdict(plan.host, True, digests, (), plan.rules)
     cert_digests: tuple[bytes, ...] = ()
@@ -395,24 +411,33 @@ def check_resumed(
     """Decide a resumed TLS session, which has no verified chain.
 
     Accept it only if the leaf's own key (or certificate) is pinned for the host, or if this leaf
-    passed a full check for this host earlier in the process (*seen_leaves*). Otherwise refuse:
+    passed a full check for this host earlier in the process (*seen_leaves*, which holds
+    ``(canonical host, leaf DER)`` pairs, see :func:`tlspin._state.remember`). Otherwise refuse:
     fail closed.
 
     Raises:
         PinMismatchError: the leaf is pinned-against by a deny pin.
-        PinningUnavailableError: the leaf cannot be vouched for.
+        PinningUnavailableError: the leaf cannot be vouched for, or cannot be read.
     """
     plan = _get_plan(policy, hostname, dt.datetime.now(dt.UTC).date())
     if type(plan) is str:
         return Verdict(plan, False)
     assert isinstance(plan, _Plan)
     host = plan.host
-    if (hostname, leaf_der) in seen_leaves:
-        # This leaf passed the full check for this host, deny pins included, on its whole
-        # verified chain and under this same policy (the caller keeps one set per policy).
-        # Checking the lone leaf again would refuse a chain whose pin is on a CA certificate.
-        return Verdict(host, True, (spki_sha256(leaf_der),), (), plan.rules)
-    digest = spki_sha256(leaf_der)
+    try:
+        digest = spki_sha256(leaf_der)
+    except InvalidPinError as exc:
+        from tlspin._unreadable import unreadable
+
+        return unreadable(
+            policy, plan, [leaf_der], port=port, served_chain=None, now=None, error=exc
+        )
+    if (host, leaf_der) in seen_leaves:
+        # This leaf passed the full check for this host (by any spelling: the set holds
+        # canonical names), deny pins included, on its whole verified chain and under this same
+        # policy (the caller keeps one set per policy). Checking the lone leaf again would
+        # refuse a chain whose pin is on a CA certificate.
+        return Verdict(host, True, (digest,), (), plan.rules)
     cert_digest = hashlib.sha256(leaf_der).digest()
     pinned = (digest in plan.enforce_spki or cert_digest in plan.enforce_cert) or (
         not plan.enforce_rules and (digest in plan.report_spki or cert_digest in plan.report_cert)
@@ -450,12 +475,16 @@ def describe_chain(chain: Sequence[bytes]) -> list[tuple[str, str]]:
 
     out = []
     for der in chain:
-        pin = Pin(spki_sha256(der))
+        try:
+            pin = str(Pin(spki_sha256(der)))
+        except InvalidPinError:
+            out.append(("<unreadable certificate>", "(no pin: its key cannot be located)"))
+            continue
         try:
             subject = x509.load_der_x509_certificate(der).subject.rfc4514_string()
         except ValueError:
             subject = "<unparsable certificate>"
-        out.append((subject, str(pin)))
+        out.append((subject, pin))
     return out
 
 

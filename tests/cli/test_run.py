@@ -75,20 +75,25 @@ def _tlspin_run(policy: Path | str, *command: str, **env: str) -> subprocess.Com
     )
 
 
-@pytest.fixture
-def files(pki: ServerPKI, tmp_path: Path) -> Path:
-    """The client scripts and a policy pinning the genuine leaf for 127.0.0.1."""
-    (tmp_path / "client.py").write_text(CLIENT)
-    (tmp_path / "parent.py").write_text(PARENT)
-    (tmp_path / "marker.py").write_text(MARKER)
-    (tmp_path / "pins.toml").write_text(
+def write_files(pki: ServerPKI, directory: Path) -> Path:
+    """Write the client scripts and a policy pinning the genuine leaf for 127.0.0.1."""
+    (directory / "client.py").write_text(CLIENT)
+    (directory / "parent.py").write_text(PARENT)
+    (directory / "marker.py").write_text(MARKER)
+    (directory / "pins.toml").write_text(
         textwrap.dedent(f"""
         [[rule]]
         hosts = ["{HOST}"]
         pins = ["{pki.leaf_pin}", "{CA.root("backup").pin}"]
         """)
     )
-    return tmp_path
+    return directory
+
+
+@pytest.fixture
+def files(pki: ServerPKI, tmp_path: Path) -> Path:
+    """The client scripts and a policy pinning the genuine leaf for 127.0.0.1."""
+    return write_files(pki, tmp_path)
 
 
 @pytest.fixture
@@ -264,9 +269,12 @@ def test_base_interpreter_runs_usercustomize(
 
 def test_a_program_that_never_imports_ssl_loads_nothing(files: Path) -> None:
     """The policy checked by `tlspin run` is applied at the first `import ssl`: a program that
-    never imports it loads neither ssl nor tlspin."""
-    check = "import sys; print(sorted({'ssl', 'tlspin'} & set(sys.modules)))"
-    assert _tlspin_run(files / "pins.toml", sys.executable, "-c", check).stdout.strip() == "[]"
+    never imports it loads no ssl, and of tlspin only its start-up module (os and sys)."""
+    check = (
+        "import sys; print(sorted(m for m in sys.modules if m == 'ssl' or m.startswith('tlspin')))"
+    )
+    proc = _tlspin_run(files / "pins.toml", sys.executable, "-c", check)
+    assert proc.stdout.strip() == "['tlspin', 'tlspin._startup']", proc.stderr
     after = (
         "import ssl, sys; print(ssl.SSLContext.sslsocket_class.__name__, 'tlspin' in sys.modules)"
     )
@@ -352,11 +360,30 @@ def test_interpreter_without_tlspin_fails_closed(files: Path, validated: bool) -
     assert "install tlspin in the environment of that interpreter" in proc.stderr
 
 
-@pytest.mark.parametrize("flag", ["-I", "-E", "-S", "-bI", "-Wignore -E"])
-def test_interpreter_flags_that_skip_the_hook_are_refused(files: Path, flag: str) -> None:
-    """`tlspin run -- python -I …` would run unpinned: refused with exit 2 before it starts."""
-    proc = _tlspin_run(files / "pins.toml", sys.executable, *flag.split(), str(files / "marker.py"))
-    assert proc.returncode == 2
+def _base_python() -> str:
+    """The interpreter the test venv was made from: tlspin is not installed for it."""
+    return str(Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        "venv -S",
+        "venv -bS",
+        "venv -Wignore -S",
+        "base -I",
+        "base -E",
+        "base -bI",
+        "base -Wignore -E",
+    ],
+)
+def test_interpreter_flags_that_skip_the_hook_are_refused(files: Path, flags: str) -> None:
+    """`tlspin run -- python -S …`, or `-I`/`-E` for an interpreter without tlspin installed,
+    would run unpinned: refused with exit 2 before it starts."""
+    which, *options = flags.split()
+    python = sys.executable if which == "venv" else _base_python()
+    proc = _tlspin_run(files / "pins.toml", python, *options, str(files / "marker.py"))
+    assert proc.returncode == 2, proc.stderr
     assert "RAN USER CODE" not in proc.stderr
     assert "skip tlspin's start-up hook" in proc.stderr
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import ssl
 
@@ -14,6 +15,7 @@ from tlspin import (
     PinMismatchError,
     PinningUnavailableError,
     PinPolicy,
+    PinRule,
     create_context,
 )
 from tlspin.integrations import aiohttp as tp_aiohttp
@@ -175,3 +177,45 @@ def test_server_hostname_naming_the_url_host_or_a_pinned_host_works(
     # ...and ssl=False stays refused for it.
     with pytest.raises(aiohttp.ClientConnectorCertificateError, match="ssl=False"):
         asyncio.run(_get_via(good_policy, pki.cafile, url, via, server_hostname=HOST, ssl=False))
+
+
+# -- what stands as proof: an enforced rule in force ---------------------------------------------
+
+
+def _weak_context(pki: Pki, weak: str) -> ssl.SSLContext:
+    """A context tlspin pinned for HOST, with a rule that would let a forgery through."""
+    pins = list(pki.unrelated_pins)
+    if weak == "report-only":
+        rule = PinRule(HOST, pins, mode="report")
+    else:
+        rule = PinRule(HOST, pins, expires=dt.date.today() - dt.timedelta(days=1))
+    return create_context(PinPolicy([rule]), cafile=pki.cafile)
+
+
+# Without the fix the expired rule was checked (and warned about) in the handshake.
+@pytest.mark.filterwarnings("ignore::tlspin.PinPolicyExpiredWarning")
+@pytest.mark.parametrize("weak", ["report-only", "expired"])
+def test_a_context_pinned_to_a_weaker_rule_cannot_stand_in(
+    pki: Pki, origins: Origins, good_policy: PinPolicy, weak: str
+) -> None:
+    """A per-request ssl= context pinned to a report-only or expired rule for a host the
+    connector enforces is refused before connecting (it passed: the forged leaf got the request)."""
+    mitm = origins.mitm[HOST]
+    connections = mitm.connections
+    ctx = _weak_context(pki, weak)
+    with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:
+        asyncio.run(_get(good_policy, pki.cafile, url_for(HOST, mitm.port), ssl=ctx))
+    (error,) = pin_errors(excinfo.value)
+    assert error.reason == "verification-off"
+    assert mitm.connections == connections
+    assert mitm.received == b""
+
+
+def test_a_context_as_strict_as_the_connector_stands_in(
+    pki: Pki, origins: Origins, good_policy: PinPolicy
+) -> None:
+    """Twin: where the connector's own rule only reports, a report-only context is as strict."""
+    report_only = PinPolicy([PinRule(HOST, [pki.leaf.pin, pki.backup_pin], mode="report")])
+    ctx = _weak_context(pki, "report-only")
+    good = origins.good[HOST]
+    assert asyncio.run(_get(report_only, pki.cafile, url_for(HOST, good.port), ssl=ctx)) == BODY

@@ -7,13 +7,16 @@ The helpers used to give that leg a plain context (only CA-verified), so a polic
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import ssl
 from collections.abc import Callable
 
+import aiohttp
 import httpx
 import pytest
 
-from tlspin import PinConfigurationError, PinPolicy, create_context
+from tlspin import PinConfigurationError, PinPolicy, PinRule, create_context
 from tlspin.integrations import aiohttp as tp_aiohttp
 from tlspin.integrations import httpx as tp_httpx
 from tlspin.integrations import requests as tp_requests
@@ -176,3 +179,86 @@ def test_a_proxy_context_that_skips_the_proxy_pins_is_refused(
     origin = [pki.leaf.pin, pki.backup_pin]
     assert attempt(PinPolicy.from_mapping({HOST: origin})) == BODY
 
+
+
+# -- aiohttp: a per-request ssl= is used for the TLS to the proxy as well ------------------------
+
+PROXY_AUTH = {"Proxy-Authorization": "Basic " + base64.b64encode(b"corp-user:corp-secret").decode()}
+
+
+def _aiohttp_via(
+    policy: PinPolicy, pki: Pki, route: Route, url: str, **kw: object
+) -> bytes:
+    async def run() -> bytes:
+        async with (
+            tp_aiohttp.session(policy, cafile=pki.cafile, trust_env=False) as s,
+            s.get(url, proxy=route.proxy_url, proxy_headers=PROXY_AUTH, **kw) as r,  # type: ignore[arg-type]
+        ):
+            return await r.read()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("override", ["false", "fingerprint", "origin-only-context"])
+def test_aiohttp_per_request_ssl_cannot_skip_a_pinned_proxys_pins(
+    pki: Pki, origins: Origins, proxies: dict[str, Route], override: str
+) -> None:
+    """The proxy's host is pinned, and the proxy is an impostor (its key is not pinned). A
+    request to an origin no rule covers, with a per-request ssl= that would not check the
+    proxy's pins, is refused before the CONNECT (it carried Proxy-Authorization to the
+    impostor)."""
+    route = proxies["https-proxy"]
+    assert route.proxy is not None
+    policy = PinPolicy.from_mapping({"localhost": [pki.root.pin, pki.backup_pin]})
+    value: object = {
+        "false": False,
+        "fingerprint": aiohttp.Fingerprint(hashlib.sha256(pki.leaf.cert_der).digest()),
+        "origin-only-context": create_context(
+            PinPolicy.from_mapping({HOST: [pki.leaf.pin, pki.backup_pin]}), cafile=pki.cafile
+        ),
+    }[override]
+    connects = len(route.proxy.connects)
+    url = url_for(HOST, origins.good[HOST].port)
+    with pytest.raises(aiohttp.ClientConnectorCertificateError) as excinfo:
+        _aiohttp_via(policy, pki, route, url, ssl=value)
+    (error,) = pin_errors(excinfo.value)
+    assert error.hostname == "localhost"
+    assert len(route.proxy.connects) == connects
+
+
+def test_aiohttp_per_request_ssl_through_a_proxy_that_is_not_pinned_still_works(
+    pki: Pki, origins: Origins, proxies: dict[str, Route]
+) -> None:
+    """Twin: ssl=False through an HTTPS proxy no rule covers goes through as before, and the
+    default ssl through the pinned, genuine proxy too."""
+    route = proxies["https-proxy"]
+    url = url_for(HOST, origins.good[HOST].port)
+    unpinned_proxy = PinPolicy.from_mapping({"::1": [pki.leaf.pin, pki.backup_pin]})
+    assert _aiohttp_via(unpinned_proxy, pki, route, url, ssl=False) == BODY
+    genuine = PinPolicy.from_mapping({"localhost": [pki.proxy_ca.pin, pki.backup_pin]})
+    assert _aiohttp_via(genuine, pki, route, url) == BODY
+
+
+# -- a proxy context pinned to a rule that only reports is no proof ------------------------------
+
+
+def test_a_report_only_proxy_context_cannot_stand_in_for_enforced_proxy_pins(
+    pki: Pki, origins: Origins, proxies: dict[str, Route]
+) -> None:
+    """urllib3's proxy_manager with a proxy context pinned report-only for the proxy host that
+    the policy enforces: refused before any CONNECT. Twin: with the policy's own pins it works."""
+    route = proxies["https-proxy"]
+    assert route.proxy is not None
+    policy = _policy(pki, [pki.proxy_ca.pin, pki.backup_pin])
+    report_only = PinPolicy([PinRule("localhost", [pki.root.pin, pki.backup_pin], mode="report")])
+    weak = create_context(report_only, cafile=pki.cafile)
+    url = url_for(HOST, origins.good[HOST].port)
+    connects = len(route.proxy.connects)
+    with pytest.raises(PinConfigurationError, match="does not enforce the pins"):
+        tp_urllib3.proxy_manager(route.proxy_url, policy, cafile=pki.cafile, proxy_ssl_context=weak)
+    assert len(route.proxy.connects) == connects
+    strong = create_context(policy, cafile=pki.cafile)
+    manager = tp_urllib3.proxy_manager(
+        route.proxy_url, policy, cafile=pki.cafile, proxy_ssl_context=strong, retries=False
+    )
+    assert manager.request("GET", url).data == BODY

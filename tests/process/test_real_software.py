@@ -24,7 +24,7 @@ from tlspin.integrations import asyncpg as asyncpg_block
 from tlspin.testing.servers import TLSServer
 
 from . import _clients, _servers
-from .conftest import World, child_env, tlspin_run
+from .conftest import CLIENTS, World, child_env, tlspin_run
 from .test_scrapy import SPIDER
 
 MODES = ["inject", "run"]
@@ -258,6 +258,42 @@ def test_pip_download(mode: str, world: World, package_index: _servers.Service,
     assert "pinning failure" in done.stdout + done.stderr or "refused" in done.stdout + done.stderr
     assert forging.received == b""
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
+# The program's first TLS import is Twisted's: `tlspin run` pins at the first `import ssl`, which
+# then happens while twisted.internet._sslverify is still being imported.
+SSLVERIFY_FIRST = """
+import json, sys
+assert "ssl" not in sys.modules
+import twisted.internet._sslverify
+sys.path.insert(0, sys.argv[1])
+import _clients
+print(json.dumps(_clients.attempt("treq", json.loads(sys.argv[2])), default=repr))
+"""
+
+
+@pytest.mark.parametrize("forged", [False, True], ids=["genuine", "forged"])
+def test_treq_when_twisted_is_the_first_tls_import(
+    world: World, servers: tuple[TLSServer, TLSServer], tmp_path: Path, forged: bool
+) -> None:
+    """Under `tlspin run`, a program that imports twisted.internet._sslverify first starts (it
+    exited 70: the Twisted patch met a half-imported module) and Twisted is pinned once that
+    import finishes: the genuine server answers, a forged leaf is refused with 0 bytes."""
+    good, bad = servers
+    server = bad if forged else good
+    (tmp_path / "first.py").write_text(SSLVERIFY_FIRST)
+    cfg = json.dumps({"cafile": world.cafile, "port": server.address[1]})
+    done = tlspin_run(
+        world, [sys.executable, str(tmp_path / "first.py"), str(CLIENTS.parent), cfg]
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    if forged:
+        _refused(result)
+        bad.wait_idle()
+        assert bad.received == b""
+    else:
+        assert result == {"ok": True, "value": "ok"}
 
 
 @pytest.mark.parametrize("mode", MODES)

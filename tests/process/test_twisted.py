@@ -12,6 +12,8 @@ from twisted.internet.ssl import CertificateOptions, optionsForClientTLS
 from twisted.web.client import Agent, HostnameCachingHTTPSPolicy, ResponseNeverReceived
 from zope.interface import implementer
 
+import tlspin
+from _ber import ber_server
 from tlspin import PinMismatchError, PinningUnavailableError, PinPolicy, PinRule, Violation
 from tlspin.integrations import _twisted_core, find_pin_error
 from tlspin.integrations.twisted import PinnedPolicyForHTTPS, agent, pin_creator, trust_root
@@ -173,6 +175,41 @@ def test_unpinned_host_is_untouched(pki: ServerPKI, tls_server: TLSServer,
     rogue_ca_issues()
     policy = PinPolicy.from_mapping({"api.example.com": [pki.leaf_pin, pki.backup_pin]})
     assert _get(_agent(pki, policy), tls_server.url) == b"ok"
+
+
+@pytest.mark.parametrize("forged", [True, False], ids=["forged-leaf", "genuine-leaf"])
+def test_explicit_agent_leaves_other_hosts_to_the_injected_policy(
+    pki: ServerPKI, tls_server: TLSServer, rogue_ca_issues: Callable[..., Any],
+    assert_refused: Callable[..., Any], forged: bool,
+) -> None:
+    """An agent pinned for its vendor's host, used for a host the injected policy pins, gets
+    the injected pins there: a forged leaf is refused (0 bytes), the genuine one passes."""
+    if forged:
+        rogue_ca_issues()
+    vendor = PinPolicy.from_mapping({"api.example.com": [pki.leaf_pin, pki.backup_pin]})
+    client = _agent(pki, vendor)
+    with tlspin.injected(pki.policy("localhost")):
+        if forged:
+            error = assert_refused(lambda: _get(client, tls_server.url))
+            assert isinstance(error, PinMismatchError)
+        else:
+            assert _get(client, tls_server.url) == b"ok"
+
+
+def test_unreadable_certificate_is_refused_and_reported(
+    pki: ServerPKI, make_tls_server: Callable[..., TLSServer], assert_refused: Callable[..., Any]
+) -> None:
+    """A leaf OpenSSL verifies but cryptography cannot parse (BER from a trusted CA) is a pin
+    refusal reported to the observers (it was a "check-failed" refusal with no report)."""
+    leaf = pki.attacker.issue("localhost")
+    server, _ = ber_server(make_tls_server, leaf, pki.attacker, "indefinite")
+    seen: list[Violation] = []
+    rule = PinRule("localhost", [pki.leaf_pin, pki.backup_pin])
+    client = _agent(pki, PinPolicy([rule], observers=[seen.append]))
+    error = assert_refused(lambda: _get(client, server.url))
+    assert isinstance(error, PinningUnavailableError)
+    assert error.reason == "unreadable-certificate"
+    assert [v.reason for v in seen] == ["unreadable-certificate"]
 
 
 def test_caching_inner_policy_reuses_a_context(pki: ServerPKI, tls_server: TLSServer,

@@ -1,9 +1,11 @@
 """``tlspin run``: pin a Python program at interpreter start, with no change to its code.
 
-The mechanism is a ``sitecustomize`` in a directory of its own (:data:`HOOK_DIR`), put first on
-``PYTHONPATH``; see ``hook/sitecustomize.py`` for what it does in the program's interpreter.
-This module holds the two halves it needs from tlspin: the parent's (read and validate the
-policy, build the environment, refuse interpreter flags that skip the hook) and the child's
+Two start-up hooks apply ``TLSPIN_POLICY`` (see :mod:`tlspin._startup`): ``tlspin-startup.pth``
+in the site-packages of every environment tlspin is installed in, and a ``sitecustomize`` in a
+directory of its own (:data:`HOOK_DIR`), put first on ``PYTHONPATH``, for interpreters that
+reach tlspin through ``PYTHONPATH`` only, or not at all (they refuse to start). This module
+holds the two halves they need from tlspin: the parent's (read and validate the policy, build
+the environment, refuse commands that would start Python without the hooks) and the child's
 (:func:`install`: parse the bytes the hook read and inject them).
 
 Environment variables (inherited by every program the pinned one starts):
@@ -21,9 +23,13 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tlspin.exceptions import PolicyError
 from tlspin.policy import PinPolicy
+
+if TYPE_CHECKING:
+    from tlspin._run.command import Launch
 
 __all__ = [
     "ENV_DIGEST",
@@ -74,38 +80,75 @@ def environment(
     return env
 
 
-# Interpreter options that take a value (in the same argument or the next one).
-_VALUE_FLAGS = frozenset("WX")
-_SKIPPING = {"I": "-I (isolated mode)", "E": "-E (ignore PYTHON* variables)", "S": "-S (no site)"}
+# Run by skipped_by() in the interpreter a command would start, with its options: exit 0 when
+# a start-up hook (tlspin-startup.pth, with these options) armed it.
+_PROBE = (
+    "import sys; m = sys.modules.get('tlspin._startup'); "
+    "sys.exit(0 if m is not None and m.armed() else 3)"
+)
 
 
-def skipped_by(command: Sequence[str]) -> str | None:
-    """If *command* runs a Python interpreter with a flag that skips the hook, name the flag.
+def _reaches(launch: Launch) -> bool:
+    """True if tlspin's start-up hooks arm *launch*'s interpreter with its options and
+    environment: a trial run of that interpreter (``-c``, nothing of the program)."""
+    import subprocess
 
-    ``-I``, ``-E`` and ``-S`` make Python ignore ``PYTHONPATH`` or ``sitecustomize``, so the
-    program would run unpinned without a word. Only the command itself can be checked: a
-    program that later starts ``python -I`` is out of reach (``tlspin audit`` shows it).
+    flags = sorted(launch.flags)
+    options = [f"-{''.join(flags)}"] if flags else []
+    try:
+        done = subprocess.run(  # noqa: S603 - the interpreter the user's command runs
+            [launch.interpreter, *options, "-c", _PROBE],
+            env=dict(launch.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0
+
+
+def skipped_by(command: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Why *command*, run with *env* (from :func:`environment`), would start Python unpinned;
+    None when it would not (or when it starts something that cannot be seen into).
+
+    ``-S`` skips every start-up hook. ``-I`` and ``-E`` make Python ignore ``PYTHONPATH``, and
+    with it the ``sitecustomize`` hook; an interpreter with tlspin installed still runs
+    ``tlspin-startup.pth`` and is pinned, which a trial run of that interpreter with those
+    options shows. The options are found on the command line, after ``env`` (``env -S`` split
+    too) and on the shebang line of the script the command names. What a wrapper shell script
+    or a compiled launcher adds cannot be seen (``tlspin audit`` shows the result).
     """
-    if not command or not os.path.basename(command[0]).startswith("python"):
+    # Imported here: a pinned interpreter imports this module for install() alone.
+    from tlspin._run.command import SKIPPING, Refused, resolve
+
+    try:
+        launch = resolve(command, env)
+    except Refused as exc:
+        return str(exc)
+    if launch is None:
         return None
-    args = iter(command[1:])
-    for arg in args:
-        if arg == "--" or not arg.startswith("-") or arg == "-":
-            return None
-        if arg.startswith("--"):
-            if arg == "--check-hash-based-pycs":
-                next(args, None)
-            continue
-        cluster = arg[1:]
-        for i, flag in enumerate(cluster):
-            if flag in _SKIPPING:
-                return _SKIPPING[flag]
-            if flag in "cm":
-                return None  # the rest is the command or module
-            if flag in _VALUE_FLAGS:
-                if i == len(cluster) - 1:
-                    next(args, None)
-                break
+    where = "" if launch.via == "the command" else f" (from {launch.via})"
+    if "S" in launch.flags:
+        return (
+            f"{launch.interpreter} runs with {SKIPPING['S']}{where}, which makes Python skip "
+            "tlspin's start-up hook: the program would run unpinned; drop that option"
+        )
+    hook = str(HOOK_DIR)
+    on_path = hook in launch.env.get("PYTHONPATH", "").split(os.pathsep)
+    if (launch.flags or not on_path) and not _reaches(launch):
+        if launch.flags:
+            options = " and ".join(SKIPPING[f] for f in sorted(launch.flags))
+            cause = f"runs with {options}{where}, which makes Python skip"
+        else:
+            cause = f"gets a PYTHONPATH without{where}"
+        return (
+            f"{launch.interpreter} {cause} tlspin's start-up hook, and tlspin is not installed "
+            "in that interpreter's environment (its tlspin-startup.pth would pin it anyway): "
+            "the program would run unpinned; drop that option, or install tlspin there"
+        )
     return None
 
 

@@ -45,9 +45,14 @@ def run(policy_path: str | None, print_env: bool, hook_dir: bool, command: tuple
     policy (the file changed and became invalid, or tlspin is not installed for it), it exits
     with status 70 before running any of the program's code.
 
-    Not reached: interpreters started with -I, -E or -S, or with an environment that drops
-    PYTHONPATH (env={}, pip's build isolation); TLS outside Python's ssl module. Check a
-    program with `tlspin audit --expect-pinned HOST -- tlspin run --policy FILE -- ...`.
+    An interpreter with tlspin installed is pinned through its site-packages even when it
+    ignores PYTHONPATH (-E, -I). COMMAND is refused with status 2 when it would start Python
+    unpinned: -S (no site), -I or -E for an interpreter without tlspin installed, env -i;
+    on the command line, after env, or on the shebang line of the script it names.
+
+    Not reached: what a wrapper shell script or a compiled launcher adds (-S); an environment
+    that drops TLSPIN_POLICY (env={}, pip's build isolation); TLS outside Python's ssl module.
+    Check a program with `tlspin audit --expect-pinned HOST -- tlspin run --policy FILE -- ...`.
 
     \b
     Examples:
@@ -83,12 +88,9 @@ def run(policy_path: str | None, print_env: bool, hook_dir: bool, command: tuple
         for name in ("PYTHONPATH", _run.ENV_POLICY, _run.ENV_DIGEST):
             click.echo(f"{name}={env[name]}")
         return
-    flag = _run.skipped_by(command)
-    if flag is not None:
-        fail(
-            f"{shlex.join(command)} uses {flag}, which makes Python skip tlspin's start-up hook: "
-            "the program would run unpinned; drop that option"
-        )
+    why = _run.skipped_by(command, env)
+    if why is not None:
+        fail(f"not starting {shlex.join(command)}: {why}")
     sys.stdout.flush()
     sys.stderr.flush()
     try:

@@ -7,6 +7,7 @@ builds it from a policy (or checks a context the caller pinned), and finds the
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from collections.abc import Iterator
 
@@ -22,6 +23,7 @@ __all__ = [
     "is_pinned_host",
     "pinned_context",
     "policy_source",
+    "proves_pins",
     "same_host",
     "trust_context",
 ]
@@ -104,6 +106,42 @@ def is_pinned_host(ctx: ssl.SSLContext, host: str | None) -> bool:
         return bool(policy.rules)
 
 
+def _strength(policy: PinPolicy | None, host: str, today: dt.date) -> int:
+    """0: no rule covers *host*; 1: only report-only or expired rules; 2: an enforced rule."""
+    if policy is None or not host:
+        return 0
+    try:
+        rules = policy.rules_for(host.strip("[]"))
+    except PinConfigurationError:
+        return 2 if policy.rules else 0
+    if not rules:
+        return 0
+    for rule in rules:
+        in_force = policy.on_expiry == "enforce" or not rule.expired(today)
+        if rule.mode == "enforce" and in_force:
+            return 2
+    return 1
+
+
+def proves_pins(ctx: ssl.SSLContext, other: object, host: str | None) -> bool:
+    """True if *other* (a context a caller chose instead of *ctx* for *host*) checks *host* at
+    least as strictly as *ctx* does.
+
+    Where a context's pins stand as proof, a rule that only reports, or whose ``expires`` has
+    passed (with ``on_expiry="fail-open"``), counts for less than an enforced rule in force: a
+    context pinned to such a rule proves nothing for a host that *ctx* enforces.
+    """
+    if not host:
+        return True
+    today = dt.datetime.now(dt.UTC).date()
+    need = _strength(policy_of(ctx), host, today)
+    if need == 0:
+        return True
+    if not isinstance(other, ssl.SSLContext):
+        return False
+    return _strength(policy_of(other), host, today) >= need
+
+
 def same_host(a: str, b: str) -> bool:
     """Return True if *a* and *b* are spellings of one host (False if either is malformed).
 
@@ -121,16 +159,21 @@ def check_proxy_context(
     """Refuse a context for an HTTPS proxy's TLS leg that would skip pins the policy has for it.
 
     *ctx* is the integration's pinned context; when its policy pins *proxy_host*, the proxy's
-    own context must be pinned for that host as well.
+    own context must check that host at least as strictly (:func:`proves_pins`: an enforced
+    rule in force is not stood in for by a report-only or expired one).
 
     Raises:
         PinConfigurationError: the proxy host is pinned and *proxy_ctx* does not check it.
     """
-    if not is_pinned_host(ctx, proxy_host) or (
-        proxy_ctx is not None and is_pinned_host(proxy_ctx, proxy_host)
-    ):
+    if not is_pinned_host(ctx, proxy_host) or proves_pins(ctx, proxy_ctx, proxy_host):
         return
-    found = "none" if proxy_ctx is None else "one that pins nothing for it"
+    found = (
+        "none"
+        if proxy_ctx is None
+        else "one that does not enforce the pins for it"
+        if is_pinned_host(proxy_ctx, proxy_host)
+        else "one that pins nothing for it"
+    )
     msg = (
         f"the policy pins the proxy host {proxy_host}, but the context for the TLS to the "
         f"proxy ({found}) would not check those pins; pass one made with "

@@ -26,8 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import ClientTLSOptions
 from twisted.python.failure import Failure
 
@@ -35,7 +34,7 @@ from tlspin import _state
 from tlspin._leafonly import check_unverified
 from tlspin._state import PolicySource, _PinState
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError, PinVerificationError
-from tlspin.policy import PinPolicy
+from tlspin.policy import PinPolicy, PinRule
 from tlspin.verify import check_resumed
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ _InfoCallback = Callable[[SSL.Connection, int, int], object]
 class Armed:
     """What the info callback of one pinned connection needs to decide it."""
 
-    __slots__ = ("chained", "host", "port", "protocol", "state", "verified")
+    __slots__ = ("chained", "host", "injected", "port", "protocol", "state", "verified")
 
     def __init__(
         self,
@@ -69,6 +68,8 @@ class Armed:
         self.host = host
         self.port = port
         self.state = state
+        # An explicit wrapper's policy leaves the hosts it does not cover to the injected one.
+        self.injected = _state.INJECTED.state if state.explicit else None
         self.verified = verified
         # Weak: the protocol holds the connection, which holds this object through its callback.
         self.protocol: Callable[[], TLSMemoryBIOProtocol | None] = weakref.ref(protocol)
@@ -86,7 +87,8 @@ class Armed:
 
 
 # Connections that carry a check: an explicit pin replaces the process-wide one (tlspin.inject)
-# rather than adding a second check under another policy.
+# rather than adding a second check under another policy; for a host the explicit policy does
+# not cover, its Armed falls back to the injected state (pinning only adds).
 _ARMED: weakref.WeakKeyDictionary[SSL.Connection, Armed] = weakref.WeakKeyDictionary()
 _ARMED_LOCK = threading.Lock()
 
@@ -99,25 +101,39 @@ def state_for(policy: PinPolicy | PolicySource) -> _PinState:
     return _PinState(policy)
 
 
-def _der(cert: Any) -> bytes:
-    return bytes(cert.public_bytes(Encoding.DER))
+def _der(cert: crypto.X509) -> bytes:
+    # OpenSSL's own encoding of the certificate it holds: never through cryptography's parser,
+    # which refuses BER that OpenSSL accepted and verified (the check must still decide).
+    return crypto.dump_certificate(crypto.FILETYPE_ASN1, cert)
 
 
-def decide(conn: SSL.Connection, armed: Armed) -> None:
-    """Check the handshake that just completed on *conn*; raise to refuse it."""
-    policy, seen = armed.state.current()
+def _covering(
+    state: _PinState, host: str
+) -> tuple[PinPolicy, set[tuple[str, bytes]], tuple[PinRule, ...]]:
+    policy, seen = state.current()
     if not policy.rules:
-        return
-    host = armed.host
+        return policy, seen, ()
     try:
-        rules = policy.rules_for(host)
+        return policy, seen, policy.rules_for(host)
     except PinConfigurationError as exc:
         # A name the policy cannot canonicalise cannot be shown to be unpinned.
         msg = f"refused the connection to {host!r}: {exc}"
         raise PinningUnavailableError(msg, hostname=host, reason="bad-hostname") from None
+
+
+def decide(conn: SSL.Connection, armed: Armed) -> None:
+    """Check the handshake that just completed on *conn*; raise to refuse it.
+
+    An explicit wrapper's policy decides for the hosts it covers; the injected policy (if any
+    when the connection was armed) for the others: pinning only adds.
+    """
+    host = armed.host
+    policy, seen, rules = _covering(armed.state, host)
+    if not rules and armed.injected is not None:
+        policy, seen, rules = _covering(armed.injected, host)
     if not rules:
         return
-    leaf = conn.get_peer_certificate(as_cryptography=True)
+    leaf = conn.get_peer_certificate()
     if leaf is None:
         msg = f"refused the connection to {host}: the server presented no certificate"
         raise PinningUnavailableError(msg, hostname=host, reason="no-certificate")
@@ -125,7 +141,7 @@ def decide(conn: SSL.Connection, armed: Armed) -> None:
     port = armed.peer_port()
 
     def served() -> list[bytes]:
-        return [_der(c) for c in conn.get_peer_cert_chain(as_cryptography=True) or ()]
+        return [_der(c) for c in conn.get_peer_cert_chain() or ()]
 
     if not armed.verified:
         # Nothing verified this chain: only the leaf is proven (its key signed the handshake),
@@ -133,14 +149,14 @@ def decide(conn: SSL.Connection, armed: Armed) -> None:
         # CERT_NONE, with the same error).
         check_unverified(policy, host, leaf_der, port=port, served_chain=served)
         return
-    chain = conn.get_verified_chain(as_cryptography=True)
+    chain = conn.get_verified_chain()
     if not chain:
         # A resumed session: OpenSSL keeps no verified chain, only the leaf.
         check_resumed(policy, host, leaf_der, seen, port=port)
         return
     ders = [_der(c) for c in chain]
-    policy.check(host, ders, port=port, served_chain=served)
-    _state.remember(seen, host, ders[0])
+    verdict = policy.check(host, ders, port=port, served_chain=served)
+    _state.remember(seen, verdict.hostname, ders[0])
 
 
 def _info_callback(armed: Armed) -> Callable[[SSL.Connection, int, int], None]:

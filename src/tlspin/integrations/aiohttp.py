@@ -28,7 +28,7 @@ import aiohttp
 
 from tlspin.context import PolicySource
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
-from tlspin.integrations._common import is_pinned_host, pinned_context, same_host
+from tlspin.integrations._common import is_pinned_host, pinned_context, proves_pins, same_host
 from tlspin.policy import PinPolicy
 
 if TYPE_CHECKING:
@@ -54,11 +54,18 @@ class PinnedTCPConnector(aiohttp.TCPConnector):
       cookies and credentials go to the URL host.
 
     A ``server_hostname`` that is itself pinned keeps its own pins whatever the URL (an
-    unverified ``ssl=`` is refused for it too). Build it with :func:`connector`.
+    unverified ``ssl=`` is refused for it too). Through an ``https://`` proxy whose host is
+    pinned, a per-request ``ssl=`` that would skip the proxy's pins is refused whatever the
+    origin: aiohttp uses it for the TLS to the proxy as well. A context given as ``ssl=``
+    stands in for the connector's only if its policy checks the host at least as strictly (an
+    enforced rule in force is not replaced by a report-only or expired one). Build it with
+    :func:`connector`.
 
     .. versionchanged:: Unreleased
         The URL's host decides: ``ssl=False`` with ``server_hostname=<unpinned name>`` on a
-        pinned URL was let through, and so was ``server_hostname`` naming another host.
+        pinned URL was let through, and so was ``server_hostname`` naming another host. A
+        per-request ``ssl=`` that skips a pinned proxy's pins is refused (the CONNECT and its
+        ``Proxy-Authorization`` went to an unchecked proxy).
     """
 
     async def connect(
@@ -90,17 +97,31 @@ def _check_request(ctx: ssl.SSLContext, req: ClientRequest) -> None:
     if override is True:
         return
     for host in dict.fromkeys(h for h in (url_host, name) if h):
-        # A context pinned by tlspin is accepted only if its own policy pins this host too:
-        # one pinned to another (or an empty) policy would check nothing here.
-        if is_pinned_host(ctx, host) and not (
-            isinstance(override, ssl.SSLContext) and is_pinned_host(override, host)
-        ):
+        # A context pinned by tlspin is accepted only if its own policy checks this host at
+        # least as strictly: one pinned to another (or an empty) policy would check nothing
+        # here, and a report-only or expired rule would only report.
+        if is_pinned_host(ctx, host) and not proves_pins(ctx, override, host):
             msg = (
                 f"refused a request to {host} with ssl={override!r}: the host is pinned, and "
                 "a per-request ssl= would bypass the pinned context (drop ssl=, or pass a "
                 "context made with tlspin.create_context)"
             )
             _refuse(req, host, msg, "verification-off")
+    proxy = req.proxy
+    proxy_host = proxy.raw_host if proxy is not None and proxy.scheme == "https" else None
+    if (
+        proxy_host
+        and is_pinned_host(ctx, proxy_host)
+        and not proves_pins(ctx, override, proxy_host)
+    ):
+        # aiohttp makes the TLS leg to the proxy with the request's ssl= as well: the CONNECT,
+        # with Proxy-Authorization, would go to a proxy whose pins were never checked.
+        msg = (
+            f"refused a request through the proxy {proxy_host} with ssl={override!r}: the "
+            "proxy's host is pinned, and aiohttp uses a per-request ssl= for the TLS to the "
+            "proxy too (drop ssl=, or pass a context made with tlspin.create_context)"
+        )
+        _refuse(req, proxy_host, msg, "verification-off")
 
 
 def connector(

@@ -1,0 +1,219 @@
+"""Pin a Python interpreter while it starts, before any of the program's code: ``TLSPIN_POLICY``.
+
+Two start-up hooks call :func:`start`, and the first one arms the interpreter:
+
+* ``tlspin-startup.pth``, which tlspin's wheel installs into site-packages. ``site`` runs it in
+  every interpreter of the environment, with ``-E`` and ``-I`` too (only ``-S`` skips it), and
+  no other ``sitecustomize`` can shadow it. With ``TLSPIN_POLICY`` unset it reads one variable
+  and imports nothing;
+* ``tlspin/_run/hook/sitecustomize.py``, alone in a directory ``tlspin run`` puts first on
+  ``PYTHONPATH``: it reaches interpreters where tlspin is importable only through
+  ``PYTHONPATH``, and refuses to start those where it is not importable at all.
+
+:func:`start` reads the policy file and pins the process (``tlspin.inject``) at once when
+``ssl`` is already imported or the policy still has to be validated; or else right after the
+program's first ``import ssl`` (before any TLS object can exist), when ``TLSPIN_POLICY_SHA256``
+shows that ``tlspin run`` validated these very bytes: a program that never uses TLS then pays
+for this module alone. The finder that waits for ``ssl`` (:class:`_PinOnImport`) stays first
+on ``sys.meta_path`` until the ``ssl`` module has really been executed through it: probes such
+as ``importlib.util.find_spec("ssl")`` and ``pkgutil`` look-ups leave it in place. If ``ssl``
+gets imported some other way (a finder placed before it, a loader called directly), the next
+import of any module pins the process.
+
+It fails closed. An exception raised at start-up would only be printed by ``site``, and the
+program would run unpinned; so when the policy cannot be read or applied, it writes why to
+stderr and ends the process with status 70, before any of the program's code runs.
+
+Nothing but ``os``, ``sys`` and ``_thread`` is imported until the process is pinned.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+    from typing import Any, NoReturn
+
+EXIT_REFUSED = 70  # EX_SOFTWARE; `tlspin run` itself exits 2 for a bad policy.
+_MAX_BYTES = 16 * 1024 * 1024
+_MODULE = type(sys)
+# Names tlspin uses, the last one defined near the end of ssl.py: a module that has them all
+# has run far enough to be pinned.
+_SSL_READY = (
+    "SSLContext",
+    "SSLSocket",
+    "SSLObject",
+    "create_default_context",
+    "get_server_certificate",
+)
+
+
+class _Status:
+    """What this interpreter's start-up did (one per process)."""
+
+    lock = _thread.allocate_lock()
+    #: True once a start-up hook took charge of TLSPIN_POLICY (pinned, or waiting for ssl).
+    armed = False
+    #: How: "pinned" (inject ran), "deferred" (waiting for the first import of ssl).
+    how = ""
+
+
+def armed() -> bool:
+    """True when a start-up hook applied (or is about to apply) ``TLSPIN_POLICY`` here."""
+    return _Status.armed
+
+
+def refuse(why: str) -> NoReturn:
+    """Tell why on stderr and end the interpreter with status 70 (nothing else can stop it)."""
+    try:
+        command = " ".join(getattr(sys, "orig_argv", None) or [sys.executable])
+        sys.stderr.write(f"tlspin: refused to start {command}: {why}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(EXIT_REFUSED)
+
+
+def _apply(path: str, raw: bytes) -> None:
+    try:
+        from tlspin._run import install
+    except Exception as exc:  # noqa: BLE001 - any failure to import means no pinning
+        refuse(
+            f"the pin policy {path} (TLSPIN_POLICY) cannot be applied: tlspin cannot be imported "
+            f"by {sys.executable} ({type(exc).__name__}: {exc}); install tlspin in the "
+            "environment of that interpreter"
+        )
+    try:
+        install(path, raw)
+    except Exception as exc:  # noqa: BLE001 - a policy that cannot be applied is a refusal
+        refuse(str(exc))
+    _Status.how = "pinned"
+
+
+class _Loader:
+    """Runs the real ``ssl`` module, then pins, then steps out of the way."""
+
+    def __init__(self, loader: Loader, finder: _PinOnImport) -> None:
+        self._loader = loader
+        self._finder = finder
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        module.__loader__ = self._loader
+        spec = getattr(module, "__spec__", None)
+        if spec is not None:
+            spec.loader = self._loader
+        # Still under ssl's import lock: no other thread can use the module before this returns.
+        self._finder.pin()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PinOnImport:
+    """A ``sys.meta_path`` finder that pins the process right after ``ssl`` first runs."""
+
+    def __init__(self, path: str, raw: bytes) -> None:
+        self._path = path
+        self._raw = raw
+        self._done = False
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        if self._done:
+            return None
+        if name != "ssl":
+            self._check_ssl()
+            return None
+        # Every look-up of ssl gets the wrapping loader: a probe (importlib.util.find_spec,
+        # pkgutil) that never executes it must not use the finder up.
+        for finder in list(sys.meta_path):
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec: ModuleSpec | None = find(name, path, target)
+            if spec is None:
+                continue
+            loader = spec.loader
+            if loader is not None and hasattr(loader, "exec_module"):
+                spec.loader = _Loader(loader, self)  # type: ignore[assignment]
+            return spec
+        return None
+
+    def _check_ssl(self) -> None:
+        """Pin now if ``ssl`` was imported without this finder (and has finished running)."""
+        module = sys.modules.get("ssl")
+        if module is None:
+            return
+        # Read it without running it: a lazy module (importlib.util.LazyLoader) would execute
+        # on any attribute access, here, inside an import.
+        names = _MODULE.__getattribute__(module, "__dict__")
+        if type(module) is not _MODULE or getattr(names.get("__spec__"), "_initializing", False):
+            return  # not run yet (lazy), or still running through an import
+        if not all(name in names for name in _SSL_READY):
+            return  # still running, through a loader that does not say so (a lazy one)
+        self.pin()
+
+    def pin(self) -> None:
+        """Inject the policy, once; take the finder off ``sys.meta_path``."""
+        with _Status.lock:
+            if self._done:
+                return
+            self._done = True
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        _apply(self._path, self._raw)
+
+
+def _sha256_hex(raw: bytes) -> str:
+    # The built-in module first: hashlib would load OpenSSL's libcrypto into every interpreter.
+    for name in ("_sha2", "_sha256", "hashlib"):  # 3.12+, 3.11, anything else
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        return str(module.sha256(raw).hexdigest())
+    return ""  # Defensive: hashlib is always there.
+
+
+def _validated(raw: bytes) -> bool:
+    expected = os.environ.get("TLSPIN_POLICY_SHA256", "")
+    return bool(expected) and _sha256_hex(raw) == expected.strip().lower()
+
+
+def start() -> None:
+    """Apply ``TLSPIN_POLICY`` to this interpreter, unless a start-up hook already did.
+
+    Ends the process with status 70 when the policy cannot be read or applied.
+    """
+    with _Status.lock:
+        if _Status.armed:
+            return
+        _Status.armed = True
+    path = os.environ.get("TLSPIN_POLICY", "")
+    if not path:
+        refuse(
+            "PYTHONPATH holds tlspin's start-up hook but TLSPIN_POLICY names no policy file "
+            "(set it to the policy's absolute path, or take the hook off PYTHONPATH)"
+        )
+    if not os.path.isabs(path):
+        refuse(f"TLSPIN_POLICY must be an absolute path, found {path!r}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_BYTES + 1)
+    except OSError as exc:
+        refuse(f"cannot read the pin policy {path} (TLSPIN_POLICY): {exc.strerror or exc}")
+    if "ssl" not in sys.modules and _validated(raw):
+        _Status.how = "deferred"
+        sys.meta_path.insert(0, _PinOnImport(path, raw))
+    else:
+        _apply(path, raw)
