@@ -54,6 +54,15 @@ class Settings:
         metrics_public: serve ``/metrics`` to anybody (for scrapers on a private network that
             cannot send a token). Off by default: the metrics tell an outsider how many
             reports arrive and which are refused.
+        secure_cookies: always mark the session cookie ``Secure``, for a collector behind a
+            TLS-terminating proxy (which the app sees as plain HTTP). Without it the cookie is
+            ``Secure`` when the request came over HTTPS.
+        retention_days: delete reports received more than this many days ago, and incidents
+            last seen before then, in the background (None: keep everything).
+        certfile: serve HTTPS with this certificate chain (PEM file); the TLS handshake is then
+            done by :class:`tlspin.collector.limits.GuardedHTTP`, inside the connection cap
+            and the head deadline. Needs *keyfile*.
+        keyfile: the private key of *certfile* (PEM file).
     """
 
     db_url: str = "sqlite:///tlspin.db"
@@ -75,6 +84,10 @@ class Settings:
     max_connections_per_ip: int | None = 32
     metrics_token: str | None = field(default=None, repr=False)
     metrics_public: bool = False
+    secure_cookies: bool = False
+    retention_days: float | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         for what, secret in (("the collector token", self.token),
@@ -107,6 +120,13 @@ class Settings:
                     "alert_rate_threshold must be (count ≥ 1, seconds > 0), "
                     f"found {self.alert_rate_threshold}"
                 )
+        if self.retention_days is not None and not 0 < self.retention_days <= 100_000:
+            raise ValueError(
+                f"retention_days must be in (0, 100000] or None, found {self.retention_days}"
+            )
+        if (self.certfile is None) != (self.keyfile is None):
+            msg = "certfile and keyfile go together; give both or neither"
+            raise ValueError(msg)
         object.__setattr__(self, "webhooks", tuple(self.webhooks))
 
     def to_env(self) -> dict[str, str]:
