@@ -358,7 +358,9 @@ class GuardedHTTP(asyncio.Protocol):
         if self._transport is not None and not self._transport.is_closing():
             if self._guard is not None:
                 self._guard.refused(self._timer_reason)
-            self._transport.close()
+            # abort(), not close(): close() would wait to flush a response that a client
+            # who never reads never takes.
+            self._transport.abort()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
