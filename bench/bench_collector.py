@@ -303,12 +303,15 @@ def _bulk(db_url: str, rows: int) -> tuple[int, int]:
 
 
 def dashboard(db_url: str, label: str, rows: int) -> dict[str, Any]:
-    """Bulk-load *rows* reports, then time the dashboard pages (median of 5 loads)."""
+    """Bulk-load *rows* reports, then time the dashboard pages: the first load, and the median
+    of the 4 that follow (the collector computes the overview at most once per half refresh
+    interval, so those come from its cache; the first load is what a computation costs)."""
     began = time.perf_counter()
     _, incident = _bulk(db_url, rows)
     loaded = time.perf_counter() - began
     server = Server(db_url)
     timings: dict[str, float] = {}
+    first: dict[str, float] = {}
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -324,14 +327,17 @@ def dashboard(db_url: str, label: str, rows: int) -> dict[str, Any]:
                 response.read()
                 assert response.status == 200, (path, response.status)
                 samples.append(time.perf_counter() - t)
-            timings[name] = statistics.median(samples) * 1000
+            first[name] = samples[0] * 1000
+            timings[name] = statistics.median(samples[1:]) * 1000
         conn.close()
     finally:
         server.stop()
-    print(f"  {label:10} bulk insert of {rows} reports: {loaded:.1f}s; median page load:")
+    print(f"  {label:10} bulk insert of {rows} reports: {loaded:.1f}s; page load, first and "
+          "median of the next 4:")
     for name, ms in timings.items():
-        print(f"    {name:14} {ms:8.1f} ms")
+        print(f"    {name:14} {first[name]:8.1f} ms {ms:8.1f} ms")
     return {"db": label, "rows": rows, "bulk_insert_s": round(loaded, 1),
+            "first_page_ms": {k: round(v, 1) for k, v in first.items()},
             "page_ms": {k: round(v, 1) for k, v in timings.items()}}
 
 

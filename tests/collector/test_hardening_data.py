@@ -99,28 +99,35 @@ def test_every_view_survives_any_stored_value(
 # -- 4: PostgreSQL function hijack -----------------------------------------------------------------
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("intake_process", [True, False])
+@pytest.mark.parametrize(("intake_process", "where"),
+                         [(True, "other"), (True, "own"), (False, "own")])
 def test_a_shadowing_function_on_the_search_path_never_runs(
-    serve: Callable[..., LiveServer], pg_url: str, make_report: Any, intake_process: bool
+    serve: Callable[..., LiveServer], pg_url: str, make_report: Any, intake_process: bool,
+    where: str,
 ) -> None:
     """Attack (CVE-2018-1058): another role, with CREATE on a schema on the collector's
-    search path, defines nextval(oid), a better match than pg_catalog.nextval(regclass) for
-    the intake's call. It used to run as the collector on every batch; now the built-ins are
-    named with their schema and the search path is narrowed, so it never runs."""
+    search path (another schema listed after the tables' one, or the tables' schema itself,
+    like ``public`` before PostgreSQL 15), defines nextval(oid), a better match than
+    pg_catalog.nextval(regclass) for the intake's call. It used to run as the collector on
+    every batch. The search path is now narrowed to the tables' schema (the first case) and
+    the built-ins are named with their schema (both), so it never runs."""
     import psycopg
 
     base = pg_url.split("?")[0]
     schema = urllib.parse.unquote(pg_url.split("search_path%3D")[1])
     evil = f"evil_{schema}"
+    target = evil if where == "other" else schema
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"DROP ROLE IF EXISTS {evil}")
         conn.execute(f"CREATE ROLE {evil}")
         conn.execute(f"CREATE SCHEMA {evil} AUTHORIZATION {evil}")
+        conn.execute(f"GRANT CREATE ON SCHEMA {schema} TO {evil}")
         conn.execute(f"SET ROLE {evil}")
         conn.execute(f"CREATE TABLE {evil}.ran (who text)")
         conn.execute(f"GRANT INSERT ON {evil}.ran TO PUBLIC")
+        conn.execute(f"GRANT USAGE ON SCHEMA {evil} TO PUBLIC")
         conn.execute(
-            f"CREATE FUNCTION {evil}.nextval(oid) RETURNS bigint LANGUAGE sql AS $$ "
+            f"CREATE FUNCTION {target}.nextval(oid) RETURNS bigint LANGUAGE sql AS $$ "
             f"INSERT INTO {evil}.ran VALUES (current_user); "
             "SELECT pg_catalog.nextval($1::pg_catalog.regclass) $$")
         conn.execute("RESET ROLE")
@@ -137,7 +144,10 @@ def test_a_shadowing_function_on_the_search_path_never_runs(
         assert ran == (0,)
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
+            if where == "own":
+                conn.execute(f"DROP FUNCTION {schema}.nextval(oid)")
             conn.execute(f"DROP SCHEMA {evil} CASCADE")
+            conn.execute(f"REVOKE CREATE ON SCHEMA {schema} FROM {evil}")
             conn.execute(f"DROP ROLE {evil}")
 
 
