@@ -94,7 +94,8 @@ def test_storms_are_deduplicated(webhook: Callable[..., WebhookReceiver]) -> Non
     # The five alerts, and one summary of what the cap held back (sent once a minute).
     assert len(hook.bodies) == 6
     summary = [b for b in hook.bodies if b["kind"] == "alerts.suppressed"]
-    assert len(summary) == 1 and summary[0]["payload"]["keys"] == ["endpoint-4"]
+    assert len(summary) == 1
+    assert summary[0]["payload"]["keys"] == ["endpoint-4"]
     assert sender.stats.suppressed == 3 + 6
     assert sender.stats.capped == 6
 

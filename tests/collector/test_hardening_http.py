@@ -78,7 +78,8 @@ def test_monitor_runs_take_a_run_with_the_token(
         anonymous = client.post("/api/monitor-runs", json=run)
     assert stored.status_code == 201, stored.text
     assert stored.json()["results"] == 1
-    assert bad.status_code == 400 and "run.started_at" in bad.json()["detail"]
+    assert bad.status_code == 400
+    assert "run.started_at" in bad.json()["detail"]
     assert anonymous.status_code == 401
 
 
@@ -96,7 +97,8 @@ def test_validation_errors_never_echo_input_or_fail(
         query = client.get("/api/reports", params={"since": "x" * 50, "limit": "\u202e1"})
     assert monitor.status_code == 400, monitor.text
     assert query.status_code == 422, query.text
-    assert "x" * 50 not in query.text and "\\u202e" not in query.text
+    assert "x" * 50 not in query.text
+    assert "\\u202e" not in query.text
     assert [e["loc"] for e in query.json()["detail"]] == [["query", "since"], ["query", "limit"]]
 
 
@@ -179,6 +181,23 @@ def test_forwarded_for_takes_the_entry_the_proxy_wrote(
     assert ips[answers[0].json()["id"]] == "127.0.0.7"
     assert ips[other.json()["id"]] == "127.0.0.8"
     assert ips[junk.json()["id"]] == "127.0.0.1", (ips, junk.json())
+
+
+def test_forwarded_hops_skip_the_entries_of_inner_proxies(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """With two proxies (forwarded_hops=2) the client is the entry the outer proxy wrote,
+    second from the end; a list too short to hold it (the outer proxy bypassed) counts as
+    the TCP peer's."""
+    server = serve(db_url=sqlite_url, trust_forwarded_for=True, forwarded_hops=2)
+    with server.client(token=None) as client:
+        two = client.post("/reports", json=make_report(hostname=unique_host()), headers={
+            "X-Forwarded-For": "10.1.1.1, 127.0.0.21, 127.0.0.22"})
+        short = client.post("/reports", json=make_report(hostname=unique_host()), headers={
+            "X-Forwarded-For": "127.0.0.23"})
+    with server.client() as client:
+        ips = {r["id"]: r["client_ip"] for r in client.get("/api/reports").json()["items"]}
+    assert (ips[two.json()["id"]], ips[short.json()["id"]]) == ("127.0.0.21", "127.0.0.1")
 
 
 def test_ipv6_senders_are_limited_by_their_64(

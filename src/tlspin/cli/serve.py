@@ -74,6 +74,9 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
               help="Reports accepted per client IP; more get HTTP 429.")
 @click.option("--trust-forwarded-for", is_flag=True,
               help="Take the client IP from X-Forwarded-For (only behind your own proxy).")
+@click.option("--forwarded-hops", default=1, show_default=True, type=click.IntRange(1, 16),
+              metavar="N", help="With --trust-forwarded-for: how many of your proxies append to "
+              "X-Forwarded-For (the client IP is the entry N places from the end).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes (they share nothing but the database).")
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -108,7 +111,8 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
 def serve(  # noqa: PLR0917 - click passes every option positionally by name
     db_url: str, host: str, port: int, token: str | None, token_file: str | None,
     drop_client_ip: bool, webhooks: tuple[str, ...], alert_rate: str | None,
-    ip_rate_limit: str, trust_forwarded_for: bool, workers: int, certfile: str | None,
+    ip_rate_limit: str, trust_forwarded_for: bool, forwarded_hops: int, workers: int,
+    certfile: str | None,
     keyfile: str | None, max_connections_per_ip: int, body_timeout: float,
     header_timeout: float, metrics_token_file: str | None, metrics_public: bool,
     secure_cookies: bool, retention_days: float | None, log_level: str,
@@ -181,6 +185,7 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         webhooks=webhooks,
         ip_rate_limit=_pair(ip_rate_limit, "--ip-rate-limit") or (300, 60.0),
         trust_forwarded_for=trust_forwarded_for,
+        forwarded_hops=forwarded_hops,
         alert_rate_threshold=_pair(alert_rate, "--alert-rate"),
         max_connections_per_ip=max_connections_per_ip or None,
         body_timeout=body_timeout,

@@ -158,26 +158,30 @@ def state_of(request: Request) -> CollectorState:
 
 
 def client_ip(request: Request, settings: Settings) -> str:
-    """The sender's address: the TCP peer, or with *trust_forwarded_for* the last
-    ``X-Forwarded-For`` entry, the one the proxy in front wrote.
+    """The sender's address: the TCP peer, or with *trust_forwarded_for* the
+    ``X-Forwarded-For`` entry *forwarded_hops* places from the end, the one the outermost of
+    your proxies wrote.
 
-    Every entry before the last is whatever the client sent, so it names nobody; a last
-    entry that is not an IP address (a proxy that wrote none) leaves the peer's address.
+    Every entry before it is whatever the client sent, so it names nobody; an entry that is
+    not an IP address, or a list too short to hold it (a request that bypassed a proxy),
+    leaves the peer's address.
     """
     peer = request.scope.get("client")
     address = str(peer[0]) if peer else "unknown"
     if settings.trust_forwarded_for:
         # Several header lines count as one comma-separated list (RFC 9110 §5.3).
         values = [v for n, v in request.scope["headers"] if n == b"x-forwarded-for"]
-        if values:
-            last = values[-1].decode("latin-1").rpartition(",")[2].strip()
-            if last.startswith("[") and last.endswith("]"):
-                last = last[1:-1]
+        hops = settings.forwarded_hops
+        entries = b",".join(values).decode("latin-1").split(",")[-hops:] if values else []
+        if len(entries) == hops:
+            entry = entries[0].strip()
+            if entry.startswith("[") and entry.endswith("]"):
+                entry = entry[1:-1]
             try:
-                return str(ipaddress.ip_address(last))
+                return str(ipaddress.ip_address(entry))
             except ValueError:
-                log.warning("X-Forwarded-For ends in %r, not an IP address: using the peer",
-                            last[:64])
+                log.warning("X-Forwarded-For holds %r where a proxy's entry belongs, not an "
+                            "IP address: using the peer", entry[:64])
     return address
 
 

@@ -28,6 +28,9 @@ class Settings:
         max_report_bytes: size cap of a report body; larger bodies get 413.
         ip_rate_limit: ``(count, seconds)`` reports accepted per client IP; more get 429.
         trust_forwarded_for: take the client IP from ``X-Forwarded-For`` (behind a proxy).
+        forwarded_hops: with *trust_forwarded_for*, how many proxies of yours append to
+            ``X-Forwarded-For``: the client IP is the entry that many places from the end (the
+            one your outermost proxy wrote); entries before it are the client's own words.
         alert_rate_threshold: ``(count, seconds)``: alert when a host sends more reports than
             *count* within *seconds*; None disables it.
         alert_dedup_seconds: the same alert (same key) is sent at most once per this window.
@@ -72,6 +75,7 @@ class Settings:
     max_report_bytes: int = 64 * 1024
     ip_rate_limit: tuple[int, float] = (300, 60.0)
     trust_forwarded_for: bool = False
+    forwarded_hops: int = 1
     alert_rate_threshold: tuple[int, float] | None = None
     alert_dedup_seconds: float = 3600.0
     session_hours: float = 12.0
@@ -120,6 +124,8 @@ class Settings:
                     "alert_rate_threshold must be (count ≥ 1, seconds > 0), "
                     f"found {self.alert_rate_threshold}"
                 )
+        if not 1 <= self.forwarded_hops <= 16:
+            raise ValueError(f"forwarded_hops must be from 1 to 16, found {self.forwarded_hops}")
         if self.retention_days is not None and not 0 < self.retention_days <= 100_000:
             raise ValueError(
                 f"retention_days must be in (0, 100000] or None, found {self.retention_days}"
