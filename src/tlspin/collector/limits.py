@@ -37,6 +37,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from tlspin._numbers import decimal
+
 __all__ = [
     "BodyTimeout", "BodyTooLarge", "ConnectionGuard", "GuardedHTTP", "RequestLimits", "peer_key",
     "server_ssl_context",
@@ -234,10 +236,11 @@ class RequestLimits:
             if name == b"transfer-encoding":
                 return 411, "a request body must come with Content-Length, not chunked"
             if name == b"content-length":
-                declared = value.decode("latin-1")
-                if not declared.isdigit() or len(declared) > 18:
+                # ASCII digits only: "²" passes str.isdigit(), and int() refuses it.
+                declared = decimal(value)
+                if declared is None:
                     return 400, "Content-Length is not a number"
-                if int(declared) > self.max_body:
+                if declared > self.max_body:
                     return 413, f"the request body exceeds {self.max_body} bytes"
         return None
 
