@@ -14,7 +14,9 @@ import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
 
-__all__ = ["check_endpoint_url", "is_public_address", "post_json", "report_uri_concern"]
+__all__ = [
+    "check_endpoint_url", "is_public_address", "post_json", "redact_url", "report_uri_concern",
+]
 
 _USER_AGENT = "tlspin-reporter"
 
@@ -25,16 +27,40 @@ def check_endpoint_url(uri: str) -> urllib.parse.SplitResult:
     Raises:
         ValueError: the URL is not acceptable; the message says why.
     """
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"a report URI must be an http(s) URL with a host, found {uri!r}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        hostname = parts.hostname
+    except ValueError:
+        parts, hostname = None, None
+    if parts is None or parts.scheme not in ("https", "http") or not hostname:
+        raise ValueError(
+            f"a report URI must be an http(s) URL with a host, found {redact_url(uri)!r}"
+        )
+    if parts.scheme == "http" and not _is_loopback(hostname):
         # Plain HTTP only for a collector on this machine: anywhere else the report channel
         # would be as interceptable as the connection whose interception it reports.
         raise ValueError(
-            f"a report URI must use https:// unless its host is loopback, found {uri!r}"
+            "a report URI must use https:// unless its host is loopback, found "
+            f"{redact_url(uri)!r}"
         )
     return parts
+
+
+def redact_url(uri: str) -> str:
+    """*uri* without what may be secret: user info, and any path or query (shown as ``/…``).
+
+    Chat webhooks (Slack, Teams, Discord…) carry their secret in the path or query, so an
+    error message that quoted the whole URL would put a credential into terminals and logs.
+    """
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return "<unparsable URL>"
+    if not parts.scheme and not parts.netloc:
+        return "<not a URL>" if uri else ""
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "/…" if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{hidden}"
 
 
 def _is_loopback(host: str) -> bool:

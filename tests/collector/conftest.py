@@ -251,8 +251,10 @@ class LiveServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        # proxy_headers=False, as `tlspin serve` has it: uvicorn's own X-Forwarded-For
+        # handling would rewrite the client address before the collector sees the peer.
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                http=GuardedHTTP, ws="none")
+                                http=GuardedHTTP, ws="none", proxy_headers=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

@@ -6,6 +6,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ class Collector:
     """``python -m tlspin serve`` as a subprocess on 127.0.0.1."""
 
     def __init__(self, db_url: str, port: int, *, token: str | None = TOKEN,
-                 args: Sequence[str] = ()) -> None:
+                 args: Sequence[str] = (), ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         env = {k: v for k, v in os.environ.items() if k != "TLSPIN_COLLECTOR_TOKEN"}
         if token is not None:
             env["TLSPIN_COLLECTOR_TOKEN"] = token
@@ -84,7 +86,12 @@ class Collector:
 
     def _healthy(self) -> bool:
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn = (
+                http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2,
+                                            context=self.ssl_context)
+                if self.ssl_context is not None
+                else http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            )
             conn.request("GET", "/healthz")
             ok = conn.getresponse().status == 200
             conn.close()

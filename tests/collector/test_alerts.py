@@ -91,8 +91,13 @@ def test_storms_are_deduplicated(webhook: Callable[..., WebhookReceiver]) -> Non
         sender.close()
     assert sent == [True, False, False, False]
     assert more.count(True) == 4  # 5 per minute, one already used
-    assert len(hook.bodies) == 5
+    # The five alerts, and one summary of what the cap held back (sent once a minute).
+    assert len(hook.bodies) == 6
+    summary = [b for b in hook.bodies if b["kind"] == "alerts.suppressed"]
+    assert len(summary) == 1
+    assert summary[0]["payload"]["keys"] == ["endpoint-4"]
     assert sender.stats.suppressed == 3 + 6
+    assert sender.stats.capped == 6
 
 
 def test_failed_deliveries_retry_with_backoff(webhook: Callable[..., WebhookReceiver]) -> None:
@@ -178,7 +183,9 @@ def test_alert_text_from_a_hostile_certificate_is_inert(
         assert _ACTIVE.findall(body["text"]) == [], body["text"]
     opened = next(b for b in hook.bodies if b["kind"] == "incident.opened")
     assert opened["payload"]["issuer"] == hostile.cert.subject.rfc4514_string()
-    assert "@\u200bhere\\x0a[login]\u200b(http://127.0.0.1:9/) !\u200b[p]" in opened["text"]
+    assert ("@\u200bhere\\x0a[login]\u200b(http:\u200b//127.0.0.1:9/) !\u200b[p]"
+            in opened["text"])
+    assert "://" not in opened["text"]  # no bare link either
 
 
 def test_alert_text_of_an_ordinary_report_reads_as_before(

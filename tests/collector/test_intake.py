@@ -72,7 +72,8 @@ def test_drop_client_ip(
 def test_size_cap_gives_413(
     serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
 ) -> None:
-    """A body over 64 KiB gets 413, declared or streamed without a length; nothing is stored."""
+    """A body over 64 KiB gets 413; one streamed without a length (chunked) gets 411 whatever
+    its size; nothing is stored."""
     server = serve(db_url=sqlite_url)
     big = json.dumps(make_report(padding="x" * 70_000)).encode()
     with server.client(token=None) as client:
@@ -85,7 +86,7 @@ def test_size_cap_gives_413(
 
         streamed = client.post("/reports", content=chunks())
         fits = client.post("/reports", json=make_report(padding="x" * 50_000))
-    assert (declared.status_code, streamed.status_code, fits.status_code) == (413, 413, 201)
+    assert (declared.status_code, streamed.status_code, fits.status_code) == (413, 411, 201)
     assert server.count(Report) == 1
 
 

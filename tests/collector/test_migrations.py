@@ -60,7 +60,7 @@ def test_upgrade_from_first_schema_keeps_data(empty_db_url: str, make_report: An
 
         db.migrate()
 
-        assert db.revision() == "0004"
+        assert db.revision() == "0005"
         reports, _ = queries.list_reports(db, queries.Filters(host=HOST), limit=10)
         assert len(reports) == 1
         old = reports[0]
@@ -109,7 +109,7 @@ def test_concurrent_migrators_agree(empty_db_url: str) -> None:
         t.join(60)
     try:
         assert errors == []
-        assert [db.revision() for db in databases] == ["0004", "0004"]
+        assert [db.revision() for db in databases] == ["0005", "0005"]
     finally:
         for db in databases:
             db.dispose()

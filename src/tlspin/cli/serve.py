@@ -74,6 +74,9 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
               help="Reports accepted per client IP; more get HTTP 429.")
 @click.option("--trust-forwarded-for", is_flag=True,
               help="Take the client IP from X-Forwarded-For (only behind your own proxy).")
+@click.option("--forwarded-hops", default=1, show_default=True, type=click.IntRange(1, 16),
+              metavar="N", help="With --trust-forwarded-for: how many of your proxies append to "
+              "X-Forwarded-For (the client IP is the entry N places from the end).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Worker processes (they share nothing but the database).")
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -95,16 +98,24 @@ def _pair(text: str | None, option: str) -> tuple[int, float] | None:
               "Prometheus scraper. Created with a new token if missing.")
 @click.option("--metrics-public", is_flag=True,
               help="Serve /metrics without a token (for scrapers on a private network).")
+@click.option("--secure-cookies", is_flag=True,
+              help="Mark the session cookie Secure even over plain HTTP (behind a proxy that "
+              "terminates TLS).")
+@click.option("--retention-days", type=click.FloatRange(0, 100_000, min_open=True),
+              default=None, metavar="DAYS",
+              help="Delete reports older than DAYS (and incidents last seen before then), "
+              "hourly in the background. Default: keep everything.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @guarded
 def serve(  # noqa: PLR0917 - click passes every option positionally by name
     db_url: str, host: str, port: int, token: str | None, token_file: str | None,
     drop_client_ip: bool, webhooks: tuple[str, ...], alert_rate: str | None,
-    ip_rate_limit: str, trust_forwarded_for: bool, workers: int, certfile: str | None,
+    ip_rate_limit: str, trust_forwarded_for: bool, forwarded_hops: int, workers: int,
+    certfile: str | None,
     keyfile: str | None, max_connections_per_ip: int, body_timeout: float,
     header_timeout: float, metrics_token_file: str | None, metrics_public: bool,
-    log_level: str,
+    secure_cookies: bool, retention_days: float | None, log_level: str,
 ) -> None:
     """Run the report collector: intake at POST /reports, dashboard at /dashboard.
 
@@ -117,8 +128,8 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
     try:
         import uvicorn
 
-        from tlspin.collector import Settings, create_app
-        from tlspin.collector.limits import GuardedHTTP
+        from tlspin.collector import Settings, create_app, logs
+        from tlspin.collector.limits import GuardedHTTP, server_ssl_context
         from tlspin.collector.storage import Database, check_url
         from tlspin.collector.tokenfile import (
             default_token_path,
@@ -131,12 +142,20 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         fail(f"tlspin serve needs the collector extra ({exc.name} is not installed): "
              "pip install 'tlspin[collector]'")
 
+    # The collector's own warnings (a report it could not store, suppressed alerts…) go to
+    # standard error, cleaned of control characters; the CLI's NullHandler would drop them.
+    logs.configure(log_level)
     try:
         check_url(db_url)
     except ValueError as exc:
         fail(f"--db: {exc}")
     if (certfile is None) != (keyfile is None):
         fail("--certfile and --keyfile go together; pass both or neither")
+    if certfile is not None and keyfile is not None:
+        try:
+            server_ssl_context(certfile, keyfile)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            fail(f"--certfile/--keyfile: cannot load the certificate and key: {exc}")
     token_source = click.get_current_context().get_parameter_source("token")
     secret = token or None
     if secret is not None and token_file is not None:
@@ -166,14 +185,22 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
         webhooks=webhooks,
         ip_rate_limit=_pair(ip_rate_limit, "--ip-rate-limit") or (300, 60.0),
         trust_forwarded_for=trust_forwarded_for,
+        forwarded_hops=forwarded_hops,
         alert_rate_threshold=_pair(alert_rate, "--alert-rate"),
         max_connections_per_ip=max_connections_per_ip or None,
         body_timeout=body_timeout,
         header_timeout=header_timeout,
         metrics_token=metrics_secret,
         metrics_public=metrics_public,
+        secure_cookies=secure_cookies,
+        retention_days=retention_days,
+        certfile=certfile,
+        keyfile=keyfile,
     )
-    database = Database(db_url)
+    try:
+        database = Database(db_url)
+    except ValueError as exc:
+        fail(f"--db: {exc}")
     try:
         database.migrate()
     except Exception as exc:  # noqa: BLE001 - drivers raise many types; one line
@@ -227,7 +254,8 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
     if not loopback and certfile is None:
         warn(f"serving plain HTTP on {host}: put a TLS proxy in front, or pass --certfile")
 
-    ssl_options = {"ssl_certfile": certfile, "ssl_keyfile": keyfile} if certfile else {}
+    # No TLS options for uvicorn: with --certfile, GuardedHTTP does the handshake itself,
+    # after counting the connection against its IP's cap and within the head deadline.
     # uvicorn shuts down gracefully on Ctrl-C, then raises it again: after that clean shutdown
     # the exit status is 0 (as documented), not click's 'Aborted!' (1).
     clean_exit_on_ctrl_c = contextlib.suppress(KeyboardInterrupt)
@@ -238,7 +266,6 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
             create_app(dataclasses.replace(settings, migrate=False)),
             host=host, port=port, log_level=log_level, server_header=False,
             proxy_headers=False, http=GuardedHTTP, ws="none",
-            **ssl_options,  # type: ignore[arg-type]
         )
         with clean_exit_on_ctrl_c:
             uvicorn.Server(config).run()
@@ -246,11 +273,12 @@ def serve(  # noqa: PLR0917 - click passes every option positionally by name
     # Worker processes rebuild the settings from the environment (the token in its own
     # variable, never on a command line).
     env = dataclasses.replace(settings, migrate=False).to_env()
+    env[logs.ENV_LOG_LEVEL] = log_level
     os.environ.update(env)
     with clean_exit_on_ctrl_c:
         uvicorn.run(
             "tlspin.collector:create_app_from_env", factory=True, host=host, port=port,
             workers=workers, log_level=log_level, server_header=False, proxy_headers=False,
-            http=GuardedHTTP, ws="none", **ssl_options,  # type: ignore[arg-type]
+            http=GuardedHTTP, ws="none",
         )
 

@@ -17,4 +17,11 @@ __all__ = ["Settings", "create_app", "create_app_from_env"]
 
 def create_app_from_env() -> object:
     """App factory for ``uvicorn --factory`` and worker processes (``TLSPIN_COLLECTOR_*``)."""
+    import os
+
+    from tlspin.collector import logs
+
+    level = os.environ.get(logs.ENV_LOG_LEVEL)
+    if level:
+        logs.configure(level)
     return create_app(Settings.from_env())

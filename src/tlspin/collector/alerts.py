@@ -3,7 +3,8 @@
 :class:`AlertSender` is shared by the collector (a new incident, a host over its report rate)
 and the monitor (an endpoint turning red, or amber for a new reason). ``send`` never blocks:
 delivery happens in a background thread. An alert whose *key* was already sent within
-``dedup_window`` is suppressed, and an overall cap per minute stops storms.
+``dedup_window`` is suppressed, and caps per minute (overall, and per scope: the collector's
+host and sender) stop storms; when a cap holds an alert back, a summary alert says so.
 
 The body is ``{"kind", "key", "time", "text", "payload"}``; ``text`` is a one-line summary, so
 chat tools that accept ``{"text": …}`` incoming webhooks (Slack, Mattermost, Rocket.Chat,
@@ -21,11 +22,11 @@ import json
 import logging
 import re
 import time
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tlspin._endpoints import redact_url
 from tlspin._sender import Outcome, RetrySender, classify_status
 from tlspin.reporting import check_endpoint_url, post_json
 
@@ -49,7 +50,9 @@ _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # render '[label](url)' as a link and '![x](url)' as an image fetched by every viewer. A
 # zero-width space after '@' and between ']' and '(' or '!' and '[' keeps the text as it
 # reads and breaks the syntax (Discord's documented way to defuse a mention).
-_MARKUP = re.compile(r"(@)(?=\w)|(\])(?=\()|(!)(?=\[)")
+# Chat tools also turn a bare 'scheme://…' into a clickable link; a zero-width space after the
+# colon leaves it readable and unlinked.
+_MARKUP = re.compile(r"(@)(?=\w)|(\])(?=\()|(!)(?=\[)|(:)(?=//)")
 
 
 def chat_text(text: str, *, limit: int = 1000) -> str:
@@ -78,18 +81,13 @@ class AlertStats:
     retried: int = 0
     suppressed: int = 0
     pending: int = 0
+    capped: int = 0
 
 
 def _origin(url: str) -> str:
-    """The webhook URL without its path, query and user info, for log lines.
-
-    Chat webhooks (Slack, Teams, Discord...) carry their secret in the path or query, so
-    logging the whole URL would leak a token.
-    """
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    hidden = "/…" if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{netloc}{hidden}"
+    """The webhook URL without its path, query and user info, for log lines (chat webhooks
+    carry their secret in the path or query)."""
+    return redact_url(url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +103,9 @@ class AlertSender:
         webhook_urls: the receivers; each alert goes to all of them.
         dedup_window: seconds during which an alert with the same key is not sent again.
         max_per_minute: overall cap; alerts over it are suppressed (and counted).
+        max_per_scope_per_minute: cap per scope (see :meth:`send`: the collector gives each
+            alert its host and its sender as scopes), so that one sender's or one host's
+            decoys cannot use up the overall cap and hide another alert.
         timeout: seconds per HTTP attempt.
         max_attempts: attempts per webhook before giving up.
         backoff: first retry delay in seconds; doubles each time, up to ``backoff_max``.
@@ -122,6 +123,7 @@ class AlertSender:
         *,
         dedup_window: float = 3600.0,
         max_per_minute: int = 30,
+        max_per_scope_per_minute: int = 5,
         timeout: float = 5.0,
         max_attempts: int = 5,
         backoff: float = 1.0,
@@ -137,16 +139,23 @@ class AlertSender:
         self._timeout = timeout
         self._ssl_context = ssl_context
         self._sent_keys: dict[str, float] = {}
+        self._max_per_scope = max_per_scope_per_minute
         self._recent: collections.deque[float] = collections.deque()
+        self._scope_recent: dict[str, collections.deque[float]] = {}
         self._suppressed = 0
+        self._capped = 0  # suppressed by a cap (not by deduplication)
+        self._capped_since_summary: list[str] = []
+        self._capped_count_since_summary = 0
+        self._last_summary = -1e9
         self._sender: RetrySender[_Delivery] = RetrySender(
             self._deliver, name="tlspin-alerts", queue_size=queue_size,
             max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
             on_error=lambda item: log.exception("alert webhook %s failed", _origin(item.url)),
         )
 
-    def send(self, kind: str, key: str, payload: Mapping[str, Any], *, text: str = "") -> bool:
-        """Queue an alert; return False if it was suppressed (duplicate key, storm, closed).
+    def send(self, kind: str, key: str, payload: Mapping[str, Any], *, text: str = "",
+             scopes: Sequence[str] = ()) -> bool:
+        """Queue an alert; return False if it was suppressed (duplicate key, cap, closed).
 
         Args:
             kind: what happened, e.g. ``"incident.opened"`` or ``"monitor.red"``.
@@ -155,20 +164,16 @@ class AlertSender:
             text: a one-line human summary in plain text (defaults to kind and key); it is
                 passed through :func:`chat_text`, so values quoted in it cannot format,
                 mention, link or break the line.
+            scopes: names this alert counts under besides the overall cap, each with its own
+                cap per minute (e.g. ``"host:a.example"``, ``"sender:192.0.2.7"``).
+
+        When a cap suppresses an alert, a summary alert (kind ``alerts.suppressed``, which no
+        cap holds back) says so at once, naming what was held back, at most once a minute:
+        an attacker who floods the caps with decoys cannot make an alert vanish unseen.
         """
         if not self.webhook_urls:
             return False
-        body = json.dumps(
-            {
-                "kind": kind,
-                "key": key,
-                "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "text": chat_text(text or f"tlspin {kind}: {key}"),
-                "payload": dict(payload),
-            },
-            separators=(",", ":"),
-            default=str,
-        ).encode()
+        body = self._body(kind, key, payload, text or f"tlspin {kind}: {key}")
         with self._sender.lock:
             now = time.monotonic()
             if self._sender.closed:
@@ -178,21 +183,82 @@ class AlertSender:
             if sent is not None and now - sent < self._dedup_window:
                 self._suppressed += 1
                 return False
-            while self._recent and now - self._recent[0] > 60.0:
-                self._recent.popleft()
-            if len(self._recent) >= self._max_per_minute:
-                self._suppressed += 1
-                log.warning("alert %s suppressed: over %d alerts per minute", key,
-                            self._max_per_minute)
+            windows = [self._window(self._recent, now, self._max_per_minute)]
+            windows += [self._window(self._scope_window(scope), now, self._max_per_scope)
+                        for scope in scopes]
+            if any(window is None for window in windows):
+                self._cap_tripped(key, now)
                 return False
-            self._recent.append(now)
+            for window in windows:
+                assert window is not None  # Defensive: checked just above
+                window.append(now)
             if len(self._sent_keys) > 10_000:
                 horizon = now - self._dedup_window
                 self._sent_keys = {k: t for k, t in self._sent_keys.items() if t >= horizon}
             self._sent_keys[key] = now
-            for url in self.webhook_urls:
-                self._sender.offer(_Delivery(url, body))
+            self._offer(body)
         return True
+
+    @staticmethod
+    def _body(kind: str, key: str, payload: Mapping[str, Any], text: str) -> bytes:
+        return json.dumps(
+            {
+                "kind": kind,
+                "key": key,
+                "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "text": chat_text(text),
+                "payload": dict(payload),
+            },
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+
+    def _offer(self, body: bytes) -> None:
+        for url in self.webhook_urls:
+            self._sender.offer(_Delivery(url, body))
+
+    def _scope_window(self, scope: str) -> collections.deque[float]:
+        window = self._scope_recent.get(scope)
+        if window is None:
+            if len(self._scope_recent) > 10_000:  # forget scopes quiet for a minute
+                horizon = time.monotonic() - 60
+                self._scope_recent = {
+                    s: w for s, w in self._scope_recent.items() if w and w[-1] > horizon
+                }
+            window = self._scope_recent[scope] = collections.deque()
+        return window
+
+    @staticmethod
+    def _window(
+        window: collections.deque[float], now: float, cap: int
+    ) -> collections.deque[float] | None:
+        """*window* pruned to the last minute, or None when it is full."""
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        return None if len(window) >= cap else window
+
+    def _cap_tripped(self, key: str, now: float) -> None:
+        """Count a capped alert; send the summary if none went out in the last minute."""
+        self._suppressed += 1
+        self._capped += 1
+        self._capped_count_since_summary += 1
+        if len(self._capped_since_summary) < 10:
+            self._capped_since_summary.append(key)
+        if now - self._last_summary < 60.0:
+            return
+        count, keys = self._capped_count_since_summary, self._capped_since_summary
+        self._last_summary = now
+        self._capped_count_since_summary, self._capped_since_summary = 0, []
+        log.warning("%d alert(s) suppressed by the rate caps, among them %s", count,
+                    ", ".join(keys))
+        self._offer(self._body(
+            "alerts.suppressed", f"suppressed:{now:.0f}",
+            {"suppressed": count, "keys": keys, "max_per_minute": self._max_per_minute,
+             "max_per_scope_per_minute": self._max_per_scope},
+            f"tlspin: {count} alert(s) suppressed by the rate caps (a flood of reports, "
+            f"possibly decoys): {', '.join(keys)}. Check the dashboard; later suppressions "
+            "are counted in tlspin_alerts_suppressed.",
+        ))
 
     def _deliver(self, item: _Delivery, _attempt: int) -> Outcome:
         try:
@@ -214,6 +280,7 @@ class AlertSender:
             return AlertStats(
                 queued=c["queued"], delivered=c["sent"], failed=c["failed"] + c["dropped"],
                 retried=c["retried"], suppressed=self._suppressed, pending=c["pending"],
+                capped=self._capped,
             )
 
     def flush(self, timeout: float | None = None) -> bool:

@@ -6,20 +6,21 @@ import csv
 import datetime as dt
 import io
 import math
-import re
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from tlspin.collector import queries, storage
-from tlspin.collector.app import state_of
-from tlspin.collector.formats import is_storable
+from tlspin.collector.app import MAX_API_BODY_BYTES, state_of
+from tlspin.collector.formats import clean_text, is_storable
+from tlspin.collector.limits import BodyTooLarge
 
 __all__ = ["register"]
 
@@ -228,7 +229,7 @@ class MonitorRunCreated(BaseModel):
 
 # Characters that make a spreadsheet cell a formula (OWASP "CSV injection"), with the
 # full-width forms that East Asian spreadsheets also take as formula starts.
-_CSV_FORMULA = "=+-@\uff1d\uff0b\uff0d\uff20"
+_CSV_FORMULA = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")
 # Where a cell can begin. Every field is quoted (RFC 4180), so a reader that uses the file's
 # own separator splits only between fields. A reader set to another separator does not: a
 # spreadsheet in a locale whose list separator is ';' reads '"a","b;=X()"' as the cells
@@ -236,28 +237,67 @@ _CSV_FORMULA = "=+-@\uff1d\uff0b\uff0d\uff20"
 # quoting. So a formula character after any separator a reader may split on (',', ';', tab),
 # or after a line break, can start a cell too; so can one behind spaces and double quotes,
 # which readers strip or take as quoting.
-_CSV_CELL_START = re.compile(
-    rf"(^|[,;\t\r\n])([\s\"]*)(?=[{re.escape(_CSV_FORMULA)}])"
-)
+_CSV_SEPARATORS = ",;\t\r\n"
+_CSV_SKIPPED = " \t\n\r\x0b\x0c\"" + _CSV_SEPARATORS  # what may stand between a cell start and F
+_CSV_HAS_FORMULA = str.maketrans("", "", "".join(_CSV_FORMULA))
 
 
 def _csv_cell(value: Any) -> str:
     """*value* as CSV cell text that no spreadsheet reads as a formula, whatever separator
-    it splits on: a ``'`` goes before each formula character that could start a cell."""
+    it splits on: a ``'`` goes before each formula character that could start a cell.
+
+    Linear in the length of the text (a regular expression for "a separator, then spaces,
+    then a formula character" backtracked quadratically over a run of tabs): each formula
+    character looks back only over the run of skippable characters before it, and those runs
+    do not overlap, because formula characters are not skippable.
+    """
     text = "" if value is None else (" ".join(value) if isinstance(value, list) else str(value))
-    return _CSV_CELL_START.sub(r"\1\2'", text)
+    text = clean_text(text)
+    if len(text.translate(_CSV_HAS_FORMULA)) == len(text):
+        return text  # no formula character at all: the common case
+    out: list[str] = []
+    done = 0  # text[:done] is in out
+    previous = 0  # just after the last formula character seen
+    for index, char in enumerate(text):
+        if char not in _CSV_FORMULA:
+            continue
+        run = text[previous:index]
+        skipped = run.rstrip(_CSV_SKIPPED)
+        gap = run[len(skipped):]
+        starts_cell = (previous == 0 and not skipped) or any(
+            c in _CSV_SEPARATORS for c in gap)
+        if starts_cell:
+            out.append(text[done:index])
+            out.append("'")
+            done = index
+        previous = index + 1
+    out.append(text[done:])
+    return "".join(out)
 
 
-def _csv(rows: Iterable[dict[str, Any]], columns: list[str], filename: str) -> Response:
+def _csv_lines(rows: Sequence[Any], columns: Sequence[str]) -> Iterator[bytes]:
+    """The CSV file, a few hundred rows per piece (iterated in a worker thread by Starlette,
+    so building it never holds the event loop)."""
     out = io.StringIO()
     # RFC 4180: every field quoted, CRLF line ends.
     writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(c)) for c in columns])
-    return Response(
-        out.getvalue(), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    for start in range(0, len(rows), 500):
+        for row in rows[start : start + 500]:
+            writer.writerow([_csv_cell(row.get(c)) for c in columns])
+        yield out.getvalue().encode("utf-8")
+        out.seek(0)
+        out.truncate()
+    rest = out.getvalue()
+    if rest:
+        yield rest.encode("utf-8")
+
+
+def _csv(rows: Sequence[Any], columns: list[str], filename: str) -> Response:
+    return StreamingResponse(
+        _csv_lines(rows, columns), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                 "Cache-Control": "no-store"},
     )
 
 
@@ -266,6 +306,53 @@ async def _db(call: Any, *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(call, *args, **kwargs)
     except SQLAlchemyError:
         raise HTTPException(503, "storage unavailable; retry later") from None
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """*model*'s JSON schema with its definitions inlined (for an ``openapi_extra`` request
+    body, where the schema's own ``#/$defs`` references would point nowhere)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+async def _monitor_body(request: Request) -> MonitorSubmission:
+    """The validated monitor run in *request*'s body, read up to the cap.
+
+    Raises:
+        HTTPException: 413 over the cap, 400 for a body that is not a valid run (the reason
+            names the fields, never echoes their values).
+    """
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_API_BODY_BYTES:
+                raise BodyTooLarge(MAX_API_BODY_BYTES)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, "the client went away") from None
+    try:
+        return MonitorSubmission.model_validate_json(b"".join(chunks))
+    except ValidationError as exc:
+        where = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])[:100]}: {e['msg'][:200]}"
+            for e in exc.errors(include_input=False)[:5]
+        )
+        raise HTTPException(400, f"not a valid monitor run: {where}") from None
 
 
 def register(app: FastAPI) -> None:
@@ -352,12 +439,19 @@ def register(app: FastAPI) -> None:
         return _csv(items, columns, "tlspin-incidents.csv")
 
     @app.post("/api/monitor-runs", tags=["monitor"], dependencies=auth, status_code=201,
-              response_model=MonitorRunCreated)
-    async def submit_monitor_run(request: Request, body: MonitorSubmission) -> dict[str, Any]:
+              response_model=MonitorRunCreated,
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": _inline_schema(MonitorSubmission)}}}},
+              responses={400: {"description": "Malformed monitor run."},
+                         413: {"description": "Body over the size cap."}})
+    async def submit_monitor_run(request: Request) -> dict[str, Any]:
         """Store a run of ``tlspin monitor`` (as ``--collector URL`` sends it).
 
-        Alerts for runs are the monitor's job (it knows the previous run either way).
+        Alerts for runs are the monitor's job (it knows the previous run either way). The
+        body is read only after the token was checked (the dependency runs first: the route
+        declares no body parameter), and at most ``MAX_API_BODY_BYTES`` of it.
         """
+        body = await _monitor_body(request)
         state = state_of(request)
         results = [r.model_dump() for r in body.results]
         _check_storable(results, "results")

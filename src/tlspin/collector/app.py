@@ -7,8 +7,11 @@ attacker-controlled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from tlspin._numbers import decimal
+from tlspin.collector import upkeep
 from tlspin.collector.alerts import AlertSender
 from tlspin.collector.auth import Auth
 from tlspin.collector.formats import ReportError
@@ -36,12 +41,18 @@ from tlspin.collector.intake import (
     Intake,
     IntakeUnavailable,
 )
-from tlspin.collector.limits import BodyTimeout, ConnectionGuard, RequestLimits
+from tlspin.collector.limits import (
+    BodyTimeout,
+    ConnectionGuard,
+    RequestLimits,
+    peer_key,
+    server_ssl_context,
+)
 from tlspin.collector.metrics import Metrics
 from tlspin.collector.settings import Settings
 from tlspin.collector.storage import Database
 
-__all__ = ["CSP", "CollectorState", "create_app"]
+__all__ = ["CSP", "CollectorState", "SafeJSONResponse", "create_app"]
 
 log = logging.getLogger("tlspin.collector")
 
@@ -57,6 +68,22 @@ _SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+# Query answers and exports hold reports: no cache, shared or private, may keep a copy.
+_NO_STORE = (b"cache-control", b"no-store")
+_NO_STORE_PREFIXES = ("/api/", "/metrics")
+_HSTS = (b"strict-transport-security", b"max-age=31536000")
+#: The largest body any route but ``/reports`` takes (a monitor run of 10,000 endpoints).
+MAX_API_BODY_BYTES = 16 * 1024 * 1024
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped, so that no stored value can fail to
+    encode: a lone surrogate from a report (JSON text may hold one, and a database's JSON
+    column keeps it) becomes ``\\ud800`` instead of a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                          separators=(",", ":")).encode("ascii")
 _REPORT_BODY_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {
@@ -121,6 +148,7 @@ class CollectorState:
     rate_checked: dict[str, float]
     intake: Intake
     connections: ConnectionGuard
+    overview_cache: dict[str, tuple[float, Any]]
 
 
 def state_of(request: Request) -> CollectorState:
@@ -130,14 +158,31 @@ def state_of(request: Request) -> CollectorState:
 
 
 def client_ip(request: Request, settings: Settings) -> str:
-    """The sender's address (the first ``X-Forwarded-For`` hop only if configured)."""
-    if settings.trust_forwarded_for:
-        forwarded = request.headers.get("x-forwarded-for", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:64]
+    """The sender's address: the TCP peer, or with *trust_forwarded_for* the
+    ``X-Forwarded-For`` entry *forwarded_hops* places from the end, the one the outermost of
+    your proxies wrote.
+
+    Every entry before it is whatever the client sent, so it names nobody; an entry that is
+    not an IP address, or a list too short to hold it (a request that bypassed a proxy),
+    leaves the peer's address.
+    """
     peer = request.scope.get("client")
-    return str(peer[0]) if peer else "unknown"
+    address = str(peer[0]) if peer else "unknown"
+    if settings.trust_forwarded_for:
+        # Several header lines count as one comma-separated list (RFC 9110 §5.3).
+        values = [v for n, v in request.scope["headers"] if n == b"x-forwarded-for"]
+        hops = settings.forwarded_hops
+        entries = b",".join(values).decode("latin-1").split(",")[-hops:] if values else []
+        if len(entries) == hops:
+            entry = entries[0].strip()
+            if entry.startswith("[") and entry.endswith("]"):
+                entry = entry[1:-1]
+            try:
+                return str(ipaddress.ip_address(entry))
+            except ValueError:
+                log.warning("X-Forwarded-For holds %r where a proxy's entry belongs, not an "
+                            "IP address: using the peer", entry[:64])
+    return address
 
 
 def _content_length(scope: MutableMapping[str, Any]) -> str | None:
@@ -163,11 +208,17 @@ class _SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        extra = list(_SECURITY_HEADERS)
+        if str(scope.get("path", "")).startswith(_NO_STORE_PREFIXES):
+            extra.append(_NO_STORE)
+        if scope.get("scheme") == "https":
+            extra.append(_HSTS)
+
         async def send_with_headers(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in _SECURITY_HEADERS if h[0] not in present)
+                headers.extend(h for h in extra if h[0] not in present)
                 message["headers"] = headers
             await send(message)
 
@@ -218,10 +269,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings,
         db=db,
         auth=Auth(settings.token, session_seconds=settings.session_hours * 3600,
-                  metrics_token=settings.metrics_token),
+                  metrics_token=settings.metrics_token,
+                  is_revoked=lambda sid: _session_revoked(db, sid)),
         metrics=metrics,
         limiter=IPRateLimiter(*settings.ip_rate_limit),
         login_limiter=IPRateLimiter(10, 60.0),
+        overview_cache={},
         alerts=(
             AlertSender(settings.webhooks, dedup_window=settings.alert_dedup_seconds)
             if settings.webhooks else None
@@ -233,12 +286,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_per_ip=None if settings.trust_forwarded_for else settings.max_connections_per_ip,
             header_timeout=settings.header_timeout,
             on_refused=metrics.count_refused_connection,
+            ssl_context=(server_ssl_context(settings.certfile, settings.keyfile)
+                         if settings.certfile and settings.keyfile else None),
         ),
     )
+    if state.alerts is not None:
+        metrics.watch_alerts(state.alerts)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        pruner = (asyncio.create_task(_prune_forever(state))
+                  if settings.retention_days is not None else None)
         yield
+        if pruner is not None:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
         await state.intake.aclose()
         if state.alerts is not None:
             await run_in_threadpool(state.alerts.close, 2.0)
@@ -251,6 +314,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # the Swagger UI loads scripts from a CDN: not here
         redoc_url=None,
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.tlspin = state
     if settings.migrate:
@@ -258,8 +322,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # apps driven without a lifespan (some test clients) still get their schema.
         db.migrate()
     app.add_middleware(RequestLimits, guard=state.connections,
-                       body_timeout=settings.body_timeout)
+                       body_timeout=settings.body_timeout,
+                       max_body=max(settings.max_report_bytes, MAX_API_BODY_BYTES))
     app.add_middleware(_SecurityHeaders)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     _intake_routes(app, state)
     from tlspin.collector import api, dashboard
 
@@ -274,11 +340,48 @@ def _version() -> str:
     return str(tlspin.__version__)
 
 
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    """422 naming what was wrong where, without echoing the input: FastAPI's own handler
+    returns the input, and a lone surrogate in it made that answer fail with a 500."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {"loc": [str(part)[:100] for part in error.get("loc", ())][:10],
+         "msg": str(error.get("msg", ""))[:300], "type": str(error.get("type", ""))[:64]}
+        for error in errors[:20]
+    ]
+    return SafeJSONResponse({"detail": detail}, status_code=422)
+
+
+def _session_revoked(db: Database, sid: str) -> bool | None:
+    try:
+        return upkeep.session_revoked(db, sid)
+    except SQLAlchemyError:
+        return None  # cannot tell now: the session is refused this time
+
+
+async def _prune_forever(state: CollectorState, every: float = 3600.0) -> None:
+    """Delete what is older than the retention period, now and then every *every* seconds
+    (each collector process does it; the deletes are idempotent)."""
+    days = state.settings.retention_days
+    assert days is not None  # Defensive: only started with a retention period
+    while True:
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+        try:
+            removed = await run_in_threadpool(upkeep.prune, state.db, cutoff)
+        except SQLAlchemyError as exc:
+            log.warning("could not delete expired reports: %s", exc)
+        else:
+            if any(removed):
+                log.info("retention: deleted %d reports and %d incidents older than %g days",
+                         *removed, days)
+        await asyncio.sleep(every)
+
+
 def _reject(state: CollectorState, status: int, reason: str, detail: str,
             headers: dict[str, str] | None = None) -> JSONResponse:
     state.metrics.rejected.labels(reason=reason).inc()
-    return JSONResponse({"status": "rejected", "reason": detail}, status_code=status,
-                        headers=headers)
+    return SafeJSONResponse({"status": "rejected", "reason": detail}, status_code=status,
+                            headers=headers)
 
 
 async def _read_capped(request: Request, cap: int) -> bytes | None:
@@ -323,7 +426,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         if length is not None and length > settings.max_report_bytes:
             return _reject(state, 413, "too-large",
                            f"the body exceeds {settings.max_report_bytes} bytes")
-        if not state.limiter.allow(ip):
+        if not state.limiter.allow(peer_key(ip)):
             return _reject(state, 429, "rate-limited", "too many reports from this address",
                            {"Retry-After": "60"})
         try:
@@ -350,12 +453,12 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         stored = accepted.stored
         metrics.count_accepted(accepted.kind)
         metrics.latency.observe(time.perf_counter() - start)
-        return JSONResponse(
+        return SafeJSONResponse(
             {"status": "accepted", "id": stored.report_id, "incident": stored.incident_id},
             status_code=201,
             # Alerts run after the response is sent, so a slow webhook never delays intake.
             background=(
-                BackgroundTask(_alerts_after_intake, state, accepted, received_at)
+                BackgroundTask(_alerts_after_intake, state, accepted, received_at, ip)
                 if state.alerts is not None else None
             ),
         )
@@ -371,6 +474,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         responses={
             201: {"description": "Stored."},
             400: {"description": "Malformed report; the body gives the reason."},
+            411: {"description": "A chunked body: send Content-Length."},
             413: {"description": "Body over the size cap."},
             429: {"description": "Too many reports from this client IP."},
             503: {"description": "Storage unavailable; retry later."},
@@ -426,7 +530,7 @@ def _intake(settings: Settings, db: Database) -> Intake:
 
 
 def _alerts_after_intake(
-    state: CollectorState, accepted: Accepted, received_at: dt.datetime
+    state: CollectorState, accepted: Accepted, received_at: dt.datetime, ip: str
 ) -> None:
     """Runs after the response: new-incident and host-rate alerts (never raises)."""
     alerts = state.alerts
@@ -450,6 +554,8 @@ def _alerts_after_intake(
                 payload,
                 text=f"tlspin: new pin failure incident for {report.hostname} "
                 f"(served by {report.issuer or 'unknown issuer'})",
+                # One sender, or decoys about one host, cannot use up the overall cap.
+                scopes=(f"host:{report.hostname}", f"sender:{peer_key(ip)}"),
             ):
                 state.metrics.alerts.labels(kind="incident.opened").inc()
         threshold = state.settings.alert_rate_threshold
@@ -472,6 +578,7 @@ def _alerts_after_intake(
              "threshold": count},
             text=f"tlspin: {seen} pin failure reports for {report.hostname} in the last "
             f"{per:g} s (threshold {count})",
+            scopes=(f"host:{report.hostname}",),
         ):
             state.metrics.alerts.labels(kind="host.rate").inc()
     except Exception:  # alerting must never break intake

@@ -1,16 +1,20 @@
 """Dashboard and query-API authentication: a bearer token, or a login form and a session cookie.
 
-Sessions are stateless, so any collector process sharing the token accepts them: the cookie is
-``<expiry>.<HMAC-SHA256(key, expiry)>`` with a key derived from the token. Changing the token
-logs everybody out. Form posts carry a CSRF token derived from the session, and the cookie is
-``SameSite=Strict`` and ``HttpOnly``.
+Sessions are signed, so any collector process sharing the token accepts them: the cookie is
+``<expiry>.<session id>.<HMAC-SHA256(key, expiry.id)>`` with a key derived from the token.
+Logging out revokes the session id in the database (``revoked_sessions``), which every process
+consults, so a copied cookie dies with the logout; changing the token logs everybody out. Form
+posts carry a CSRF token derived from the session, and the cookie is ``SameSite=Strict`` and
+``HttpOnly`` (``Secure`` over HTTPS, or always with ``Settings.secure_cookies``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
+from collections.abc import Callable
 
 from starlette.requests import Request
 
@@ -28,10 +32,17 @@ class Auth:
         token: the shared secret, or None for an unauthenticated (loopback-only) collector.
         session_seconds: lifetime of a login.
         metrics_token: a second secret that opens ``/metrics`` only.
+        is_revoked: tells whether a session id was revoked (a database lookup), or None when
+            it cannot tell now (the session is refused this time); None: no revocation.
     """
 
+    #: How long a session found unrevoked is taken as such without asking again: a logout in
+    #: another collector process takes effect here within this many seconds.
+    REVOCATION_CHECK_SECONDS = 5.0
+
     def __init__(self, token: str | None, *, session_seconds: float,
-                 metrics_token: str | None = None) -> None:
+                 metrics_token: str | None = None,
+                 is_revoked: Callable[[str], bool | None] | None = None) -> None:
         self.enabled = token is not None
         secret = (token or "").encode()
         self._token_digest = hashlib.sha256(secret).digest()
@@ -40,6 +51,9 @@ class Auth:
         )
         self._key = hashlib.sha256(b"tlspin-session-key\0" + secret).digest()
         self._session_seconds = session_seconds
+        self._is_revoked = is_revoked
+        self._checked: dict[str, float] = {}  # session id -> when it was last found unrevoked
+        self._revoked_here: set[str] = set()
 
     def check_token(self, candidate: str) -> bool:
         """Constant-time comparison of *candidate* with the token."""
@@ -53,21 +67,57 @@ class Auth:
     def new_session(self) -> str:
         """A fresh session cookie value."""
         expiry = str(int(time.time() + self._session_seconds))
-        return f"{expiry}.{self._sign('session', expiry)}"
+        body = f"{expiry}.{secrets.token_urlsafe(12)}"
+        return f"{body}.{self._sign('session', body)}"
 
     def _sign(self, purpose: str, value: str) -> str:
         return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
 
-    def session_valid(self, cookie: str | None) -> bool:
-        """True if *cookie* is a session this token issued and it has not expired."""
-        if not cookie or "." not in cookie or len(cookie) > 200:
-            return False
-        expiry, _, mac = cookie.partition(".")
+    def session(self, cookie: str | None) -> tuple[str, float] | None:
+        """(session id, expiry) of *cookie* if this token issued it and it has not expired
+        (revocation is not checked here)."""
+        if not cookie or len(cookie) > 200 or cookie.count(".") != 2:
+            return None
+        body, _, mac = cookie.rpartition(".")
+        expiry, _, sid = body.partition(".")
         # ASCII digits only: "²" passes str.isdigit(), and int() refuses it (a 500 here).
-        seconds = decimal(expiry)
-        if seconds is None or seconds < time.time():
+        seconds = decimal(expiry, max_digits=12)
+        if seconds is None or seconds < time.time() or not sid:
+            return None
+        if not hmac.compare_digest(mac, self._sign("session", body)):
+            return None
+        return sid, float(seconds)
+
+    def session_valid(self, cookie: str | None) -> bool:
+        """True if *cookie* is a session this token issued, not expired and not revoked."""
+        found = self.session(cookie)
+        if found is None:
             return False
-        return hmac.compare_digest(mac, self._sign("session", expiry))
+        sid = found[0]
+        if sid in self._revoked_here:
+            return False
+        if self._is_revoked is None:
+            return True
+        now = time.monotonic()
+        if now - self._checked.get(sid, -1e9) < self.REVOCATION_CHECK_SECONDS:
+            return True
+        revoked = self._is_revoked(sid)
+        if revoked is None:  # cannot tell now: refuse, but remember nothing
+            return False
+        if revoked:
+            self._revoked_here.add(sid)
+            return False
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        self._checked[sid] = now
+        return True
+
+    def forget(self, sid: str) -> None:
+        """Take *sid* as revoked in this process at once (the caller stored the revocation)."""
+        if len(self._revoked_here) > 10_000:
+            self._revoked_here.clear()  # the database still holds every revocation
+        self._revoked_here.add(sid)
+        self._checked.pop(sid, None)
 
     def csrf_token(self, cookie: str | None) -> str:
         """The CSRF token that goes with a session cookie."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from tlspin.collector import charts, queries, storage
+from tlspin.collector import charts, queries, storage, upkeep
 from tlspin.collector.app import CollectorState, client_ip, state_of
 from tlspin.collector.auth import COOKIE, safe_next
+from tlspin.collector.formats import clean_text
+from tlspin.collector.limits import peer_key
 
 __all__ = ["register"]
 
@@ -40,13 +43,13 @@ def _render(request: Request, template: str, *, status: int = 200, refresh: bool
             **context: Any) -> HTMLResponse:
     state = state_of(request)
     cookie = request.cookies.get(COOKIE)
-    html = _env.get_template(template).render(
+    html = clean_text(_env.get_template(template).render(
         refresh=state.settings.refresh_seconds if refresh else None,
         auth_enabled=state.auth.enabled,
         csrf=state.auth.csrf_token(cookie),
         logged_in=state.auth.enabled and state.auth.session_valid(cookie),
         **context,
-    )
+    ))  # the queries clean what they return; this keeps any other stored text encodable
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
@@ -67,6 +70,24 @@ async def _form(request: Request, limit: int = 4096) -> dict[str, str]:
     except (UnicodeDecodeError, ValueError):
         return {}
     return dict(pairs)
+
+
+async def _overview(state: CollectorState, range: str, since: dt.datetime,
+                    bucket_hours: int) -> dict[str, Any]:
+    """The front page's figures, computed at most once per half refresh interval per range
+    and process: every open dashboard reloads every *refresh_seconds*, and each computation
+    reads the range's reports (the overview of many viewers costs that of one)."""
+    cache = state.overview_cache
+    ttl = max(2.0, state.settings.refresh_seconds / 2)
+    now = time.monotonic()
+    known = cache.get(range)
+    if known is not None and now - known[0] < ttl:
+        data: dict[str, Any] = known[1]
+        return data
+    data = await run_in_threadpool(queries.overview, state.db, since=since,
+                                   bucket_hours=bucket_hours)
+    cache[range] = (time.monotonic(), data)
+    return data
 
 
 def _csrf_ok(state: CollectorState, request: Request, form: dict[str, str]) -> bool:
@@ -104,7 +125,7 @@ def register(app: FastAPI) -> None:
         target = safe_next(form.get("next"))
         if not state.auth.enabled:
             return RedirectResponse(target, 303)
-        if not state.login_limiter.allow(client_ip(request, state.settings)):
+        if not state.login_limiter.allow(peer_key(client_ip(request, state.settings))):
             return _render(request, "login.html", status=429, next=target,
                            error="Too many attempts; wait a minute.")
         if not state.auth.check_token(form.get("token", "")):
@@ -113,7 +134,8 @@ def register(app: FastAPI) -> None:
         response = RedirectResponse(target, 303)
         response.set_cookie(
             COOKIE, state.auth.new_session(), max_age=int(state.settings.session_hours * 3600),
-            httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/",
+            httponly=True, samesite="strict", path="/",
+            secure=state.settings.secure_cookies or request.url.scheme == "https",
         )
         return response
 
@@ -127,8 +149,17 @@ def register(app: FastAPI) -> None:
         if not _csrf_ok(state, request, form):
             return _render(request, "error.html", status=403,
                            message="Not allowed: use the dashboard's Log out button.")
+        # Revoked in the database, so that a copy of the cookie dies too, in every process.
+        session = state.auth.session(request.cookies.get(COOKIE))
+        if session is not None:
+            sid, expiry = session
+            await run_in_threadpool(upkeep.revoke_session, state.db, sid,
+                                    dt.datetime.fromtimestamp(expiry, dt.UTC))
+            state.auth.forget(sid)
         response = RedirectResponse("/login", 303)
-        response.delete_cookie(COOKIE, path="/")
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=state.settings.secure_cookies
+                               or request.url.scheme == "https")
         return response
 
     @app.get("/dashboard", include_in_schema=False)
@@ -141,8 +172,7 @@ def register(app: FastAPI) -> None:
         span, bucket_hours = charts.RANGES[range]
         now = dt.datetime.now(dt.UTC)
         try:
-            data = await run_in_threadpool(queries.overview, state.db, since=now - span,
-                                           bucket_hours=bucket_hours)
+            data = await _overview(state, range, now - span, bucket_hours)
         except SQLAlchemyError:
             return _render(request, "error.html", status=503,
                            message="The database is unavailable; retrying.", refresh=True)
@@ -165,8 +195,9 @@ def register(app: FastAPI) -> None:
     @app.post("/incidents/{incident_id}/resolve", include_in_schema=False)
     async def resolve(request: Request, incident_id: int) -> Response:
         state = state_of(request)
-        form = await _form(request)
-        if not state.auth.authorized(request) or not _csrf_ok(state, request, form):
+        # The session first: nobody without one makes the collector read a body.
+        form = await _form(request) if state.auth.authorized(request) else None
+        if form is None or not _csrf_ok(state, request, form):
             return _render(request, "error.html", status=403,
                            message="Not allowed: log in again and retry.")
         if 1 <= incident_id < 2**62:

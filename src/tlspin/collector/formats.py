@@ -22,7 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["CertInfo", "ParsedReport", "ReportError", "clean_text", "is_storable", "parse_report"]
+__all__ = [
+    "RAW_KEEP", "CertInfo", "ParsedReport", "ReportError", "clean_text", "clean_value",
+    "is_storable", "parse_report",
+]
 
 _MAX_CHAIN = 16
 _MAX_PINS = 64
@@ -30,6 +33,18 @@ _MAX_TEXT = 256
 _MAX_NAME = 512
 _PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 _PEM_END = "-----END CERTIFICATE-----"
+#: The most characters of a report's raw JSON that are stored with it. A report's meaning is
+#: in its normalised fields; the raw text is kept for a person to read, and a typical report
+#: (three PEM certificates) is well under this. A longer body is stored without the keys no
+#: format defines, and cut if it is still too long: padding cannot multiply the storage.
+RAW_KEEP = 16 * 1024
+_KNOWN_KEYS = frozenset({
+    "date-time", "hostname", "port", "effective-expiration-date", "include-subdomains",
+    "noted-hostname", "served-certificate-chain", "validated-certificate-chain", "known-pins",
+    "tlspin-version", "tlspin-report-format", "mode", "reason", "app-id", "app-version", "rule",
+    "app-bundle-id", "app-platform", "app-platform-version", "app-vendor-id",
+    "trustkit-version", "enforce-pinning", "validation-result", "known-pins-expiration-date",
+})
 # TSKTrustEvaluationResult (iOS) and PinningValidationResult (Android) share these ordinals.
 TRUSTKIT_RESULTS = {
     0: "success",
@@ -54,13 +69,29 @@ def clean_text(text: str) -> str:
     return _UNSTORABLE.sub("\ufffd", text)
 
 
+def clean_value(value: Any) -> Any:
+    """*value* (JSON-like: str, list, dict, scalars) with :func:`clean_text` applied to every
+    string in it, keys included: what is shown or exported can always be encoded, whatever a
+    database returns."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, list):
+        return [clean_value(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    return value
+
+
+# Certificates by the SHA-256 of their DER, whole chains by the SHA-256 of their PEM strings
+# (served, validated), and pins by their text. Reports of one incident repeat the same chain
+# and pins (every client behind one interceptor): validating them again gives the same answer,
+# so remember it. Keys are digests, not the certificates: a sender of many large distinct
+# certificates must not fill memory with them. Only successes are kept, and only certificates
+# and chains of modest size, so the caches stay small whatever senders send.
 _CERT_CACHE: dict[bytes, tuple[str, str, str, str | None]] = {}
-# Whole chains by their PEM strings (served, validated), and pins by their text. Reports of one
-# incident repeat the same chain and pins (every client behind one interceptor): validating
-# them again gives the same answer, so remember it. Only successes are kept, and only chains
-# of modest size, so the caches stay small whatever senders send.
-_CHAIN_CACHES: tuple[dict[tuple[str, ...], tuple[CertInfo, ...]], ...] = ({}, {})
-_CHAIN_CACHE_TEXT = 32 * 1024
+_CERT_CACHE_DER = 4 * 1024
+_CHAIN_CACHES: tuple[dict[bytes, tuple[CertInfo, ...]], ...] = ({}, {})
+_CHAIN_CACHE_TEXT = 16 * 1024
 _PIN_CACHE: dict[str, str] = {}
 _CACHE_ENTRIES = 1024
 
@@ -178,12 +209,28 @@ def parse_report(body: bytes) -> ParsedReport:
         raise ReportError(f"the body is not acceptable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ReportError(f"expected a JSON object, found a JSON {type(data).__name__}")
+    if len(text) > RAW_KEEP:
+        text = _raw_excerpt(data, text)
     try:
         return _parse(data, text)
     except ReportError:
         raise
     except (ValueError, TypeError, KeyError, OverflowError) as exc:  # Defensive
         raise ReportError(f"the report could not be read: {exc}") from None
+
+
+def _raw_excerpt(data: dict[str, Any], text: str) -> str:
+    """At most :data:`RAW_KEEP` characters of raw JSON for a long body: the keys some format
+    defines, re-serialised, and cut with a note if still too long."""
+    known = {k: v for k, v in data.items() if k in _KNOWN_KEYS}
+    try:
+        kept = json.dumps(known, separators=(",", ":")) if len(known) < len(data) else text
+    except (ValueError, TypeError, RecursionError):  # Defensive: it was parsed from JSON
+        kept = text
+    if len(kept) <= RAW_KEEP:
+        return kept
+    note = f"… [cut: {len(text)} characters received, the first {RAW_KEEP} kept]"
+    return kept[: RAW_KEEP - len(note)] + note
 
 
 def _parse(data: dict[str, Any], raw: str) -> ParsedReport:
@@ -355,7 +402,7 @@ def _time(data: dict[str, Any], key: str) -> dt.datetime | None:
 
 
 def _pins(data: dict[str, Any]) -> tuple[str, ...]:
-    from tlspin.pins import Pin
+    from tlspin.pins import CertificatePin, Pin
 
     value = data.get("known-pins")
     if value is None:
@@ -371,14 +418,15 @@ def _pins(data: dict[str, Any]) -> tuple[str, ...]:
             out[known] = None
             continue
         text = item.strip()
-        if text.lower().startswith("cert-sha256/"):
-            out[text[:128]] = None  # tlspin's certificate pins are kept as they are
-            continue
         try:
-            known = str(Pin.parse(text))
+            if text.lower().startswith("cert-sha256/"):  # tlspin's certificate pins
+                known = str(CertificatePin.parse(text))
+            else:
+                known = str(Pin.parse(text))
         except ValueError:
             raise ReportError(
-                f'known-pins[{index}] is not a SHA-256 pin (expected pin-sha256="<base64>")'
+                f'known-pins[{index}] is not a SHA-256 pin (expected pin-sha256="<base64>" '
+                "or cert-sha256/<64 hex digits>)"
             ) from None
         if len(_PIN_CACHE) >= _CACHE_ENTRIES:
             _PIN_CACHE.clear()
@@ -396,17 +444,25 @@ def _chain(data: dict[str, Any], key: str, *, served: bool) -> tuple[CertInfo, .
     for index, item in enumerate(value):
         if not isinstance(item, str):
             raise ReportError(f"{key}[{index}] must be a PEM string")
-    pems = tuple(value)
+    size = sum(map(len, value))
+    cacheable = size <= _CHAIN_CACHE_TEXT
+    digest = b""
     cache = _CHAIN_CACHES[served]
-    chain = cache.get(pems)
-    if chain is not None:
-        return chain
+    if cacheable:
+        hasher = hashlib.sha256()
+        for item in value:  # each PEM, then a separator no PEM holds
+            hasher.update(item.encode("utf-8", "surrogatepass"))
+            hasher.update(b"\0")
+        digest = hasher.digest()
+        chain = cache.get(digest)
+        if chain is not None:
+            return chain
     chain = tuple(_cert_info(item, f"{key}[{index}]", served=served)
-                  for index, item in enumerate(pems))
-    if sum(map(len, pems)) <= _CHAIN_CACHE_TEXT:
+                  for index, item in enumerate(value))
+    if cacheable:
         if len(cache) >= _CACHE_ENTRIES:
             cache.clear()
-        cache[pems] = chain
+        cache[digest] = chain
     return chain
 
 
@@ -427,7 +483,9 @@ def _cert_info(pem: str, where: str, *, served: bool) -> CertInfo:
         raise ReportError(f"{where} is not a parsable X.509 certificate") from None
     # Reports of one incident repeat the same chain (every client behind one interceptor):
     # parse each distinct certificate once.
-    known = _CERT_CACHE.get(der)
+    small = len(der) <= _CERT_CACHE_DER
+    digest = hashlib.sha256(der).digest() if small else b""
+    known = _CERT_CACHE.get(digest) if small else None
     if known is None:
         try:
             cert = x509.load_der_x509_certificate(der)
@@ -435,9 +493,10 @@ def _cert_info(pem: str, where: str, *, served: bool) -> CertInfo:
         except (ValueError, TypeError):
             raise ReportError(f"{where} is not a parsable X.509 certificate") from None
         known = (_name(cert, "subject"), _name(cert, "issuer"), pin, _not_after(cert))
-        if len(_CERT_CACHE) >= 4096:
-            _CERT_CACHE.clear()
-        _CERT_CACHE[der] = known
+        if small:
+            if len(_CERT_CACHE) >= 4096:
+                _CERT_CACHE.clear()
+            _CERT_CACHE[digest] = known
     subject, issuer, pin, not_after = known
     return CertInfo(subject=subject, issuer=issuer, pin=pin, not_after=not_after, served=served)
 

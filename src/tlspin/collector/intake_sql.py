@@ -53,7 +53,7 @@ ON CONFLICT (key) DO UPDATE SET
     last_seen = CASE WHEN incidents.last_seen > excluded.last_seen
                      THEN incidents.last_seen ELSE excluded.last_seen END,
     status = 'open',
-    opened_at = CASE WHEN incidents.status = 'resolved'
+    opened_at = CASE WHEN CAST(incidents.status AS TEXT) = 'resolved'
                      THEN excluded.opened_at ELSE incidents.opened_at END,
     resolved_at = NULL
 """
@@ -68,6 +68,10 @@ ON CONFLICT (key) DO UPDATE SET
 # from the sequence up front, numbered, so that they come back in the order of the rows:
 # RETURNING promises no order. Incident keys are sorted by the caller, so concurrent
 # collectors lock incident rows in the same order and cannot deadlock.
+# Every function is named with its schema (pg_catalog.…), and every operator compares values
+# of exactly its own types: another role that can create objects in a schema on the search
+# path could otherwise shadow a built-in with a better-matching signature (CVE-2018-1058),
+# which would then run as the collector.
 _PG_TYPES = {
     "received_at": "timestamp", "client_time": "timestamp", "kind": "text",
     "hostname": "text", "port": "int4", "noted_hostname": "text",
@@ -95,20 +99,23 @@ def _pg_batch_sql() -> str:
     typed = ", ".join(f"{name} {_PG_TYPES[name]}" for name in _PG_DOC_COLUMNS)
     upsert = (
         _UPSERT_INTO  # noqa: S608 - constant SQL: no value goes into the text
-        + "SELECT k, h, op::json, ep::json, fs, ls, c, 'open', fs, NULL FROM json_to_recordset("
+        + "SELECT k, h, op::json, ep::json, fs, ls, c, 'open', fs, NULL FROM "
+        "pg_catalog.json_to_recordset("
         "%s::json) AS u(k text, h text, op text, ep text, fs timestamp, ls timestamp, c int4)"
         + _UPSERT_CONFLICT + "RETURNING id, key, count, opened_at"
     )
     parts = [
         "WITH inc AS (", upsert, "), ",
-        "ids AS (SELECT n, nextval(%s::oid) AS id",
-        " FROM generate_series(1, %s::int4) AS n), ",
+        "ids AS (SELECT n, pg_catalog.nextval(%s::pg_catalog.oid::pg_catalog.regclass) AS id",
+        " FROM pg_catalog.generate_series(1, %s::int4) AS n), ",
         "rep AS (INSERT INTO reports (id, ", columns, ") SELECT ids.id, ", selected,
-        " FROM ROWS FROM (json_to_recordset(%s::json) AS (", typed, "), unnest(%b::text[]))",
+        " FROM ROWS FROM (pg_catalog.json_to_recordset(%s::json) AS (", typed,
+        "), pg_catalog.unnest(%b::text[]))",
         " WITH ORDINALITY AS r(", columns, ", n)",
-        " JOIN ids ON ids.n = r.n JOIN inc ON inc.key = r.incident_id RETURNING id) ",
+        " JOIN ids ON ids.n = r.n JOIN inc ON inc.key::text = r.incident_id RETURNING id) ",
         "SELECT id, key, count, opened_at, NULL::int8[], NULL::int8 FROM inc UNION ALL ",
-        "SELECT NULL, NULL, NULL, NULL, array_agg(id ORDER BY n), (SELECT count(*) FROM rep)",
+        "SELECT NULL, NULL, NULL, NULL, pg_catalog.array_agg(id ORDER BY n),",
+        " (SELECT pg_catalog.count(*) FROM rep)",
         " FROM ids",
     ]
     return "".join(parts)
@@ -238,7 +245,8 @@ class PgBatchStore(BatchStore):
             driver.execute("SET plan_cache_mode = force_generic_plan")
         # Looked up once, rather than by name in the statement, for each row.
         row = driver.execute(
-            "SELECT pg_get_serial_sequence('reports', 'id')::regclass::oid"
+            "SELECT pg_catalog.pg_get_serial_sequence('reports', 'id')::pg_catalog.regclass"
+            "::pg_catalog.oid"
         ).fetchone()
         self._sequence = int(row[0])
         self._cursor = cursor = driver.cursor()

@@ -7,13 +7,18 @@ Two layers bound that:
 
 * :class:`RequestLimits`, ASGI middleware in the app, gives every request *body_timeout*
   seconds to deliver its whole body; a slower one gets 408 and its connection is closed. It
-  works under any ASGI server.
+  caps every body's size (413, by Content-Length and while it streams) and refuses chunked
+  bodies (411). It works under any ASGI server.
 * :class:`GuardedHTTP`, a uvicorn HTTP protocol (``uvicorn.Config(http=GuardedHTTP)``; ``tlspin
-  serve`` uses it), wraps uvicorn's own: it counts open connections per client IP and answers
-  429 to one over *max_connections_per_ip*, and closes a connection that takes more than
-  *header_timeout* seconds to send a request's head (counted from the moment it opens, or since
-  its last response). A server knows about a connection before any request exists, so this
-  part cannot live in the app.
+  serve`` uses it), wraps uvicorn's own: it counts open connections per client IP from the
+  TCP accept (before any TLS handshake, which it performs itself when the app has a
+  certificate) and answers 429 to one over *max_connections_per_ip*, and closes a connection
+  that takes more than *header_timeout* seconds to send a request's head (counted from the
+  moment it opens, or since its response started) or to take a response it is sent. It refuses
+  a ``Transfer-Encoding`` request before the HTTP parser sees a byte of it: a body dripped in
+  one-byte chunks costs the pure-Python parser thousands of events, a stall of the whole event
+  loop. A server knows about a connection before any request exists, so this part cannot live
+  in the app.
 
 Both read their limits from the app's :class:`~tlspin.collector.settings.Settings`; the
 protocol finds the app's :class:`ConnectionGuard` through ``config.loaded_app``.
@@ -25,12 +30,19 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
+import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-__all__ = ["BodyTimeout", "ConnectionGuard", "GuardedHTTP", "RequestLimits", "peer_key"]
+from tlspin._numbers import decimal
+
+__all__ = [
+    "BodyTimeout", "BodyTooLarge", "ConnectionGuard", "GuardedHTTP", "RequestLimits", "peer_key",
+    "server_ssl_context",
+]
 
 log = logging.getLogger("tlspin.collector")
 
@@ -55,6 +67,26 @@ class BodyTimeout(HTTPException):
         )
 
 
+class BodyTooLarge(HTTPException):
+    """A request body exceeded the cap while it arrived: 413, and the connection is closed."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, f"the request body exceeds {cap} bytes",
+                         headers={"Connection": "close"})
+
+
+def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """The TLS context of an HTTPS collector (TLS 1.2 or later, the chain in *certfile*).
+
+    Raises:
+        OSError, ssl.SSLError: a file cannot be read or the key does not match.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 class ConnectionGuard:
     """One app's connection bookkeeping, shared by its :class:`GuardedHTTP` connections and its
     :class:`RequestLimits` middleware (one event loop: no locks).
@@ -63,14 +95,19 @@ class ConnectionGuard:
         max_per_ip: open connections allowed per client IP (the TCP peer; an IPv6 peer counts
             by its /64); None for no limit.
         header_timeout: seconds a connection may take to send a request head.
-        on_refused: called with a reason (``"too-many-connections"``, ``"slow-head"``) each
-            time a connection is refused or closed, for the metrics.
+        on_refused: called with a reason (``"too-many-connections"``, ``"slow-head"``,
+            ``"slow-read"``, ``"chunked"``) each time a connection is refused or closed, for
+            the metrics.
+        ssl_context: serve TLS with it (:class:`GuardedHTTP` does the handshake, within the
+            cap and the head deadline); None for plain HTTP, or TLS done by the server.
     """
 
     def __init__(self, *, max_per_ip: int | None, header_timeout: float,
-                 on_refused: Callable[[str], None] | None = None) -> None:
+                 on_refused: Callable[[str], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.max_per_ip = max_per_ip
         self.header_timeout = header_timeout
+        self.ssl_context = ssl_context
         self._on_refused = on_refused
         self._open: dict[str, int] = {}
         self._by_client: dict[tuple[str, int], GuardedHTTP] = {}
@@ -121,6 +158,14 @@ class ConnectionGuard:
         if connection is not None:
             connection.arm()
 
+    def response_sending(self, client: Any) -> None:
+        """A part of a response is about to be sent: the client has *header_timeout* seconds
+        to take it (a client that never reads would otherwise hold the connection for good,
+        its response waiting to drain)."""
+        connection = self._by_client.get(tuple(client)) if client else None
+        if connection is not None:
+            connection.arm("slow-read")
+
 
 class RequestLimits:
     """ASGI middleware: the body deadline of every request, and the head-deadline signals for
@@ -130,12 +175,15 @@ class RequestLimits:
         app: the application to wrap.
         guard: the app's :class:`ConnectionGuard`.
         body_timeout: seconds from the start of a request until its whole body has arrived.
+        max_body: the most bytes any request body may have; routes cap their own bodies lower.
     """
 
-    def __init__(self, app: _ASGIApp, *, guard: ConnectionGuard, body_timeout: float) -> None:
+    def __init__(self, app: _ASGIApp, *, guard: ConnectionGuard, body_timeout: float,
+                 max_body: int) -> None:
         self.app = app
         self.guard = guard
         self.body_timeout = body_timeout
+        self.max_body = max_body
 
     async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
         if scope["type"] != "http":
@@ -144,12 +192,20 @@ class RequestLimits:
         guard = self.guard
         client = scope.get("client")
         guard.request_started(client)
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            guard.response_sending(client)
+            await _send_refusal(send, *refusal)
+            guard.request_finished(client)
+            return
         seconds = self.body_timeout
         deadline = asyncio.get_running_loop().time() + seconds
         complete = False
+        cap = self.max_body
+        size = 0
 
         async def receive_in_time() -> _Message:
-            nonlocal complete
+            nonlocal complete, size
             if complete:  # after the body, receive() only waits for a disconnect
                 return await receive()
             try:
@@ -157,16 +213,44 @@ class RequestLimits:
                     message = await receive()
             except TimeoutError:
                 raise BodyTimeout(seconds) from None
+            size += len(message.get("body", b""))
+            if size > cap:
+                raise BodyTooLarge(cap)
             if message["type"] != "http.request" or not message.get("more_body", False):
                 complete = True
             return message
 
         async def send_and_signal(message: _Message) -> None:
+            kind = message["type"]
+            if kind in ("http.response.start", "http.response.body"):
+                guard.response_sending(client)
             await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+            if kind == "http.response.body" and not message.get("more_body", False):
                 guard.request_finished(client)
 
         await self.app(scope, receive_in_time, send_and_signal)
+
+    def _refusal(self, scope: _Scope) -> tuple[int, str] | None:
+        """(status, reason) for a request refused on its head alone, else None."""
+        for name, value in scope["headers"]:
+            if name == b"transfer-encoding":
+                return 411, "a request body must come with Content-Length, not chunked"
+            if name == b"content-length":
+                # ASCII digits only: "²" passes str.isdigit(), and int() refuses it.
+                declared = decimal(value)
+                if declared is None:
+                    return 400, "Content-Length is not a number"
+                if declared > self.max_body:
+                    return 413, f"the request body exceeds {self.max_body} bytes"
+        return None
+
+
+async def _send_refusal(send: _Send, status: int, reason: str) -> None:
+    body = json.dumps({"status": "rejected", "reason": reason}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def peer_key(ip: str) -> str:
@@ -199,14 +283,25 @@ def _guard_of(app: Any) -> ConnectionGuard | None:
     return None
 
 
-_TOO_MANY = json.dumps(
-    {"status": "rejected", "reason": "too many open connections from this address"}
-).encode()
-_TOO_MANY_RESPONSE = (
-    b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
-    b"retry-after: 5\r\nconnection: close\r\ncontent-length: "
-    + str(len(_TOO_MANY)).encode() + b"\r\n\r\n" + _TOO_MANY
-)
+def _raw_response(status: bytes, reason: str, extra: bytes = b"") -> bytes:
+    body = json.dumps({"status": "rejected", "reason": reason}).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n" + extra
+        + b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+        + body
+    )
+
+
+_TOO_MANY_RESPONSE = _raw_response(b"429 Too Many Requests",
+                                   "too many open connections from this address",
+                                   b"retry-after: 5\r\n")
+_CHUNKED_RESPONSE = _raw_response(
+    b"411 Length Required", "a request body must come with Content-Length, not chunked")
+# A Transfer-Encoding header line, in any case. Found by a search of the raw bytes: a JSON or
+# form body cannot hold CR LF followed by a bare word, so only a request head matches.
+_TRANSFER_ENCODING = re.compile(rb"\r\n[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd]"
+                                rb"[Ii][Nn][Gg][ \t]*:")
+_TAIL = 24  # bytes kept from the previous read, so that a match split across reads is found
 
 
 class GuardedHTTP(asyncio.Protocol):
@@ -218,6 +313,11 @@ class GuardedHTTP(asyncio.Protocol):
     :func:`~tlspin.collector.create_app`); for any other app it only forwards. Only the
     ``asyncio.Protocol`` methods are forwarded, so WebSocket upgrades, which replace the
     protocol, must stay off (``ws="none"``; the collector has no WebSocket route).
+
+    With a certificate in the app's settings, give uvicorn no TLS options: this protocol
+    counts the connection at the TCP accept, then runs the TLS handshake itself
+    (``loop.start_tls``, with *header_timeout* as the handshake timeout), so that idle
+    connections that never send a ClientHello count against the cap and the deadline too.
     """
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
@@ -233,13 +333,21 @@ class GuardedHTTP(asyncio.Protocol):
         self._ip: str | None = None
         self._client: tuple[str, int] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_reason = "slow-head"
         self._refused = False
+        self._forwarding = False  # uvicorn's protocol has its connection_made
+        self._early: list[bytes] = []  # decrypted before the handshake task resumed
+        self._early_eof = False
+        self._tail = b""
+        self._handshake: asyncio.Task[None] | None = None
 
     # -- the head deadline ----------------------------------------------------------------
-    def arm(self) -> None:
-        """Start (again) the time allowed for the next request head."""
+    def arm(self, reason: str = "slow-head") -> None:
+        """Start (again) the time allowed for the next request head (or, with *reason*
+        ``"slow-read"``, for the client to take the response being sent)."""
         self.disarm()
         if self._guard is not None and self._transport is not None:
+            self._timer_reason = reason
             self._timer = self._loop.call_later(self._guard.header_timeout, self._expire)
 
     def disarm(self) -> None:
@@ -252,13 +360,15 @@ class GuardedHTTP(asyncio.Protocol):
         self._timer = None
         if self._transport is not None and not self._transport.is_closing():
             if self._guard is not None:
-                self._guard.refused("slow-head")
-            self._transport.close()
+                self._guard.refused(self._timer_reason)
+            # abort(), not close(): close() would wait to flush a response that a client
+            # who never reads never takes.
+            self._transport.abort()
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Count the connection against its IP's cap (refusing it over the cap), then hand
-        it to uvicorn."""
+        """Count the connection against its IP's cap (refusing it over the cap), start the
+        TLS handshake if this protocol does TLS, then hand the connection to uvicorn."""
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         guard = self._guard
@@ -269,35 +379,89 @@ class GuardedHTTP(asyncio.Protocol):
             ip = peer_key(self._client[0]) if self._client else "unknown"
             if not guard.admit(ip):
                 self._refused = True
-                transport.write(_TOO_MANY_RESPONSE)
+                if guard.ssl_context is None:  # a TLS client could not read it
+                    transport.write(_TOO_MANY_RESPONSE)
                 transport.close()
                 return
             self._ip = ip
             if self._client is not None:
                 guard.attach(self._client, self)
             self.arm()
+            if guard.ssl_context is not None:
+                self._handshake = self._loop.create_task(
+                    self._start_tls(transport, guard.ssl_context, guard.header_timeout))
+                return
+        self._forward_connection(transport)
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext,
+                         timeout: float) -> None:
+        try:
+            tls = await self._loop.start_tls(raw, self, context, server_side=True,
+                                             ssl_handshake_timeout=timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError):
+            raw.close()  # connection_lost (from the TLS layer) releases the place
+            return
+        if tls is None or self._transport is None:  # closed while the handshake ended
+            return
+        self._transport = tls
+        if self._timer is not None:
+            self.arm()  # the same deadline covers the head; re-armed on the TLS transport
+        self._forward_connection(tls)
+
+    def _forward_connection(self, transport: asyncio.Transport) -> None:
+        self._forwarding = True
         self._inner.connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self.eof_received()
 
     def data_received(self, data: bytes) -> None:
-        """Forward to uvicorn (nothing from a refused connection)."""
-        if not self._refused:
-            self._inner.data_received(data)
+        """Forward to uvicorn (nothing from a refused connection, nor a chunked request)."""
+        if self._refused:
+            return
+        if not self._forwarding:
+            self._early.append(data)
+            return
+        if self._guard is not None:
+            if _TRANSFER_ENCODING.search(data) or (
+                self._tail and _TRANSFER_ENCODING.search(self._tail + data[:_TAIL])
+            ):
+                self._refuse_chunked()
+                return
+            self._tail = data[-_TAIL:]
+        self._inner.data_received(data)
+
+    def _refuse_chunked(self) -> None:
+        transport = self._transport
+        idle = self._timer is not None and self._timer_reason == "slow-head"
+        self.disarm()
+        if self._guard is not None:
+            self._guard.refused("chunked")
+        if transport is not None and not transport.is_closing():
+            if idle:  # no response of an earlier request is under way
+                transport.write(_CHUNKED_RESPONSE)
+            transport.close()
 
     def eof_received(self) -> bool | None:
         """Forward to uvicorn."""
         if self._refused:
+            return None
+        if not self._forwarding:
+            self._early_eof = True
             return None
         result: bool | None = self._inner.eof_received()
         return result
 
     def pause_writing(self) -> None:
         """Forward to uvicorn's flow control."""
-        if not self._refused:
+        if self._forwarding and not self._refused:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
         """Forward to uvicorn's flow control."""
-        if not self._refused:
+        if self._forwarding and not self._refused:
             self._inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -311,5 +475,6 @@ class GuardedHTTP(asyncio.Protocol):
             if self._client is not None:
                 guard.detach(self._client, self)
         self._transport = None
-        if not self._refused:
+        if self._forwarding and not self._refused:
+            self._forwarding = False
             self._inner.connection_lost(exc)

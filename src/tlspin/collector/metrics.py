@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from tlspin.collector.storage import Database
+
+if TYPE_CHECKING:
+    from tlspin.collector.alerts import AlertSender
 
 __all__ = ["Metrics"]
 
@@ -37,6 +41,27 @@ class _OpenIncidents(Collector):
             log.exception("could not count open incidents for /metrics")
             return
         yield gauge
+
+
+class _SuppressedAlerts(Collector):
+    """Alerts held back by the rate caps and by deduplication, read from the sender."""
+
+    def __init__(self, alerts: AlertSender) -> None:
+        self._alerts = alerts
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("tlspin_alerts_suppressed", "Alerts not sent, by reason.",
+                                  labels=["reason"])
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        stats = self._alerts.stats
+        family = CounterMetricFamily("tlspin_alerts_suppressed",
+                                     "Alerts not sent, by reason (a rate cap, or a duplicate "
+                                     "of an alert sent within the deduplication window).",
+                                     labels=["reason"])
+        family.add_metric(["cap"], float(stats.capped))
+        family.add_metric(["duplicate-or-closed"], float(stats.suppressed - stats.capped))
+        yield family
 
 
 class Metrics:
@@ -82,6 +107,10 @@ class Metrics:
         if child is None:
             child = self._accepted_by_format[kind] = self.accepted.labels(format=kind)
         child.inc()
+
+    def watch_alerts(self, alerts: AlertSender) -> None:
+        """Export *alerts*' suppression counts (``tlspin_alerts_suppressed_total``)."""
+        self.registry.register(_SuppressedAlerts(alerts))
 
     def count_refused_connection(self, reason: str) -> None:
         """Count one connection refused or closed by the limits."""

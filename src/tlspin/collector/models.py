@@ -20,7 +20,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Incident", "MonitorResult", "MonitorRun", "Report", "UTCDateTime"]
+__all__ = [
+    "Base", "Incident", "MonitorResult", "MonitorRun", "Report", "RevokedSession", "UTCDateTime",
+]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -74,9 +76,24 @@ class Incident(Base):
     opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
+    # The dashboard groups open incidents by host: this index answers it without the rows.
+    __table_args__ = (
+        Index("ix_incidents_status_hostname", "status", "hostname", "last_seen", "count"),
+    )
+
+
+class RevokedSession(Base):
+    """A dashboard session logged out before its expiry (kept until then)."""
+
+    __tablename__ = "revoked_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
 
 class Report(Base):
-    """One received report: normalised fields plus the raw JSON as it arrived."""
+    """One received report: normalised fields plus the raw JSON as it arrived (up to
+    :data:`tlspin.collector.formats.RAW_KEEP` characters; see ``ParsedReport.raw``)."""
 
     __tablename__ = "reports"
 

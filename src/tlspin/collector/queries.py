@@ -1,4 +1,9 @@
-"""Read-side queries shared by the JSON API, the CSV export and the dashboard."""
+"""Read-side queries shared by the JSON API, the CSV export and the dashboard.
+
+Every value read back went through a report, so every string is passed through
+:func:`~tlspin.collector.formats.clean_value` on its way out: whatever a database holds (a lone
+surrogate inside a JSON column, say), every view can encode it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ from typing import Any
 
 from sqlalchemy import Select, exists, func, select
 
+from tlspin.collector.formats import clean_value
 from tlspin.collector.models import Incident, Report
 from tlspin.collector.storage import Database
 
-__all__ = ["Filters", "incident_detail", "list_incidents", "list_reports", "overview"]
+__all__ = [
+    "REPORT_LIST_COLUMNS", "Filters", "incident_detail", "list_incidents", "list_reports",
+    "overview",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +40,8 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 def report_dict(row: Any, *, raw: bool = False) -> dict[str, Any]:
-    """The JSON form of a report row."""
-    out = {
+    """The JSON form of a report row (strings cleaned: see the module)."""
+    out: dict[str, Any] = {
         "id": row.id,
         "received_at": _iso(row.received_at),
         "client_time": _iso(row.client_time),
@@ -54,12 +63,13 @@ def report_dict(row: Any, *, raw: bool = False) -> dict[str, Any]:
     if raw:
         out["chain"] = list(row.chain or [])
         out["raw"] = row.raw
-    return out
+    cleaned: dict[str, Any] = clean_value(out)
+    return cleaned
 
 
 def incident_dict(row: Any) -> dict[str, Any]:
-    """The JSON form of an incident row."""
-    return {
+    """The JSON form of an incident row (strings cleaned: see the module)."""
+    out: dict[str, Any] = clean_value({
         "id": row.id,
         "hostname": row.hostname,
         "observed_pins": list(row.observed_pins or []),
@@ -70,11 +80,19 @@ def incident_dict(row: Any) -> dict[str, Any]:
         "status": row.status,
         "opened_at": _iso(row.opened_at),
         "resolved_at": _iso(row.resolved_at),
-    }
+    })
+    return out
+
+
+#: The report columns of lists and exports: all but the chain and the raw text, the bulk of
+#: a row, which only the detail views show.
+REPORT_LIST_COLUMNS = tuple(
+    c for c in Report.__table__.columns if c.name not in ("chain", "raw")
+)
 
 
 def _report_query(filters: Filters) -> Select[Any]:
-    query = select(Report)
+    query = select(*REPORT_LIST_COLUMNS)
     if filters.host:
         query = query.where(Report.hostname == filters.host.lower())
     if filters.since:
@@ -140,11 +158,14 @@ def incident_detail(db: Database, incident_id: int) -> dict[str, Any] | None:
         if incident is None:
             return None
         recent = conn.execute(
-            select(Report)
+            select(*REPORT_LIST_COLUMNS)
             .where(Report.incident_id == incident_id)
             .order_by(Report.id.desc())
             .limit(20)
         ).all()
+        latest_chain = conn.execute(
+            select(Report.chain).where(Report.id == recent[0].id)
+        ).scalar() if recent else None
         apps = conn.execute(
             select(Report.app_id, func.count())
             .where(Report.incident_id == incident_id)
@@ -154,7 +175,7 @@ def incident_detail(db: Database, incident_id: int) -> dict[str, Any] | None:
         ).all()
     out = incident_dict(incident)
     expected = set(out["expected_pins"])
-    chain = list(recent[0].chain or []) if recent else []
+    chain = clean_value(list(latest_chain or []))
     out["chain"] = [
         {
             "subject": c.get("subject"),
@@ -167,7 +188,7 @@ def incident_detail(db: Database, incident_id: int) -> dict[str, Any] | None:
         if isinstance(c, dict)
     ]
     out["reports"] = [report_dict(r) for r in recent]
-    out["apps"] = [{"app_id": a, "count": n} for a, n in apps]
+    out["apps"] = [{"app_id": clean_value(a), "count": n} for a, n in apps]
     return out
 
 
@@ -233,11 +254,11 @@ def overview(db: Database, *, since: dt.datetime, bucket_hours: int) -> dict[str
     return {
         "series": points,
         "hosts": [
-            {"hostname": h, "incidents": n, "reports": int(r or 0), "last_seen": _iso(
+            {"hostname": clean_value(h), "incidents": n, "reports": int(r or 0), "last_seen": _iso(
                 last if last is None or last.tzinfo else last.replace(tzinfo=dt.UTC))}
             for h, n, r, last in hosts
         ],
-        "issuers": [{"issuer": i, "count": n} for i, n in issuers],
+        "issuers": [{"issuer": clean_value(i), "count": n} for i, n in issuers],
         "incidents": [incident_dict(r) for r in incidents],
         "total": int(total),
         "open_incidents": int(open_count),

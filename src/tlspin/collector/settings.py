@@ -28,6 +28,9 @@ class Settings:
         max_report_bytes: size cap of a report body; larger bodies get 413.
         ip_rate_limit: ``(count, seconds)`` reports accepted per client IP; more get 429.
         trust_forwarded_for: take the client IP from ``X-Forwarded-For`` (behind a proxy).
+        forwarded_hops: with *trust_forwarded_for*, how many proxies of yours append to
+            ``X-Forwarded-For``: the client IP is the entry that many places from the end (the
+            one your outermost proxy wrote); entries before it are the client's own words.
         alert_rate_threshold: ``(count, seconds)``: alert when a host sends more reports than
             *count* within *seconds*; None disables it.
         alert_dedup_seconds: the same alert (same key) is sent at most once per this window.
@@ -54,6 +57,15 @@ class Settings:
         metrics_public: serve ``/metrics`` to anybody (for scrapers on a private network that
             cannot send a token). Off by default: the metrics tell an outsider how many
             reports arrive and which are refused.
+        secure_cookies: always mark the session cookie ``Secure``, for a collector behind a
+            TLS-terminating proxy (which the app sees as plain HTTP). Without it the cookie is
+            ``Secure`` when the request came over HTTPS.
+        retention_days: delete reports received more than this many days ago, and incidents
+            last seen before then, in the background (None: keep everything).
+        certfile: serve HTTPS with this certificate chain (PEM file); the TLS handshake is then
+            done by :class:`tlspin.collector.limits.GuardedHTTP`, inside the connection cap
+            and the head deadline. Needs *keyfile*.
+        keyfile: the private key of *certfile* (PEM file).
     """
 
     db_url: str = "sqlite:///tlspin.db"
@@ -63,6 +75,7 @@ class Settings:
     max_report_bytes: int = 64 * 1024
     ip_rate_limit: tuple[int, float] = (300, 60.0)
     trust_forwarded_for: bool = False
+    forwarded_hops: int = 1
     alert_rate_threshold: tuple[int, float] | None = None
     alert_dedup_seconds: float = 3600.0
     session_hours: float = 12.0
@@ -75,6 +88,10 @@ class Settings:
     max_connections_per_ip: int | None = 32
     metrics_token: str | None = field(default=None, repr=False)
     metrics_public: bool = False
+    secure_cookies: bool = False
+    retention_days: float | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         for what, secret in (("the collector token", self.token),
@@ -107,6 +124,15 @@ class Settings:
                     "alert_rate_threshold must be (count ≥ 1, seconds > 0), "
                     f"found {self.alert_rate_threshold}"
                 )
+        if not 1 <= self.forwarded_hops <= 16:
+            raise ValueError(f"forwarded_hops must be from 1 to 16, found {self.forwarded_hops}")
+        if self.retention_days is not None and not 0 < self.retention_days <= 100_000:
+            raise ValueError(
+                f"retention_days must be in (0, 100000] or None, found {self.retention_days}"
+            )
+        if (self.certfile is None) != (self.keyfile is None):
+            msg = "certfile and keyfile go together; give both or neither"
+            raise ValueError(msg)
         object.__setattr__(self, "webhooks", tuple(self.webhooks))
 
     def to_env(self) -> dict[str, str]:

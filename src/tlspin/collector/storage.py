@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -106,33 +107,78 @@ def check_url(url: str) -> str:
 
 
 def _private_sqlite_file(path: Path) -> None:
-    """Make the SQLite database *path* readable by its owner only (mode 0600).
+    """Create or vet the SQLite database *path* and its ``-wal``, ``-shm`` and ``-journal``
+    files: regular files of this user, mode 0600, reached through no symbolic link.
 
     SQLite would create the file with the process umask (usually 0644: every local user could
-    read the reports and the senders' addresses), and gives its ``-wal``, ``-shm`` and
-    ``-journal`` files the database file's mode. So the file is created here first, empty
-    (SQLite takes an empty file as an empty database); an existing one of this user that others
-    can read is tightened, with a warning.
+    read the reports and the senders' addresses), follow a link planted at the path (creating
+    the database, then its ``-wal`` and ``-shm``, wherever the link points), and use a file
+    another user created and can still write. So the file is opened here first with
+    ``O_NOFOLLOW`` (created empty if missing: SQLite takes an empty file as an empty
+    database), checked through its descriptor, and tightened through the descriptor; the
+    same rules as the token files (:mod:`tlspin.collector.tokenfile`).
+
+    Raises:
+        ValueError: a symbolic link, something else than a regular file, or a file another
+            user owns.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
-        | getattr(os, "O_CLOEXEC", 0)
-    try:
-        os.close(os.open(path, flags, 0o600))
-    except FileExistsError:
-        pass
-    except OSError:
-        return  # no such directory, read-only...: SQLite says so when it opens the file
     if os.name != "posix":
-        return  # Defensive: no POSIX modes; the directory's ACLs decide
-    for name in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        return  # Defensive: no POSIX modes or owners; the directory's ACLs decide
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(_unsafe(path, "is a symbolic link")) from None
+        return  # no such directory, read-only...: SQLite says so when it opens the file
+    try:
+        _vet_fd(fd, path)
+    finally:
+        os.close(fd)
+    for name in (path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal")):
         try:
-            info = os.stat(name)
-        except OSError:
+            info = os.lstat(name)
+        except FileNotFoundError:
             continue
-        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
-            os.chmod(name, 0o600)
-            log.warning("%s was readable by other users (mode %04o); made it 0600", name,
-                        stat.S_IMODE(info.st_mode))
+        if stat.S_ISLNK(info.st_mode):
+            raise ValueError(_unsafe(name, "is a symbolic link"))
+        fd = os.open(name, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            _vet_fd(fd, name)
+        finally:
+            os.close(fd)
+
+
+def _unsafe(path: Path, what: str) -> str:
+    return (f"expected the SQLite database {str(path)!r} to be a regular file of this user "
+            f"(uid {os.geteuid()}), reached through no symbolic link, but it {what}; "
+            "remove it or choose another --db path")
+
+
+def _vet_fd(fd: int, path: Path) -> None:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(_unsafe(path, "is not a regular file"))
+    if info.st_uid != os.geteuid():
+        raise ValueError(_unsafe(path, f"belongs to uid {info.st_uid}"))
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        os.fchmod(fd, 0o600)
+        log.warning("%s was readable by other users (mode %04o); made it 0600", path, mode)
+
+
+def _sqlite_creator(path: Path) -> Any:
+    """A connection factory that opens *path* with SQLite's ``nofollow``: a symbolic link
+    planted there after the checks is refused, not followed."""
+    import sqlite3
+    import urllib.parse
+
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?nofollow=1"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=30)
+
+    return connect
 
 
 def alembic_config() -> Config:
@@ -176,12 +222,14 @@ class Database:
             from sqlalchemy.engine import make_url
 
             database = make_url(self.url).database or ""
-            if not self.in_memory and database and not database.startswith("file:"):
+            plain_file = not self.in_memory and database and not database.startswith("file:")
+            if plain_file:
                 _private_sqlite_file(Path(database))
             self.engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
                 poolclass=StaticPool if memory else None,
+                **({"creator": _sqlite_creator(Path(database))} if plain_file else {}),
             )
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -189,6 +237,7 @@ class Database:
             self.engine = create_engine(
                 self.url, pool_size=10, max_overflow=20, pool_pre_ping=True
             )
+            event.listen(self.engine, "connect", _pg_connect)
         self._writer = self.engine.execution_options(tlspin_write=True)
         self._lock: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.is_sqlite else contextlib.nullcontext()
@@ -219,7 +268,8 @@ class Database:
         config = alembic_config()
         with self.write() as conn:
             if not self.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.execute(text("SELECT pg_catalog.pg_advisory_xact_lock(:k)"),
+                             {"k": _MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
 
@@ -391,6 +441,28 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _pg_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Narrow the search path to the schema that holds the collector's tables.
+
+    A schema on the path where another role can create objects lets that role shadow a
+    function or operator with a better-matching signature, which then runs as the collector
+    (CVE-2018-1058). pg_catalog is searched first anyway; the tables' schema, the first one
+    that exists on the configured path, is the only other one the collector needs. The
+    intake SQL names its built-ins with their schema as well (see intake_sql).
+    """
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    try:
+        schema = dbapi_connection.execute("SELECT pg_catalog.current_schema()").fetchone()[0]
+        if schema:
+            dbapi_connection.execute(
+                "SELECT pg_catalog.set_config('search_path', pg_catalog.quote_ident(%s), false)",
+                [schema],
+            )
+    finally:
+        dbapi_connection.autocommit = autocommit
 
 
 def _sqlite_begin(conn: Connection) -> None:
