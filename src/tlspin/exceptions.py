@@ -22,7 +22,9 @@ or bad values keeps working::
 
 from __future__ import annotations
 
-import ssl
+# _ssl, not ssl: ssl.SSLCertVerificationError is _ssl's class, and a policy can be loaded and
+# checked without the ssl module (its enum, socket and selectors imports).
+import _ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +54,7 @@ class PolicyError(PinConfigurationError):
     """A host pattern, rule or policy file is malformed or unsafe."""
 
 
-class PinVerificationError(ssl.SSLCertVerificationError):
+class PinVerificationError(_ssl.SSLCertVerificationError):
     """tlspin refused a connection.
 
     Subclasses :class:`ssl.SSLCertVerificationError`, so every HTTP client reports it the way it

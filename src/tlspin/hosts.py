@@ -19,7 +19,6 @@ lookup cannot tell apart.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -51,6 +50,12 @@ def _canonical_ip(text: str) -> str | None:
     """
     candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     address, percent, zone = candidate.partition("%")
+    if ":" not in address and address.strip("0123456789."):
+        # Neither IPv6 (which has a colon) nor IPv4 (ASCII digits and dots only): a name, as
+        # ipaddress would also find, without importing it (start-up time of `tlspin run`).
+        return None
+    import ipaddress
+
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -10,7 +10,6 @@ import datetime as dt
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from tlspin import verify as _verify  # verify needs this module only for type checking
@@ -19,6 +18,8 @@ from tlspin.hosts import HostPattern, canonical_host
 from tlspin.pins import CertificatePin, Pin, parse_any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from tlspin.verify import Verdict, Violation
 
 __all__ = ["PinInfo", "PinPolicy", "PinRule"]
@@ -217,19 +218,6 @@ class PinRule:
     def expired(self, today: dt.date) -> bool:
         """Return True if the rule's ``expires`` date is before *today*."""
         return self.expires is not None and today > self.expires
-
-
-@dataclass(frozen=True, slots=True)
-class HostPins:
-    """What a policy says about one host: the matching rules, split by mode and expiry."""
-
-    host: str
-    rules: tuple[PinRule, ...]
-
-    @property
-    def pins(self) -> frozenset[AnyPin]:
-        """All pins of all matching rules (the union)."""
-        return frozenset(p for r in self.rules for p in r.pins)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

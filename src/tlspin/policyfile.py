@@ -25,16 +25,21 @@ names the rule, the key and (for TOML) the line.
 from __future__ import annotations
 
 import datetime as dt
-import json
+import os
 import re
 import tomllib
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tlspin.exceptions import PinConfigurationError, PolicyError
 from tlspin.pins import CertificatePin, Pin, parse_any
 from tlspin.policy import PinInfo, PinPolicy, PinRule
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# json and pathlib are imported where needed: `tlspin run` parses a TOML policy in every
+# interpreter it starts, by a path given as a string, and needs neither.
 
 __all__ = ["from_data", "load", "load_bytes", "loads", "to_data"]
 
@@ -270,6 +275,8 @@ def loads(text: str, *, format: Literal["toml", "json"] = "toml") -> PinPolicy:
         PolicyError: it is not valid TOML/JSON or does not follow the schema.
     """
     if format == "json":
+        import json
+
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as exc:
@@ -306,16 +313,38 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _path(path: str | Path) -> tuple[str, bool]:
+    """``str(Path(path))``, and whether ``Path(path).suffix`` is ``.json`` in any case.
+
+    Without importing pathlib when the answer is certain: a POSIX ``str`` that Path leaves as
+    it is (no empty or ``.`` segment, no trailing slash), whose name either does not end in
+    ``.json`` or has more than dots before it. Anything else asks pathlib itself.
+    """
+    if os.name == "posix" and type(path) is str and path and "//" not in path:
+        segments = path.split("/")
+        name = segments[-1]
+        if "." not in segments and name:  # no "." segment, no trailing slash
+            if not name.lower().endswith(".json"):
+                return path, False
+            if name[:-5].strip("."):
+                return path, True
+    from pathlib import Path
+
+    p = Path(path)
+    return str(p), p.suffix.lower() == ".json"
+
+
 def load(path: str | Path) -> PinPolicy:
     """Read a policy file; ``*.json`` as JSON, anything else as TOML."""
-    p = Path(path)
+    shown, _ = _path(path)
     try:
-        if p.stat().st_size > MAX_POLICY_BYTES:
-            raise PolicyError(f"{p}: policy file is larger than {MAX_POLICY_BYTES} bytes")
-        raw = p.read_bytes()
+        if os.stat(shown).st_size > MAX_POLICY_BYTES:
+            raise PolicyError(f"{shown}: policy file is larger than {MAX_POLICY_BYTES} bytes")
+        with open(shown, "rb") as f:
+            raw = f.read()
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file {p}: {exc.strerror or exc}") from None
-    return load_bytes(raw, p)
+        raise PolicyError(f"cannot read policy file {shown}: {exc.strerror or exc}") from None
+    return load_bytes(raw, shown)
 
 
 def load_bytes(raw: bytes, path: str | Path) -> PinPolicy:
@@ -323,18 +352,18 @@ def load_bytes(raw: bytes, path: str | Path) -> PinPolicy:
 
     For callers that must parse the very bytes they checked (``tlspin run`` compares a digest).
     """
-    p = Path(path)
+    shown, is_json = _path(path)
     if len(raw) > MAX_POLICY_BYTES:
-        raise PolicyError(f"{p}: policy file is larger than {MAX_POLICY_BYTES} bytes")
+        raise PolicyError(f"{shown}: policy file is larger than {MAX_POLICY_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise PolicyError(f"{p}: policy file is not UTF-8 text") from None
-    fmt: Literal["toml", "json"] = "json" if p.suffix.lower() == ".json" else "toml"
+        raise PolicyError(f"{shown}: policy file is not UTF-8 text") from None
+    fmt: Literal["toml", "json"] = "json" if is_json else "toml"
     try:
         return loads(text, format=fmt)
     except PolicyError as exc:
-        raise PolicyError(f"{p}: {exc}") from None
+        raise PolicyError(f"{shown}: {exc}") from None
 
 
 def to_data(policy: PinPolicy, *, dates_as_strings: bool = False) -> dict[str, Any]:

@@ -25,14 +25,16 @@ every patch.
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 __all__ = ["activate", "active", "deactivate"]
 
@@ -79,14 +81,17 @@ def _initialising(name: str) -> bool:
     return bool(getattr(spec, "_initializing", False))
 
 
-class _Loader(importlib.abc.Loader):
+# The loader and the finder below follow the import protocols without subclassing the
+# importlib.abc classes: importing importlib.abc loads importlib.resources, tempfile, shutil and
+# random, which would add milliseconds to every interpreter `tlspin run` pins.
+class _Loader:
     """Runs the real loader, then installs the patch for the module it just executed."""
 
-    def __init__(self, inner: importlib.abc.Loader, target: str) -> None:
+    def __init__(self, inner: Loader, target: str) -> None:
         self._inner = inner
         self._target = target
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
@@ -123,12 +128,12 @@ def _reload_warning() -> type[Warning]:
     return TlspinWarning
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
     """Wraps the loader of each target module found by the rest of ``sys.meta_path``."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if not _State.active:
             return None
         if _State.pending:
@@ -141,7 +146,7 @@ class _Finder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
                 if spec.loader is not None and hasattr(spec.loader, "exec_module"):
-                    spec.loader = _Loader(spec.loader, fullname)
+                    spec.loader = _Loader(spec.loader, fullname)  # type: ignore[assignment]
                 return spec
         return None
 
