@@ -14,7 +14,7 @@ import time
 
 from starlette.requests import Request
 
-from tlspin._numbers import decimal
+from tlspin._shared.numbers import decimal
 
 __all__ = ["COOKIE", "Auth"]
 
