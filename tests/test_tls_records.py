@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tlspin._tls_records import RecordWatch
+from tlspin.audit._tls_records import RecordWatch
 from tlspin.testing.pki import CA, server_context
 
 HOST = "api.records.test"

@@ -80,8 +80,13 @@ def refuse(why: str) -> NoReturn:
 
 
 def _apply(path: str, raw: bytes) -> None:
+    """Parse the policy bytes read at start, and inject them; refuse to start if that fails."""
     try:
-        from tlspin._run import install
+        import warnings
+
+        from tlspin import policyfile
+        from tlspin.exceptions import SinglePinWarning
+        from tlspin.injection import inject
     except Exception as exc:  # noqa: BLE001 - any failure to import means no pinning
         refuse(
             f"the pin policy {path} (TLSPIN_POLICY) cannot be applied: tlspin cannot be imported "
@@ -89,7 +94,14 @@ def _apply(path: str, raw: bytes) -> None:
             "environment of that interpreter"
         )
     try:
-        install(path, raw)
+        with warnings.catch_warnings():
+            # Said once by `tlspin run` (and by `tlspin lint`), not by every interpreter it starts.
+            warnings.simplefilter("ignore", SinglePinWarning)
+            policy = policyfile.load_bytes(raw, path)
+        if not policy.rules:
+            # Asked to pin, with nothing to pin by: a mistake to stop at, not to run through.
+            refuse(f"{path}: the pin policy is empty (no [[rule]])")
+        inject(policy)
     except Exception as exc:  # noqa: BLE001 - a policy that cannot be applied is a refusal
         refuse(str(exc))
     _Status.how = "pinned"

@@ -29,7 +29,7 @@ from tlspin._leafonly import check_unverified
 from tlspin._state import PolicySource, Snapshot, _PinState
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
 from tlspin.policy import PinPolicy, PinRule
-from tlspin.verify import check_resumed
+from tlspin.verify import check, check_resumed
 
 __all__ = ["PolicySource", "check_name", "create_context", "pin_context", "policy_of"]
 
@@ -141,7 +141,7 @@ def _enforce(
         check_resumed(policy, hostname, leaf, seen, port=port)
         return
     ders = [cert.public_bytes(_DER) for cert in chain]
-    verdict = policy.check(hostname, ders, port=port, served_chain=served)
+    verdict = check(policy, hostname, ders, port=port, served_chain=served)
     # Into the set of the policy that checked this chain, read once above (issue 13, item 13),
     # under the canonical host, so a resumption under another spelling is recognised.
     _state.remember(seen, verdict.hostname, ders[0])

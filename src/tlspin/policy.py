@@ -2,6 +2,12 @@
 
 A :class:`PinRule` binds host patterns to pins. A :class:`PinPolicy` is an immutable set of rules;
 when several rules match a host, any pin from any of them is accepted (the union, as OkHttp does).
+
+This module is the data the rest of the core builds on: :mod:`tlspin.verify` checks chains
+against a policy and :mod:`tlspin.policyfile` reads and writes policy documents, and both import
+this module. :meth:`PinPolicy.check`, :meth:`PinPolicy.load` and :meth:`PinPolicy.loads` are
+the public doors to them, imported when first called; tlspin itself calls
+:func:`tlspin.verify.check` and :mod:`tlspin.policyfile` directly.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from tlspin import verify as _verify  # verify needs this module only for type checking
 from tlspin.exceptions import PolicyError, SinglePinWarning
 from tlspin.hosts import HostPattern, canonical_host
 from tlspin.pins import CertificatePin, Pin, parse_any
@@ -358,4 +363,6 @@ class PinPolicy:
         Raises:
             PinMismatchError: an enforced rule failed.
         """
-        return _verify.check(self, hostname, chain, port=port, served_chain=served_chain, now=now)
+        from tlspin import verify
+
+        return verify.check(self, hostname, chain, port=port, served_chain=served_chain, now=now)

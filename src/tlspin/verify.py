@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from tlspin.exceptions import (
     InvalidPinError,
@@ -24,9 +24,7 @@ from tlspin.exceptions import (
 )
 from tlspin.hosts import canonical_host
 from tlspin.pins import _SPKI_CACHE, CertificatePin, Pin, spki_sha256
-
-if TYPE_CHECKING:
-    from tlspin.policy import AnyPin, Mode, PinPolicy, PinRule
+from tlspin.policy import AnyPin, Mode, PinPolicy, PinRule
 
 __all__ = ["Verdict", "Violation", "check", "check_resumed", "describe_chain"]
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tlspin import policyfile, policyio
+from tlspin import policyfile
+from tlspin._shared import policyio
 from tlspin.exceptions import PolicyError, SinglePinWarning
 from tlspin.pins import CertificatePin, Pin
 from tlspin.policy import PinInfo, PinPolicy, PinRule

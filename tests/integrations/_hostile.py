@@ -10,8 +10,8 @@ import asyncio
 import threading
 from typing import Literal
 
-from tlspin._loopserver import TIMEOUT, LoopService, close_writer, read_head, reply, tunnel
-from tlspin._net import resolve_loopback, split_target
+from tlspin._shared.loopserver import TIMEOUT, LoopService, close_writer, read_head, reply, tunnel
+from tlspin._shared.net import resolve_loopback, split_target
 from tlspin.testing.pki import Leaf, server_context
 
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nINJECTED"

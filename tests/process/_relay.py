@@ -14,7 +14,7 @@ import asyncio
 import ssl
 import struct
 
-from tlspin._loopserver import TIMEOUT, LoopService, close_writer, pipe
+from tlspin._shared.loopserver import TIMEOUT, LoopService, close_writer, pipe
 from tlspin.testing.pki import Leaf, server_context
 
 _SSL_REQUEST = struct.pack("!ii", 8, 80877103)

@@ -3,10 +3,10 @@
 Two start-up hooks apply ``TLSPIN_POLICY`` (see :mod:`tlspin._startup`): ``tlspin-startup.pth``
 in the site-packages of every environment tlspin is installed in, and a ``sitecustomize`` in a
 directory of its own (:data:`HOOK_DIR`), put first on ``PYTHONPATH``, for interpreters that
-reach tlspin through ``PYTHONPATH`` only, or not at all (they refuse to start). This module
-holds the two halves they need from tlspin: the parent's (read and validate the policy, build
-the environment, refuse commands that would start Python without the hooks) and the child's
-(:func:`install`: parse the bytes the hook read and inject them).
+reach tlspin through ``PYTHONPATH`` only, or not at all (they refuse to start). This package
+is the parent's half: read and validate the policy, build the environment, refuse commands that
+would start Python without the hooks. The child's half (parse the bytes the hook read and
+inject them) is :mod:`tlspin._startup`'s, so a pinned interpreter never imports this package.
 
 Environment variables (inherited by every program the pinned one starts):
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-# A pinned interpreter imports this module for install() alone, at its first `import ssl`:
-# what only the parent's half needs (pathlib, hashlib, subprocess) is imported where used.
+# `tlspin run` starts faster when what only some paths need (pathlib, hashlib, subprocess) is
+# imported where used; a pinned interpreter never imports this package (see tlspin._startup).
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
@@ -40,7 +40,6 @@ __all__ = [
     "EXIT_REFUSED",
     "HOOK_DIR",
     "environment",
-    "install",
     "read_policy",
     "skipped_by",
 ]
@@ -141,7 +140,7 @@ def skipped_by(command: Sequence[str], env: Mapping[str, str]) -> str | None:
     too) and on the shebang line of the script the command names. What a wrapper shell script
     or a compiled launcher adds cannot be seen (``tlspin audit`` shows the result).
     """
-    # Imported here: a pinned interpreter imports this module for install() alone.
+    # Imported here: only a command to run needs it (not --print-env or --hook-dir).
     from tlspin._run.command import SKIPPING, Refused, resolve
 
     try:
@@ -169,26 +168,3 @@ def skipped_by(command: Sequence[str], env: Mapping[str, str]) -> str | None:
             "the program would run unpinned; drop that option, or install tlspin there"
         )
     return None
-
-
-def install(path: str, raw: bytes) -> None:
-    """In the pinned interpreter: parse the policy bytes the hook read, and inject them.
-
-    Raises:
-        PolicyError: the bytes are not a valid policy, or it has no rule.
-    """
-    import warnings
-
-    from tlspin import policyfile
-    from tlspin.exceptions import PolicyError, SinglePinWarning
-    from tlspin.injection import inject
-
-    with warnings.catch_warnings():
-        # Said once by `tlspin run` (and by `tlspin lint`), not by every interpreter it starts.
-        warnings.simplefilter("ignore", SinglePinWarning)
-        policy = policyfile.load_bytes(raw, path)
-    if not policy.rules:
-        # Asked to pin, with nothing to pin by: a mistake to stop at, not to run through.
-        msg = f"{path}: the pin policy is empty (no [[rule]])"
-        raise PolicyError(msg)
-    inject(policy)

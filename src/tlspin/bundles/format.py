@@ -384,7 +384,7 @@ class Document:
         ``\\u`` escapes, which parse back to the same text: ``tlspin bundle sign`` may print
         the document to a terminal.
         """
-        from tlspin._escapes import json_inert
+        from tlspin._shared.escapes import json_inert
 
         text = json_inert(json.dumps(self.to_data(), indent=2, ensure_ascii=False, sort_keys=True))
         return (text + "\n").encode("utf-8")

@@ -304,7 +304,7 @@ def write_private_key(
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         if overwrite:
-            from tlspin.policyio import atomic_write
+            from tlspin._shared.policyio import atomic_write
 
             atomic_write(target, data, mode=0o600)  # mkstemp: 0600 from the start
             return

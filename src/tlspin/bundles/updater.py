@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlspin._deadline import Deadline
-from tlspin._net import Service
-from tlspin._numbers import decimal
+from tlspin._shared.deadline import Deadline
+from tlspin._shared.net import Service
+from tlspin._shared.numbers import decimal
 from tlspin.bundles.errors import BundleError, BundleWarning
 from tlspin.bundles.events import BundleEvent, EventKind, RefreshResult
 from tlspin.bundles.format import DEFAULT_MAX_BYTES, Bundle, parse_document
@@ -349,7 +349,7 @@ class BundleUpdater(Service):
         return RefreshResult("failed", self._in_force.version, None, message)
 
     def _fetch(self, in_force: PinPolicy) -> tuple[int, bytes, str | None]:
-        from tlspin._deadline import exchange
+        from tlspin._shared.deadline import exchange
         from tlspin.context import create_context
 
         # The update channel never fails open, whatever the policy says about expired rules.

@@ -21,8 +21,8 @@ import click
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tlspin._shared.probe import ProbeResult, Target
     from tlspin.policy import PinPolicy
-    from tlspin.probe import ProbeResult, Target
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -177,7 +177,7 @@ def probe_live(target: Target, *, cafile: str | None, timeout: float) -> ProbeRe
     """
     import dataclasses
 
-    from tlspin.probe import probe
+    from tlspin._shared.probe import probe
 
     try:
         result = probe(target, cafile=cafile, timeout=timeout)
@@ -213,7 +213,7 @@ def write_output(
         else:
             click.echo(text, nl=not text.endswith("\n"))
         return
-    from tlspin.policyio import atomic_write
+    from tlspin._shared.policyio import atomic_write
 
     assert out is not None
     target = Path(out)

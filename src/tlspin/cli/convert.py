@@ -125,8 +125,8 @@ def import_(
     force: bool,
 ) -> None:
     """Turn an existing pinning configuration into a tlspin policy (to migrate)."""
+    from tlspin._shared.policyio import dumps
     from tlspin.formats import import_policy
-    from tlspin.policyio import dumps
 
     data = read_input(source, what=f"{fmt} file")
     result = import_policy(data, fmt, host=host)

@@ -28,8 +28,8 @@ from tlspin.cli._common import (
 from tlspin.cli._text import clean, echo
 
 if TYPE_CHECKING:
+    from tlspin._shared.probe import ProbeResult, Target
     from tlspin.pins import Pin
-    from tlspin.probe import ProbeResult, Target
 
 _FILE_SUFFIXES = (".pem", ".der", ".crt", ".cer", ".key", ".csr", ".pub", ".p8", ".req", ".txt")
 _HOSTLIKE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(:[0-9]{1,5})?$")
@@ -56,7 +56,7 @@ def _is_host(target: str) -> bool:
 
 def chain_rows(chain: Sequence[bytes]) -> list[dict[str, Any]]:
     """``depth, subject, issuer, not_after, pin`` for each DER certificate, leaf first."""
-    from tlspin.certfiles import cert_info
+    from tlspin.cli._certfiles import cert_info
     from tlspin.pins import Pin
 
     rows = []
@@ -111,7 +111,7 @@ def connect(
     target_text: str, *, cafile: str | None, port: int | None, timeout: float
 ) -> tuple[Target, ProbeResult]:
     """Parse and probe a target; parse errors exit 2, connection errors exit 3."""
-    from tlspin.probe import parse_target
+    from tlspin._shared.probe import parse_target
 
     try:
         target = parse_target(target_text, default_port=port or 443)
@@ -179,7 +179,7 @@ def pin(
     password = None
     if passphrase_file is not None:
         password = read_input(passphrase_file, what="passphrase file").rstrip(b"\r\n")
-    from tlspin.certfiles import describe
+    from tlspin.cli._certfiles import describe
 
     out: list[dict[str, Any]] = []
     for name in targets:
@@ -248,11 +248,11 @@ def check(
     """
     import warnings
 
+    from tlspin._shared.probe import parse_target
     from tlspin.exceptions import PinMismatchError, SinglePinWarning
     from tlspin.hosts import canonical_host
     from tlspin.pins import Pin
     from tlspin.policy import PinPolicy, PinRule
-    from tlspin.probe import parse_target
 
     if (policy_path is None) == (not pins):
         fail("give exactly one of --policy FILE or --pin PIN (repeatable)")

@@ -63,12 +63,12 @@ def init(
     ports, where lint --live, check and monitor look for it. Add a backup pin before shipping
     it (tlspin backup-key --add-to POLICY).
     """
-    from tlspin.certfiles import cert_info
+    from tlspin._shared.policyio import dumps
+    from tlspin.cli._certfiles import cert_info
     from tlspin.cli.inspect import connect
     from tlspin.hosts import canonical_host
     from tlspin.pins import Pin
     from tlspin.policy import PinInfo, PinPolicy
-    from tlspin.policyio import dumps
 
     if out is not None and Path(out).exists() and not force:
         fail(f"{out} exists; pass --force to replace it")
@@ -218,9 +218,9 @@ def backup_key(
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import NameOID
 
+    from tlspin._shared.policyio import atomic_write
     from tlspin.hosts import canonical_host
     from tlspin.pins import Pin
-    from tlspin.policyio import atomic_write
 
     names = [canonical_host(h) for h in hosts]
     secret = _passphrase(passphrase_file, passphrase_env, ask_passphrase)
@@ -293,9 +293,9 @@ def backup_key(
 
 def _plan_policy_update(path: Path, host: str) -> tuple[Path, Any]:
     """Check now that *path* can take the pin; return a function that writes it later."""
+    from tlspin._shared.policyio import dump
     from tlspin.cli._common import load_policy
     from tlspin.policy import PinInfo
-    from tlspin.policyio import dump
 
     policy = load_policy(path)
     targets = [i for i, r in enumerate(policy.rules) if any(h.base == host for h in r.hosts)]

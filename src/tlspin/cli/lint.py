@@ -56,9 +56,9 @@ def lint(
     Every finding has a stable code (TP001…), a severity and a one-line explanation. Exit codes:
     0 clean, 1 errors (or anything at --fail-on), 2 unreadable input.
     """
+    from tlspin._shared.probe import ProbeResult, Target
     from tlspin.cli._common import probe_live
     from tlspin.lint import LintInputError, lint_text
-    from tlspin.probe import ProbeResult, Target
 
     raw = read_input(policy, what="policy file")
     try:

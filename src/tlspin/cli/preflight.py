@@ -29,7 +29,7 @@ from tlspin.cli._common import (
 
 def _read_chain(path: str, *, what: str) -> list[bytes]:
     """Read the PEM or DER certificates of *path*; any problem exits 2 naming the file."""
-    from tlspin.certfiles import load_chain
+    from tlspin.cli._certfiles import load_chain
 
     data = read_input(path, what=what)
     try:
@@ -157,7 +157,7 @@ def preflight(
 
 
 def _is_ca(der: bytes) -> bool:
-    from tlspin.certfiles import cert_info
+    from tlspin.cli._certfiles import cert_info
 
     return cert_info(der).is_ca
 

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tlspin._endpoints import redact_url
-from tlspin._sender import Outcome, RetrySender, classify_status
+from tlspin._shared.endpoints import redact_url
+from tlspin._shared.sender import Outcome, RetrySender, classify_status
 from tlspin.reporting import check_endpoint_url, post_json
 
 __all__ = ["AlertSender", "AlertStats", "chat_text"]

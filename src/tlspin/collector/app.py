@@ -29,7 +29,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from tlspin._numbers import decimal
+from tlspin._shared.numbers import decimal
 from tlspin.collector import upkeep
 from tlspin.collector.alerts import AlertSender
 from tlspin.collector.auth import Auth

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 
-from tlspin._numbers import decimal
+from tlspin._shared.numbers import decimal
 
 __all__ = ["COOKIE", "Auth"]
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from tlspin._numbers import decimal
+from tlspin._shared.numbers import decimal
 
 __all__ = [
     "BodyTimeout", "BodyTooLarge", "ConnectionGuard", "GuardedHTTP", "RequestLimits", "peer_key",

@@ -208,7 +208,7 @@ def _check_report_uris(policy: PinPolicy, problems: Problems) -> None:
     server sent): ``http://127.0.0.1:6379/`` would make every client post to a service on its
     own machine. The import keeps the URI (nothing is dropped silently) and says so.
     """
-    from tlspin._endpoints import report_uri_concern
+    from tlspin._shared.endpoints import report_uri_concern
 
     for index, rule in enumerate(policy.rules):
         concern = None if rule.report_uri is None else report_uri_concern(rule.report_uri)

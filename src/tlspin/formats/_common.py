@@ -298,7 +298,7 @@ def inert_xml(text: str, fmt: str) -> str:
     """An exported XML document with control, bidi and line-separator characters (from a
     report URI) written as character references: the same document to a reader, inert on a
     terminal (the markup and comments tlspin writes are ASCII)."""
-    from tlspin._escapes import xml_inert
+    from tlspin._shared.escapes import xml_inert
 
     try:
         return xml_inert(text)

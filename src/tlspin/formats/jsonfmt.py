@@ -8,7 +8,7 @@ from tlspin.policy import PinPolicy
 
 def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Problems) -> str:
     """Write the policy as JSON (dates as ``YYYY-MM-DD`` strings)."""
-    from tlspin.policyio import dumps
+    from tlspin._shared.policyio import dumps
 
     return dumps(policy, format="json")
 

@@ -35,7 +35,7 @@ from tlspin._leafonly import check_unverified
 from tlspin._state import PolicySource, _PinState
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError, PinVerificationError
 from tlspin.policy import PinPolicy, PinRule
-from tlspin.verify import check_resumed
+from tlspin.verify import check, check_resumed
 
 if TYPE_CHECKING:
     from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -155,7 +155,7 @@ def decide(conn: SSL.Connection, armed: Armed) -> None:
         check_resumed(policy, host, leaf_der, seen, port=port)
         return
     ders = [_der(c) for c in chain]
-    verdict = policy.check(host, ders, port=port, served_chain=served)
+    verdict = check(policy, host, ders, port=port, served_chain=served)
     _state.remember(seen, verdict.hostname, ders[0])
 
 

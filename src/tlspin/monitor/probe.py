@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from tlspin._probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
+from tlspin._shared.probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
 from tlspin.monitor.targets import Target
 
 __all__ = ["ProbeResult", "probe", "unverified_context", "verified_context"]

@@ -198,7 +198,7 @@ class Leaf(_Certified):
         chain_path = base / f"{name}-chain.pem"
         key_path = base / f"{name}-key.pem"
         chain_path.write_bytes(self.chain_pem)
-        from tlspin.policyio import atomic_write
+        from tlspin._shared.policyio import atomic_write
 
         # A private temporary file renamed into place: 0600 from the start, even over an
         # existing 0644 file, and never written through a symbolic link.

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from tlspin._loopserver import (
+from tlspin._shared.loopserver import (
     TIMEOUT,
     LoopService,
     close_writer,
@@ -27,8 +27,8 @@ from tlspin._loopserver import (
     reply,
     tunnel,
 )
-from tlspin._net import resolve_loopback, split_target, url_host
-from tlspin._numbers import decimal
+from tlspin._shared.net import resolve_loopback, split_target, url_host
+from tlspin._shared.numbers import decimal
 from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
 
 __all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Self
 
-from tlspin._net import LOOPBACK_HOSTS, Listener, unblock_socket, url_host
-from tlspin._numbers import decimal, hexadecimal
+from tlspin._shared.net import LOOPBACK_HOSTS, Listener, unblock_socket, url_host
+from tlspin._shared.numbers import decimal, hexadecimal
 from tlspin.testing.pki import Leaf, server_context
 
 __all__ = ["LOOPBACK_HOSTS", "TLSServer"]

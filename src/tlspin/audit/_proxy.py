@@ -37,7 +37,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
-from tlspin._audit_wire import (
+from tlspin._shared.loopserver import TIMEOUT, LoopService, reply, tunnel
+from tlspin._shared.net import resolve_loopback, split_target
+from tlspin.audit._tls_records import RecordWatch, watch_tunnel
+from tlspin.audit._wire import (
     FORGED_ALPN,
     MAX_LINE,
     PASSED_THROUGH,
@@ -50,9 +53,6 @@ from tlspin._audit_wire import (
     norm_host,
     redact_request_line,
 )
-from tlspin._loopserver import TIMEOUT, LoopService, reply, tunnel
-from tlspin._net import resolve_loopback, split_target
-from tlspin._tls_records import RecordWatch, watch_tunnel
 
 if TYPE_CHECKING:
     from tlspin.testing.pki import CA

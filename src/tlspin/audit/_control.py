@@ -28,11 +28,11 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
-from tlspin._audit_wire import PASSED_THROUGH, norm_host
+from tlspin.audit._wire import PASSED_THROUGH, norm_host
 
 if TYPE_CHECKING:
-    from tlspin._audit_proxy import Connection
     from tlspin.audit import HostReport, HostVerdict
+    from tlspin.audit._proxy import Connection
 
 __all__ = ["PINNED_BY_CONTROL", "Run", "RunKind", "control_targets", "refused_forgery", "settle"]
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from tlspin._escapes import is_unsafe, json_inert, unsafe_sub
+from tlspin._shared.escapes import is_unsafe, json_inert, unsafe_sub
 from tlspin.exceptions import PolicyError
 from tlspin.policy import PinPolicy
 
@@ -26,9 +26,9 @@ __all__ = ["atomic_write", "dump", "dumps", "toml_string"]
 Format = Literal["toml", "json"]
 
 # TOML basic strings must escape these. Other control and format characters (C1, bidi
-# overrides, U+2028…) are written as \u escapes too (tlspin._escapes): TOML reads them back as the
-# same characters, and a terminal showing the file sees only ASCII for them. Everything else
-# (including non-ASCII text) is written as is.
+# overrides, U+2028…) are written as \u escapes too (tlspin._shared.escapes): TOML reads them
+# back as the same characters, and a terminal showing the file sees only ASCII for them.
+# Everything else (including non-ASCII text) is written as is.
 _ESCAPES = {
     '"': '\\"',
     "\\": "\\\\",

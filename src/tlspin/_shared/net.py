@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Self
 
-from tlspin._numbers import tcp_port
+from tlspin._shared.numbers import tcp_port
 
 __all__ = [
     "LOOPBACK_HOSTS",

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from typing import Any, SupportsIndex
 from urllib.parse import urlsplit
 
-from tlspin._loopserver import MAX_HEAD
-from tlspin._tls_records import RecordWatch
+from tlspin._shared.loopserver import MAX_HEAD
+from tlspin.audit._tls_records import RecordWatch
 
 __all__ = [
     "FORGED_ALPN",

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tlspin._net import unblock_socket
-from tlspin._numbers import decimal
+from tlspin._shared.net import unblock_socket
+from tlspin._shared.numbers import decimal
 
 __all__ = ["AddressRefusedError", "Deadline", "Response", "exchange"]
 

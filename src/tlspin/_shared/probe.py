@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-from tlspin._numbers import tcp_port
-from tlspin._probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
+from tlspin._shared.numbers import tcp_port
+from tlspin._shared.probing import ProbeOutcome, peer_chains, verify_reason, verifying_context
 
 __all__ = ["ProbeResult", "Target", "parse_target", "probe"]
 

@@ -165,7 +165,7 @@ def post_json(
             deadline passed).
         http.client.HTTPException: the response was not valid HTTP.
     """
-    from tlspin._deadline import exchange
+    from tlspin._shared.deadline import exchange
 
     parts = check_endpoint_url(uri)
     host = parts.hostname

@@ -13,8 +13,8 @@ import threading
 from collections.abc import Coroutine, Mapping
 from typing import Any, Self
 
-from tlspin._net import Listener, url_host
-from tlspin._numbers import decimal, hexadecimal
+from tlspin._shared.net import Listener, url_host
+from tlspin._shared.numbers import decimal, hexadecimal
 
 __all__ = [
     "MAX_HEAD",

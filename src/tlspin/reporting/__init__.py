@@ -44,8 +44,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tlspin._endpoints import check_endpoint_url, is_public_address, post_json, report_uri_concern
-from tlspin._sender import Outcome, RetrySender, classify_status
+from tlspin._shared.endpoints import (
+    check_endpoint_url,
+    is_public_address,
+    post_json,
+    report_uri_concern,
+)
+from tlspin._shared.sender import Outcome, RetrySender, classify_status
 from tlspin.policy import PinPolicy
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from tlspin.policy import PinRule
 from tlspin.policyfile import _RULE_KEYS, _rule, _Where
 
 if TYPE_CHECKING:
-    from tlspin.probe import ProbeResult
+    from tlspin._shared.probe import ProbeResult
 
 __all__ = [
     "CODES",
@@ -455,7 +455,7 @@ def _rule_findings(index: int, rule: PinRule, today: dt.date, on_expiry: str) ->
         if isinstance(pin, CertificatePin):
             yield make("TP019", f"{pin} pins a whole certificate; pin its public key instead")
     if rule.report_uri is not None:
-        from tlspin._endpoints import report_uri_concern
+        from tlspin._shared.endpoints import report_uri_concern
 
         concern = report_uri_concern(rule.report_uri)
         if concern is not None:

@@ -18,7 +18,7 @@ verdict names its evidence:
   ``--pinnedpubkey``, tlspin and OkHttp looks exactly like that, but so does a program that had
   nothing to send, or whose bytes never arrived. Absence of data is not proof.
 
-The proof is a **control run** (on by default with *expect_pinned*; see `tlspin._audit_control`
+The proof is a **control run** (on by default with *expect_pinned*; see `tlspin.audit._control`
 for what it proves and what it cannot): when an expected host was only *quiet* (it saw the
 forgery and sent neither a byte nor an alert), the program runs again with that host's
 connections passed, unchanged and undecrypted, to the genuine server at the address the audit
@@ -50,9 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from tlspin._audit_control import PINNED_BY_CONTROL, Run, RunKind, control_targets, settle
-from tlspin._audit_proxy import AuditProxy, Connection
-from tlspin._audit_wire import FORGED_ALPN
+from tlspin.audit._control import PINNED_BY_CONTROL, Run, RunKind, control_targets, settle
+from tlspin.audit._proxy import AuditProxy, Connection
+from tlspin.audit._wire import FORGED_ALPN
 
 __all__ = [
     "AuditProxy",

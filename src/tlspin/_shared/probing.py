@@ -1,6 +1,6 @@
 """What the two live TLS probes share: the verifying context, chain extraction, the result shape.
 
-`tlspin.probe` (blocking, for the CLI) and `tlspin.monitor.probe` (asyncio, for the monitor)
+`tlspin._shared.probe` (blocking, for the CLI) and `tlspin.monitor.probe` (asyncio, for the monitor)
 differ only in how they connect; both read a connection's chains the same way and answer with
 the same fields.
 """
