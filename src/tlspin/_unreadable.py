@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from tlspin.exceptions import InvalidPinError, PinningUnavailableError
-from tlspin.verify import Verdict, Violation, _Plan, describe_chain, notify
+from tlspin.verify import Verdict, Violation, _Plan, _served, describe_chain, notify
 
 if TYPE_CHECKING:
     from tlspin.policy import Mode, PinPolicy, PinRule
@@ -43,12 +43,7 @@ def unreadable(
             ``"unreadable-certificate"``).
     """
     when = now or dt.datetime.now(dt.UTC)
-    if callable(served_chain):
-        try:
-            served_chain = served_chain()
-        except Exception:  # noqa: BLE001 - the served chain is informational only
-            served_chain = None
-    served = tuple(served_chain if served_chain is not None else chain)
+    served = _served(chain, served_chain)
     failing: tuple[tuple[Mode, tuple[PinRule, ...]], ...] = (
         ("enforce", plan.enforce_rules),
         ("report", plan.report_rules),

@@ -181,6 +181,17 @@ def _one_pin(value: Any, where: str) -> Pin | CertificatePin:
         raise PolicyError(f"{where}: {exc}") from None
 
 
+def _refuse_unknown(
+    data: Mapping[Any, Any], keys: tuple[str, ...], where: _Where, *, index: int | None, what: str
+) -> None:
+    """Refuse keys of *data* (rule #*index*, or the top level) other than *keys*."""
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise PolicyError(
+            f"{where(index, unknown[0])}: unknown {what} {unknown}; expected {list(keys)}"
+        )
+
+
 def from_data(
     data: Any, *, text: str | None = None, public_suffix_guard: bool = True
 ) -> PinPolicy:
@@ -195,12 +206,7 @@ def from_data(
     where = _Where(text)
     if not isinstance(data, Mapping):
         raise PolicyError(f"a policy must be a table/object, found {type(data).__name__}")
-    unknown = sorted(set(data) - set(_TOP_KEYS))
-    if unknown:
-        raise PolicyError(
-            f"{where(None, unknown[0])}: unknown top-level key(s) {unknown}; "
-            f"expected {list(_TOP_KEYS)}"
-        )
+    _refuse_unknown(data, _TOP_KEYS, where, index=None, what="top-level key(s)")
     on_expiry = data.get("on_expiry", "fail-open")
     if on_expiry not in ("fail-open", "enforce"):
         raise PolicyError(
@@ -221,11 +227,7 @@ def _rule(raw: Any, index: int, where: _Where, *, public_suffix_guard: bool = Tr
     """Build rule #*index* from its data; errors name the line and key through *where*."""
     if not isinstance(raw, Mapping):
         raise PolicyError(f"{where(index, None)}: a rule must be a table")
-    extra = sorted(set(raw) - set(_RULE_KEYS))
-    if extra:
-        raise PolicyError(
-            f"{where(index, extra[0])}: unknown key(s) {extra}; expected {list(_RULE_KEYS)}"
-        )
+    _refuse_unknown(raw, _RULE_KEYS, where, index=index, what="key(s)")
     for key in ("hosts", "pins"):
         if key not in raw:
             raise PolicyError(f"{where(index, None)}: the rule has no '{key}'")

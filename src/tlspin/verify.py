@@ -339,11 +339,7 @@ def _fail(
     plan: _Plan,
 ) -> Verdict:
     when = now or dt.datetime.now(dt.UTC)
-    if callable(served_chain):
-        try:
-            served_chain = served_chain()
-        except Exception:  # noqa: BLE001 - the served chain is informational only
-            served_chain = None
+    served = _served(chain, served_chain)
     violations = []
     for mode, reason, rules in failures:
         expected = tuple(dict.fromkeys(p for r in rules for p in r.pins))
@@ -352,7 +348,7 @@ def _fail(
                 hostname=hostname,
                 port=port,
                 time=when,
-                served_chain=tuple(served_chain if served_chain is not None else chain),
+                served_chain=served,
                 verified_chain=tuple(chain),
                 expected=expected,
                 mode=mode,
@@ -373,6 +369,19 @@ def _fail(
             reason=v.reason,
         )
     return Verdict(hostname, True, digests, tuple(violations), plan.rules)
+
+
+def _served(
+    chain: Sequence[bytes],
+    served_chain: Sequence[bytes] | Callable[[], Sequence[bytes]] | None,
+) -> tuple[bytes, ...]:
+    """The chain the server sent (a callable is asked only now), else the verified *chain*."""
+    if callable(served_chain):
+        try:
+            served_chain = served_chain()
+        except Exception:  # noqa: BLE001 - the served chain is informational only
+            served_chain = None
+    return tuple(served_chain if served_chain is not None else chain)
 
 
 def notify(policy: PinPolicy, violation: Violation) -> None:

@@ -81,6 +81,26 @@ def _is_python(program: str) -> bool:
     return os.path.basename(program).startswith("python")
 
 
+def _emptied(arg: str) -> Refused:
+    return Refused(
+        f"env {arg} starts the program with an empty environment, without TLSPIN_POLICY: it "
+        "would run unpinned"
+    )
+
+
+def _option_value(rest: list[str], short: str, long: str) -> str | None:
+    """The value of env's option *short*/*long* if ``rest[0]`` is it (``-u NAME``, ``-uNAME``,
+    ``--unset NAME``, ``--unset=NAME``), both taken off *rest*; None for another argument."""
+    arg = rest[0]
+    if arg in (short, long):
+        del rest[0]
+        return rest.pop(0) if rest else ""
+    if arg.startswith((f"{long}=", short)):
+        del rest[0]
+        return arg.split("=", 1)[1] if arg.startswith(f"{long}=") else arg[2:]
+    return None
+
+
 def _strip_env(args: Sequence[str], env: dict[str, str]) -> list[str]:
     """``env [OPTIONS] [NAME=VALUE]... COMMAND...``: apply it to *env*, return COMMAND...."""
     rest = list(args)
@@ -90,24 +110,13 @@ def _strip_env(args: Sequence[str], env: dict[str, str]) -> list[str]:
             rest.pop(0)
             break
         if arg in ("-i", "--ignore-environment", "-"):
-            raise Refused(
-                f"env {arg} starts the program with an empty environment, without "
-                "TLSPIN_POLICY: it would run unpinned"
-            )
-        if arg in ("-u", "--unset") or arg.startswith(("--unset=", "-u")):
-            rest.pop(0)
-            if arg in ("-u", "--unset"):
-                name = rest.pop(0) if rest else ""
-            else:
-                name = arg.split("=", 1)[1] if arg.startswith("--unset=") else arg[2:]
+            raise _emptied(arg)
+        name = _option_value(rest, "-u", "--unset")
+        if name is not None:
             env.pop(name, None)
             continue
-        if arg in ("-S", "--split-string") or arg.startswith(("--split-string=", "-S")):
-            rest.pop(0)
-            if arg in ("-S", "--split-string"):
-                text = rest.pop(0) if rest else ""
-            else:
-                text = arg.split("=", 1)[1] if arg.startswith("--split-string=") else arg[2:]
+        text = _option_value(rest, "-S", "--split-string")
+        if text is not None:
             try:
                 rest[:0] = shlex.split(text)
             except ValueError:  # unbalanced quotes: env itself would refuse; look anyway
@@ -119,10 +128,7 @@ def _strip_env(args: Sequence[str], env: dict[str, str]) -> list[str]:
         if arg.startswith("-") and not arg.startswith("--") and len(arg) > 1:
             # Other short options (-0, -v, clustered -iv): -i anywhere empties the environment.
             if "i" in arg[1:]:
-                raise Refused(
-                    f"env {arg} starts the program with an empty environment, without "
-                    "TLSPIN_POLICY: it would run unpinned"
-                )
+                raise _emptied(arg)
             rest.pop(0)
             continue
         if arg.startswith("--"):

@@ -110,6 +110,26 @@ def _exists(path: Path) -> bool:
         return False
 
 
+def _envelope(
+    path: Path, value: Any, *, kind: str, fmt: str, keys: set[str], expected: str
+) -> dict[str, Any]:
+    """*value*, parsed from *path*, as a tlspin *kind* file: an object with exactly *keys*
+    (listed as *expected* in the error) whose ``format`` is *fmt*.
+
+    Raises:
+        BundleError: it is not (reason ``"schema"`` or ``"format"``).
+    """
+    if not isinstance(value, dict) or set(value) != keys:
+        msg = f"{path} is not a tlspin {kind} file (expected {expected})"
+        raise BundleError(msg, reason="schema")
+    if value["format"] != fmt:
+        raise BundleError(
+            f"{path} has {kind} format {value['format']!r:.40}; expected {fmt!r}",
+            reason="format",
+        )
+    return value
+
+
 class BundleStore:
     """A directory that keeps the accepted bundle and the one before it.
 
@@ -163,28 +183,28 @@ class BundleStore:
         value = parse_json(self._read_bytes(name), max_bytes=self._file_cap)
         if name == STATE:
             return self._state_document(path, value), None
-        if not isinstance(value, dict) or set(value) != {"format", "etag", "document"}:
-            msg = f"{path} is not a tlspin store file (expected format, etag and document)"
-            raise BundleError(msg, reason="schema")
-        if value["format"] != STORE_FORMAT:
-            raise BundleError(
-                f"{path} has store format {value['format']!r:.40}; expected {STORE_FORMAT!r}",
-                reason="format",
-            )
+        value = _envelope(
+            path,
+            value,
+            kind="store",
+            fmt=STORE_FORMAT,
+            keys={"format", "etag", "document"},
+            expected="format, etag and document",
+        )
         etag = value["etag"]
         if etag is not None and not isinstance(etag, str):
             raise BundleError(f"{path}: etag must be a string or null", reason="schema")
         return parse_document(value["document"], max_bytes=self._max_bytes), etag
 
     def _state_document(self, path: Path, value: Any) -> Document:
-        if not isinstance(value, dict) or set(value) != {"format", "version", "digest", "document"}:
-            msg = f"{path} is not a tlspin state file (expected format, version, digest, document)"
-            raise BundleError(msg, reason="schema")
-        if value["format"] != STATE_FORMAT:
-            raise BundleError(
-                f"{path} has state format {value['format']!r:.40}; expected {STATE_FORMAT!r}",
-                reason="format",
-            )
+        value = _envelope(
+            path,
+            value,
+            kind="state",
+            fmt=STATE_FORMAT,
+            keys={"format", "version", "digest", "document"},
+            expected="format, version, digest, document",
+        )
         document = parse_document(value["document"], max_bytes=self._max_bytes)
         bundle = document.bundle
         if value["version"] != bundle.version or value["digest"] != digest(bundle):

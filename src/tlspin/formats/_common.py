@@ -95,6 +95,33 @@ def check_rule(
         )
 
 
+def exportable_pins(
+    rule: PinRule,
+    index: int,
+    problems: Problems,
+    target: str,
+    *,
+    report_mode: bool,
+    report_uri: bool,
+    today: dt.date | None,
+) -> list[Pin]:
+    """`check_rule` for a *target* that has a pin expiry, then the rule's `spki_pins`.
+
+    The Android, TrustKit and OkHttp exports all start a rule this way.
+    """
+    check_rule(
+        rule,
+        index,
+        problems,
+        target,
+        expiry=True,
+        report_mode=report_mode,
+        report_uri=report_uri,
+        today=today,
+    )
+    return spki_pins(rule, index, problems, target)
+
+
 @dataclass(frozen=True, slots=True)
 class Domain:
     """A platform's domain entry: a name and whether it covers subdomains."""

@@ -24,12 +24,11 @@ import re
 from tlspin.exceptions import PolicyError
 from tlspin.formats import ExportOptions, Problems
 from tlspin.formats._common import (
-    check_rule,
     comment_text,
+    exportable_pins,
     group_entries,
     make_rule,
     pin_label,
-    spki_pins,
 )
 from tlspin.hosts import Kind
 from tlspin.pins import Pin
@@ -92,17 +91,9 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     target = "OkHttp"
     blocks: list[tuple[int, dt.date | None, list[_Call]]] = []
     for index, rule in enumerate(policy.rules):
-        check_rule(
-            rule,
-            index,
-            problems,
-            target,
-            expiry=True,
-            report_mode=False,
-            report_uri=False,
-            today=options.date,
+        pins = exportable_pins(
+            rule, index, problems, target, report_mode=False, report_uri=False, today=options.date
         )
-        pins = spki_pins(rule, index, problems, target)
         if not pins:
             continue
         hosts = [

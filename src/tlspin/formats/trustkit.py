@@ -19,14 +19,13 @@ from tlspin.exceptions import PolicyError
 from tlspin.formats import ExportOptions, Problems
 from tlspin.formats._common import (
     check_overlaps,
-    check_rule,
     domains,
+    exportable_pins,
     group_entries,
     inert_xml,
     is_ip,
     make_rule,
     platform_expiry,
-    spki_pins,
     tlspin_expiry,
     xml_tree,
 )
@@ -60,17 +59,9 @@ def export(policy: PinPolicy, fmt: str, options: ExportOptions, problems: Proble
     check_overlaps(policy, problems, target)
     pinned: dict[str, dict[str, Any]] = {}
     for index, rule in enumerate(policy.rules):
-        check_rule(
-            rule,
-            index,
-            problems,
-            target,
-            expiry=True,
-            report_mode=True,
-            report_uri=True,
-            today=options.date,
+        pins = exportable_pins(
+            rule, index, problems, target, report_mode=True, report_uri=True, today=options.date
         )
-        pins = spki_pins(rule, index, problems, target)
         if rule.mode == "enforce" and len(pins) < 2:
             problems.error(
                 f"{target} refuses an enforced domain with fewer than two pins "

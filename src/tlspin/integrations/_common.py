@@ -13,7 +13,12 @@ from collections.abc import Iterator
 
 from tlspin._state import _PinState
 from tlspin.context import PolicySource, create_context, policy_of
-from tlspin.exceptions import PinConfigurationError, PinVerificationError, PolicyError
+from tlspin.exceptions import (
+    PinConfigurationError,
+    PinningUnavailableError,
+    PinVerificationError,
+    PolicyError,
+)
 from tlspin.hosts import canonical_host
 from tlspin.policy import PinPolicy
 
@@ -151,6 +156,21 @@ def same_host(a: str, b: str) -> bool:
         return canonical_host(a.strip("[]")) == canonical_host(b.strip("[]"))
     except PolicyError:
         return False
+
+
+def server_name_refusal(host: str, name: str) -> PinningUnavailableError:
+    """The refusal of a request to the pinned *host* whose ``sni_hostname`` is *name*.
+
+    httpcore pools connections by URL origin, whatever server name opened them; the explicit
+    httpx transport and the injected httpcore patch raise their library's ``ConnectError``
+    from this error.
+    """
+    msg = (
+        f"refused a request to {host} with sni_hostname={name!r}: {host} is pinned, and a "
+        "connection opened under another server name is checked against that name's pins, "
+        f"then pooled for {host} (expected no sni_hostname, or {host!r})"
+    )
+    return PinningUnavailableError(msg, hostname=host, reason="server-name-mismatch")
 
 
 def check_proxy_context(

@@ -31,7 +31,7 @@ from typing import Any
 from tlspin import _state
 from tlspin.context import check_name, policy_of
 from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
-from tlspin.integrations._common import same_host
+from tlspin.integrations._common import same_host, server_name_refusal
 from tlspin.policy import PinPolicy
 
 __all__ = ["install", "uninstall"]
@@ -117,13 +117,8 @@ def _check_sni(pool: Any, request: Any) -> None:
         return
     import httpcore
 
-    msg = (
-        f"refused a request to {host} with sni_hostname={name!r}: {host} is pinned, and a "
-        "connection opened under another server name is checked against that name's pins, "
-        f"then pooled for {host} (expected no sni_hostname, or {host!r})"
-    )
-    cause = PinningUnavailableError(msg, hostname=host, reason="server-name-mismatch")
-    raise httpcore.ConnectError(msg) from cause
+    cause = server_name_refusal(host, name)
+    raise httpcore.ConnectError(cause.message) from cause
 
 
 def _handle_request(original: Callable[..., Any]) -> Callable[..., Any]:

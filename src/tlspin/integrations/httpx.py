@@ -30,12 +30,13 @@ from typing import Any
 import httpx
 
 from tlspin.context import PolicySource, create_context
-from tlspin.exceptions import PinConfigurationError, PinningUnavailableError
+from tlspin.exceptions import PinConfigurationError
 from tlspin.integrations._common import (
     check_proxy_context,
     is_pinned_host,
     pinned_context,
     same_host,
+    server_name_refusal,
     trust_context,
 )
 from tlspin.policy import PinPolicy
@@ -65,13 +66,8 @@ def _check_server_name(ctx: ssl.SSLContext, request: httpx.Request) -> None:
     host = request.url.host
     if same_host(name, host) or not is_pinned_host(ctx, host):
         return
-    msg = (
-        f"refused a request to {host} with sni_hostname={name!r}: {host} is pinned, and a "
-        "connection opened under another server name is checked against that name's pins, "
-        f"then pooled for {host} (expected no sni_hostname, or {host!r})"
-    )
-    cause = PinningUnavailableError(msg, hostname=host, reason="server-name-mismatch")
-    raise httpx.ConnectError(msg, request=request) from cause
+    cause = server_name_refusal(host, name)
+    raise httpx.ConnectError(cause.message, request=request) from cause
 
 
 def _check_proxy(ctx: ssl.SSLContext, proxy: httpx.Proxy | httpx.URL | str | None) -> None:

@@ -135,17 +135,12 @@ class _PinnedPoolManager(urllib3.PoolManager):
         return super().connection_from_context(request_context)
 
 
-class _PinnedProxyManager(urllib3.ProxyManager):
-    """The ``ProxyManager`` twin of `_PinnedPoolManager`."""
+class _PinnedProxyManager(_PinnedPoolManager, urllib3.ProxyManager):
+    """The ``ProxyManager`` twin of `_PinnedPoolManager`, whose checks it inherits.
 
-    def __init__(self, *args: Any, tlspin_context: ssl.SSLContext, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._tlspin_context = tlspin_context
-
-    def connection_from_context(self, request_context: dict[str, Any]) -> HTTPConnectionPool:
-        """Refuse settings that would skip or weaken the pin check, then get the pool."""
-        _check_request_context(self._tlspin_context, request_context)
-        return super().connection_from_context(request_context)
+    In the method order `_PinnedPoolManager` comes first, so its ``__init__`` passes the proxy
+    arguments on to ``ProxyManager`` and its ``connection_from_context`` runs before urllib3's.
+    """
 
 
 def pool_manager(

@@ -34,7 +34,46 @@ from tlspin.testing.pki import CA, Leaf, client_trust_context, server_context
 __all__ = ["ConnectProxy", "MitmProxy", "resolve_loopback"]
 
 
-class ConnectProxy(LoopService):
+class _LoopbackProxy(LoopService):
+    """What both proxies do with a CONNECT: record its target, and reach loopback only."""
+
+    def __init__(
+        self, host: str, server_ssl: ssl.SSLContext | None, resolve: Mapping[str, str] | None
+    ) -> None:
+        super().__init__(host, server_ssl)
+        self._resolve = dict(resolve or {})
+        self._connects: list[str] = []
+
+    @property
+    def connects(self) -> list[str]:
+        """Every CONNECT target (``"host:port"``), refused ones included."""
+        with self._cond:
+            return list(self._connects)
+
+    async def _connect_target(
+        self, writer: asyncio.StreamWriter, target: str, *, refused: str
+    ) -> tuple[str, str, int] | None:
+        """Record the CONNECT to *target*; return its host, loopback address and port.
+
+        Answers 400 for a target that is not ``host:port``, and 403 (recording it in the list
+        named *refused*) for one that does not resolve to loopback; then returns None.
+        """
+        self._append("_connects", target)
+        try:
+            host, port = split_target(target, 443)
+        except ValueError as exc:
+            self._append("_errors", f"CONNECT {target}: {exc}")
+            await reply(writer, "400 Bad Request", f"expected CONNECT host:port ({exc})")
+            return None
+        address = resolve_loopback(host, self._resolve)
+        if address is None:
+            self._append(refused, target)
+            await reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
+            return None
+        return host, address, port
+
+
+class ConnectProxy(_LoopbackProxy):
     """HTTP proxy on loopback: CONNECT tunnels plus minimal absolute-form forwarding.
 
     Records `connects` (every CONNECT target ``"host:port"``), `refused` (targets it would not
@@ -58,17 +97,9 @@ class ConnectProxy(LoopService):
             host: ``"127.0.0.1"`` or ``"::1"``.
         """
         ctx = server_context(tls_leaf) if tls_leaf is not None else None
-        super().__init__(host, ctx)
-        self._resolve = dict(resolve or {})
-        self._connects: list[str] = []
+        super().__init__(host, ctx, resolve)
         self._refused: list[str] = []
         self._forwarded: list[str] = []
-
-    @property
-    def connects(self) -> list[str]:
-        """Every CONNECT target (``"host:port"``), refused ones included."""
-        with self._cond:
-            return list(self._connects)
 
     @property
     def refused(self) -> list[str]:
@@ -95,20 +126,12 @@ class ConnectProxy(LoopService):
         start, headers, _ = head
         method, target, _version = [*start.split(" "), "", ""][:3]
         if method.upper() == "CONNECT":
-            self._append("_connects", target)
-            try:
-                host, port = split_target(target, 443)
-            except ValueError as exc:
-                self._append("_errors", f"CONNECT {target}: {exc}")
-                await reply(writer, "400 Bad Request", f"expected CONNECT host:port ({exc})")
+            found = await self._connect_target(writer, target, refused="_refused")
+            if found is None:
                 return
-            address = resolve_loopback(host, self._resolve)
-            if address is None:
-                self._append("_refused", target)
-                await reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
-                return
+            _, loopback, port = found
             try:
-                upstream = await asyncio.wait_for(asyncio.open_connection(address, port), TIMEOUT)
+                upstream = await asyncio.wait_for(asyncio.open_connection(loopback, port), TIMEOUT)
                 self._track(upstream[1])
             except (OSError, TimeoutError) as exc:
                 self._append("_errors", f"CONNECT {target}: {exc}")
@@ -154,7 +177,7 @@ class ConnectProxy(LoopService):
             await close_writer(up_writer)
 
 
-class MitmProxy(LoopService):
+class MitmProxy(_LoopbackProxy):
     """Intercepting proxy: forges a leaf per host, signed by its own CA, like mitmproxy.
 
     Forward mode (default) answers CONNECT, then terminates TLS toward the client with a leaf
@@ -192,9 +215,8 @@ class MitmProxy(LoopService):
             reverse_to: ``(loopback_ip, port)`` of the upstream for reverse mode.
             reverse_host: the name reverse mode impersonates (default ``"localhost"``).
         """
-        super().__init__(host, None)
+        super().__init__(host, None, resolve)
         self.ca = ca if ca is not None else CA.root("tlspin MITM CA")
-        self._resolve = dict(resolve or {})
         self._upstream_ctx: ssl.SSLContext | None = None
         if upstream_ca is not None or upstream_cafile is not None:
             cas = [upstream_ca] if isinstance(upstream_ca, CA) else list(upstream_ca or [])
@@ -214,7 +236,6 @@ class MitmProxy(LoopService):
         self._intercepted: list[tuple[str, str]] = []
         self._refused: list[str] = []
         self._silent: list[str] = []
-        self._connects: list[str] = []
         self._blocked: list[str] = []
 
     @property
@@ -241,12 +262,6 @@ class MitmProxy(LoopService):
         """Hosts whose client completed the handshake and closed without sending anything."""
         with self._cond:
             return list(self._silent)
-
-    @property
-    def connects(self) -> list[str]:
-        """Every CONNECT target (``"host:port"``)."""
-        with self._cond:
-            return list(self._connects)
 
     @property
     def blocked(self) -> list[str]:
@@ -301,18 +316,10 @@ class MitmProxy(LoopService):
         if method.upper() != "CONNECT":
             await reply(writer, "405 Method Not Allowed", "this proxy only supports CONNECT")
             return
-        self._append("_connects", target)
-        try:
-            host, port = split_target(target, 443)
-        except ValueError as exc:
-            self._append("_errors", f"CONNECT {target}: {exc}")
-            await reply(writer, "400 Bad Request", f"expected CONNECT host:port ({exc})")
+        found = await self._connect_target(writer, target, refused="_blocked")
+        if found is None:
             return
-        address = resolve_loopback(host, self._resolve)
-        if address is None:
-            self._append("_blocked", target)
-            await reply(writer, "403 Forbidden", f"refusing non-loopback target {target}")
-            return
+        host, address, port = found
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await self._intercept(reader, writer, host, (address, port))
