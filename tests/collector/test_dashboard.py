@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tlspin.collector.app import CSP
-from tlspin.collector.storage import save_monitor_run
+from tlspin.collector.monitor_runs import save_monitor_run
 
 from .conftest import TOKEN, LiveServer, unique_host
 

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from tlspin.cli import main
-from tlspin.collector.storage import Database, latest_monitor_results, monitor_history
+from tlspin.collector.monitor_runs import latest_monitor_results, monitor_history
+from tlspin.collector.storage import Database
 from tlspin.testing.servers import TLSServer
 
 HOST = "api.example.test"

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from tlspin.collector import queries, storage
+from tlspin.collector import monitor_runs, queries
 from tlspin.collector.app import MAX_API_BODY_BYTES, state_of
 from tlspin.collector.formats import clean_text, is_storable
 from tlspin.collector.limits import BodyTooLarge
@@ -457,7 +457,7 @@ def register(app: FastAPI) -> None:
         _check_storable(results, "results")
         _check_storable(body.run.policy_name, "run.policy_name")
         try:
-            run_id = await _db(storage.save_monitor_run, state.db, body.run.model_dump(),
+            run_id = await _db(monitor_runs.save_monitor_run, state.db, body.run.model_dump(),
                                results)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -466,7 +466,7 @@ def register(app: FastAPI) -> None:
     @app.get("/api/monitor/latest", tags=["monitor"], dependencies=auth)
     async def monitor_latest(request: Request) -> list[dict[str, Any]]:
         """The latest result of every monitored endpoint."""
-        return list(await _db(storage.latest_monitor_results, state_of(request).db))
+        return list(await _db(monitor_runs.latest_monitor_results, state_of(request).db))
 
     @app.get("/api/monitor/history", tags=["monitor"], dependencies=auth)
     async def monitor_endpoint_history(
@@ -475,5 +475,5 @@ def register(app: FastAPI) -> None:
     ) -> list[dict[str, Any]]:
         """Results of one endpoint (``host:port[@ip]``), newest first."""
         _text(endpoint, "endpoint")
-        return list(await _db(storage.monitor_history, state_of(request).db, endpoint,
+        return list(await _db(monitor_runs.monitor_history, state_of(request).db, endpoint,
                               limit=limit))

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from tlspin.collector import charts, queries, storage, upkeep
+from tlspin.collector import charts, monitor_runs, queries, upkeep
 from tlspin.collector.app import CollectorState, client_ip, state_of
 from tlspin.collector.auth import COOKIE, safe_next
 from tlspin.collector.formats import clean_text
@@ -224,7 +224,7 @@ def register(app: FastAPI) -> None:
         state = state_of(request)
         if not state.auth.authorized(request):
             return _login_redirect(request)
-        results = await run_in_threadpool(storage.latest_monitor_results, state.db)
+        results = await run_in_threadpool(monitor_runs.latest_monitor_results, state.db)
         order = {"red": 0, "amber": 1, "green": 2}
         results.sort(key=lambda r: (order.get(r["status"], 3), r["endpoint"]))
         rows, ticks = charts.expiry_rows(results)
@@ -239,5 +239,5 @@ def register(app: FastAPI) -> None:
             return _login_redirect(request)
         if not e or len(e) > 400 or "\x00" in e:
             return _render(request, "error.html", status=404, message="No such endpoint.")
-        history = await run_in_threadpool(storage.monitor_history, state.db, e)
+        history = await run_in_threadpool(monitor_runs.monitor_history, state.db, e)
         return _render(request, "endpoint.html", refresh=True, endpoint=e, history=history)

@@ -153,7 +153,7 @@ class DatabaseStore:
 
     def previous(self) -> dict[str, dict[str, Any]]:
         """Return the latest stored result per endpoint."""
-        from tlspin.collector.storage import latest_monitor_results
+        from tlspin.collector.monitor_runs import latest_monitor_results
 
         try:
             rows = latest_monitor_results(self.db)
@@ -163,7 +163,7 @@ class DatabaseStore:
 
     def save(self, run: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> None:
         """Store the run and its results."""
-        from tlspin.collector.storage import save_monitor_run
+        from tlspin.collector.monitor_runs import save_monitor_run
 
         try:
             save_monitor_run(self.db, dict(run), [dict(r) for r in results])
