@@ -9,13 +9,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from tlspin.collector.storage import (
-    Database,
-    latest_monitor_results,
-    monitor_history,
-    normalise_url,
-    save_monitor_run,
-)
+from tlspin.collector.monitor_runs import latest_monitor_results, monitor_history, save_monitor_run
+from tlspin.collector.storage import Database, normalise_url
 
 from .conftest import LiveServer, unique_host
 

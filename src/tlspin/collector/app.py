@@ -10,19 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
-import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.background import BackgroundTask
@@ -51,39 +47,23 @@ from tlspin.collector.limits import (
 from tlspin.collector.metrics import Metrics
 from tlspin.collector.settings import Settings
 from tlspin.collector.storage import Database
+from tlspin.collector.web import (
+    CSP,
+    DirectRoute,
+    IPRateLimiter,
+    SafeJSONResponse,
+    SecurityHeaders,
+    client_ip,
+    content_length,
+)
 
-__all__ = ["CSP", "CollectorState", "SafeJSONResponse", "create_app"]
+__all__ = ["CSP", "CollectorState", "SafeJSONResponse", "client_ip", "create_app"]
 
 log = logging.getLogger("tlspin.collector")
 
-#: Nothing runs but our own markup: no scripts at all, styles and images from this origin only.
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-_SECURITY_HEADERS = [
-    (b"content-security-policy", CSP.encode()),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-]
-# Query answers and exports hold reports: no cache, shared or private, may keep a copy.
-_NO_STORE = (b"cache-control", b"no-store")
-_NO_STORE_PREFIXES = ("/api/", "/metrics")
-_HSTS = (b"strict-transport-security", b"max-age=31536000")
 #: The largest body any route but ``/reports`` takes (a monitor run of 10,000 endpoints).
 MAX_API_BODY_BYTES = 16 * 1024 * 1024
 
-
-class SafeJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped, so that no stored value can fail to
-    encode: a lone surrogate from a report (JSON text may hold one, and a database's JSON
-    column keeps it) becomes ``\\ud800`` instead of a 500."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                          separators=(",", ":")).encode("ascii")
 _REPORT_BODY_SCHEMA: dict[str, Any] = {
     "required": True,
     "content": {
@@ -113,27 +93,6 @@ _REPORT_BODY_SCHEMA: dict[str, Any] = {
 }
 
 
-class IPRateLimiter:
-    """Token bucket per client IP (per process; the event loop is its only user)."""
-
-    def __init__(self, count: int, per: float, *, max_clients: int = 100_000) -> None:
-        self._rate = count / per
-        self._burst = float(count)
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._max = max_clients
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        """Take one token for *key*; False when its bucket is empty."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._buckets) > self._max:
-            self._buckets.popitem(last=False)  # the least recently seen client
-        return allowed
-
-
 @dataclass(slots=True)
 class CollectorState:
     """Everything a request handler needs, kept on ``app.state.tlspin``."""
@@ -155,103 +114,6 @@ def state_of(request: Request) -> CollectorState:
     """The collector state of the app serving *request*."""
     state: CollectorState = request.app.state.tlspin
     return state
-
-
-def client_ip(request: Request, settings: Settings) -> str:
-    """The sender's address: the TCP peer, or with *trust_forwarded_for* the
-    ``X-Forwarded-For`` entry *forwarded_hops* places from the end, the one the outermost of
-    your proxies wrote.
-
-    Every entry before it is whatever the client sent, so it names nobody; an entry that is
-    not an IP address, or a list too short to hold it (a request that bypassed a proxy),
-    leaves the peer's address.
-    """
-    peer = request.scope.get("client")
-    address = str(peer[0]) if peer else "unknown"
-    if settings.trust_forwarded_for:
-        # Several header lines count as one comma-separated list (RFC 9110 §5.3).
-        values = [v for n, v in request.scope["headers"] if n == b"x-forwarded-for"]
-        hops = settings.forwarded_hops
-        entries = b",".join(values).decode("latin-1").split(",")[-hops:] if values else []
-        if len(entries) == hops:
-            entry = entries[0].strip()
-            if entry.startswith("[") and entry.endswith("]"):
-                entry = entry[1:-1]
-            try:
-                return str(ipaddress.ip_address(entry))
-            except ValueError:
-                log.warning("X-Forwarded-For holds %r where a proxy's entry belongs, not an "
-                            "IP address: using the peer", entry[:64])
-    return address
-
-
-def _content_length(scope: MutableMapping[str, Any]) -> str | None:
-    """The first Content-Length header's value, read from the raw ASGI headers (the intake
-    path needs no other header, so it builds no header mapping)."""
-    for name, value in scope["headers"]:
-        if name == b"content-length":  # ASGI servers give header names in lower case
-            return str(value.decode("latin-1"))
-    return None
-
-
-class _SecurityHeaders:
-    """Pure ASGI middleware adding the security headers (cheaper than BaseHTTPMiddleware)."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
-        self.app = app
-
-    async def __call__(
-        self, scope: MutableMapping[str, Any], receive: Callable[..., Any],
-        send: Callable[..., Awaitable[None]],
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        extra = list(_SECURITY_HEADERS)
-        if str(scope.get("path", "")).startswith(_NO_STORE_PREFIXES):
-            extra.append(_NO_STORE)
-        if scope.get("scheme") == "https":
-            extra.append(_HSTS)
-
-        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in extra if h[0] not in present)
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
-
-
-class _DirectRoute(APIRoute):
-    """A route that FastAPI documents (OpenAPI) but serves without its request machinery.
-
-    For the intake path: the endpoint takes the bare :class:`Request` and returns a
-    :class:`Response`, so dependency resolution, parameter validation and the exit stacks
-    around each call would be pure overhead (about a third of the framework's time per
-    report). The endpoint must never raise: every outcome is a response.
-    """
-
-    def get_route_handler(self) -> Endpoint:
-        endpoint: Endpoint = self.endpoint
-        return endpoint
-
-    def __init__(self, path: str, endpoint: Endpoint, **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-
-        async def app(
-            scope: MutableMapping[str, Any], receive: Callable[..., Any],
-            send: Callable[..., Awaitable[None]],
-        ) -> None:
-            response = await endpoint(Request(scope, receive, send))
-            await response(scope, receive, send)
-
-        self.app = app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -324,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLimits, guard=state.connections,
                        body_timeout=settings.body_timeout,
                        max_body=max(settings.max_report_bytes, MAX_API_BODY_BYTES))
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(SecurityHeaders)
     app.add_exception_handler(RequestValidationError, _validation_error)
     _intake_routes(app, state)
     from tlspin.collector import api, dashboard
@@ -419,7 +281,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
         start = time.perf_counter()
         metrics.received.inc()
         ip = client_ip(request, settings)
-        declared = _content_length(request.scope)
+        declared = content_length(request.scope)
         length = None if declared is None else decimal(declared)
         if declared is not None and length is None:
             return _reject(state, 400, "bad-length", "Content-Length is not a number")
@@ -479,7 +341,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
             429: {"description": "Too many reports from this client IP."},
             503: {"description": "Storage unavailable; retry later."},
         },
-        route_class_override=_DirectRoute,
+        route_class_override=DirectRoute,
     )
 
     if settings.benchmark_noop:
@@ -495,7 +357,7 @@ def _intake_routes(app: FastAPI, state: CollectorState) -> None:
                                 status_code=201)
 
         app.router.add_api_route("/reports/noop", noop, methods=["POST"],
-                                 include_in_schema=False, route_class_override=_DirectRoute)
+                                 include_in_schema=False, route_class_override=DirectRoute)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response,
