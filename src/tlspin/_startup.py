@@ -131,7 +131,7 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if finder is None:
         return
     if event == "import":
-        if args[0] == "ssl":
+        if args and args[0] == "ssl":
             finder.first()
         else:
             finder.check_ssl()

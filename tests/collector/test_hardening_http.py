@@ -245,6 +245,56 @@ def test_forwarded_for_takes_the_entry_the_proxy_wrote(
     assert ips[junk.json()["id"]] == "127.0.0.1", (ips, junk.json())
 
 
+@pytest.mark.parametrize(
+    ("attacker", "admin"),
+    [("127.0.0.31:{port}", "127.0.0.32:5555"),
+     ("[2001:db8:31::1]:{port}", "[2001:db8:32::1]:5555")],
+    ids=["ipv4-port", "ipv6-port"],
+)
+def test_forwarded_for_entries_with_a_port_key_each_client(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any, attacker: str,
+    admin: str,
+) -> None:
+    """Attack: behind a proxy that writes the client's port too (Azure Application Gateway:
+    ``1.2.3.4:5678``), every entry was refused as no address and the proxy's own address
+    counted, one key for all its clients: ten wrong logins from anyone locked the operator
+    out (429). Each client now counts under its own address, whatever its port: the attacker
+    stays limited, the operator logs in, and the address is what is stored."""
+    server = serve(db_url=sqlite_url, trust_forwarded_for=True)
+    with server.client(token=None) as client:
+        logins = [
+            client.post("/login", data={"token": "wrong-token-xxxxxxxx", "next": "/"},
+                        headers={"X-Forwarded-For": "10.0.0.1, " + attacker.format(port=n)})
+            for n in range(40000, 40012)
+        ]
+        operator = client.post("/login", data={"token": TOKEN, "next": "/dashboard"},
+                               headers={"X-Forwarded-For": admin})
+        report = client.post("/reports", json=make_report(hostname=unique_host()),
+                             headers={"X-Forwarded-For": admin})
+    assert [r.status_code for r in logins] == [401] * 10 + [429] * 2
+    assert operator.status_code == 303
+    with server.client() as client:
+        ips = {r["id"]: r["client_ip"] for r in client.get("/api/reports").json()["items"]}
+    assert ips[report.json()["id"]] == admin.rsplit(":", 1)[0].strip("[]")
+
+
+def test_forwarded_for_entries_that_are_no_address_count_as_the_peer(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Twin: an entry with a port that is no port, or an IPv4 address in brackets with a
+    port, is no address: the TCP peer's counts, as for any other junk."""
+    server = serve(db_url=sqlite_url, trust_forwarded_for=True)
+    with server.client(token=None) as client:
+        answers = [
+            client.post("/reports", json=make_report(hostname=unique_host()),
+                        headers={"X-Forwarded-For": entry})
+            for entry in ("127.0.0.33:", "127.0.0.33:http", "[127.0.0.33]:80", "127.0.0.33:1:2")
+        ]
+    with server.client() as client:
+        ips = {r["id"]: r["client_ip"] for r in client.get("/api/reports").json()["items"]}
+    assert [ips[a.json()["id"]] for a in answers] == ["127.0.0.1"] * 4
+
+
 def test_forwarded_hops_skip_the_entries_of_inner_proxies(
     serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
 ) -> None:
