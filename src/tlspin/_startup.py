@@ -17,8 +17,10 @@ shows that ``tlspin run`` validated these very bytes: a program that never uses 
 for this module alone. The finder that waits for ``ssl`` (:class:`_PinOnImport`) stays first
 on ``sys.meta_path`` until the ``ssl`` module has really been executed through it: probes such
 as ``importlib.util.find_spec("ssl")`` and ``pkgutil`` look-ups leave it in place. If ``ssl``
-gets imported some other way (a finder placed before it, a loader called directly), the next
-import of any module pins the process.
+gets imported some other way (a loader called directly, ``importlib.import_module`` through a
+finder placed before it), the next import of any module, or the next socket made, pins the
+process. A finder placed before it cannot take ``ssl`` away from it: an audit hook
+(:func:`sys.addaudithook`) puts it back in front whenever an ``import ssl`` statement runs.
 
 It fails closed. An exception raised at start-up would only be printed by ``site``, and the
 program would run unpinned; so when the policy cannot be read or applied, it writes why to
@@ -54,6 +56,13 @@ _SSL_READY = (
 )
 
 
+# Audit events of a socket being made or used to reach a peer: ssl loaded past the finder with
+# no import since must be pinned before its first connection.
+_SOCKET_EVENTS = frozenset(
+    ("socket.__new__", "socket.connect", "socket.getaddrinfo", "socket.sendto", "socket.sendmsg")
+)
+
+
 class _Status:
     """What this interpreter's start-up did (one per process)."""
 
@@ -62,6 +71,8 @@ class _Status:
     armed = False
     #: How: "pinned" (inject ran), "deferred" (waiting for the first import of ssl).
     how = ""
+    #: The finder waiting for ssl, while deferred (read by the audit hook).
+    waiting: _PinOnImport | None = None
 
 
 def armed() -> bool:
@@ -107,6 +118,28 @@ def _apply(path: str, raw: bytes) -> None:
     _Status.how = "pinned"
 
 
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    """Audit hook: keep ``ssl``'s first import going through the finder; pin before a socket.
+
+    A finder placed before tlspin's (an import hook, an instrumentation library) could
+    otherwise load ``ssl`` past it and answer every later import too, so that nothing pinned
+    the process before its first connection. An audit hook cannot be removed, so this is a
+    plain function that returns at once when nothing waits (a bound method costs more, at
+    every audited event: each open(), each sys._getframe() of logging).
+    """
+    finder = _Status.waiting
+    if finder is None:
+        return
+    if event == "import":
+        if args and args[0] == "ssl":
+            finder.first()
+        else:
+            finder.check_ssl()
+    elif event in _SOCKET_EVENTS:
+        # ssl loaded past the finder (importlib.import_module), and no import since.
+        finder.check_ssl()
+
+
 class _Loader:
     """Runs the real ``ssl`` module, then pins, then steps out of the way."""
 
@@ -138,11 +171,22 @@ class _PinOnImport:
         self._raw = raw
         self._done = False
 
+    def first(self) -> None:
+        """Put this finder first on ``sys.meta_path`` (an ``import ssl`` is about to look it up)."""
+        meta_path = sys.meta_path
+        try:
+            if not meta_path or meta_path[0] is not self:
+                while self in meta_path:
+                    meta_path.remove(self)
+                meta_path.insert(0, self)
+        except Exception:  # noqa: BLE001 - no list to go first in: pin now, before ssl runs
+            self.pin()
+
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
         if self._done:
             return None
         if name != "ssl":
-            self._check_ssl()
+            self.check_ssl()
             return None
         # Every look-up of ssl gets the wrapping loader: a probe (importlib.util.find_spec,
         # pkgutil) that never executes it must not use the finder up.
@@ -159,7 +203,7 @@ class _PinOnImport:
             return spec
         return None
 
-    def _check_ssl(self) -> None:
+    def check_ssl(self) -> None:
         """Pin now if ``ssl`` was imported without this finder (and has finished running)."""
         module = sys.modules.get("ssl")
         if module is None:
@@ -179,6 +223,7 @@ class _PinOnImport:
             if self._done:
                 return
             self._done = True
+            _Status.waiting = None
         try:
             sys.meta_path.remove(self)
         except ValueError:
@@ -225,7 +270,14 @@ def start() -> None:
     except OSError as exc:
         refuse(f"cannot read the pin policy {path} (TLSPIN_POLICY): {exc.strerror or exc}")
     if "ssl" not in sys.modules and _validated(raw):
+        try:
+            sys.addaudithook(_audit)
+        except Exception:  # noqa: BLE001 - another audit hook vetoed it: pin now, not later
+            _apply(path, raw)
+            return
         _Status.how = "deferred"
-        sys.meta_path.insert(0, _PinOnImport(path, raw))
+        finder = _PinOnImport(path, raw)
+        sys.meta_path.insert(0, finder)
+        _Status.waiting = finder
     else:
         _apply(path, raw)

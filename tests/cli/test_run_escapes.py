@@ -1,7 +1,8 @@
 """Ways a program under `tlspin run` (or `TLSPIN_POLICY`) could start unpinned, each performed.
 
-* probing for ``ssl`` (``importlib.util.find_spec``), or importing it through a finder placed
-  before tlspin's: the lazy hook must still pin the program;
+* probing for ``ssl`` (``importlib.util.find_spec``), importing it through a finder placed
+  before tlspin's (with no import after it), or taking tlspin's finder off ``sys.meta_path``:
+  the lazy hook must still pin the program;
 * ``-S``, or ``-I``/``-E`` for an interpreter without tlspin, reached through a shebang line or
   ``env`` rather than the command line: ``tlspin run`` must refuse to start it;
 * a launcher that puts its own ``sitecustomize`` first on ``PYTHONPATH`` (as
@@ -84,6 +85,32 @@ PRELUDES = {
         "sys.meta_path.insert(0, Greedy())\n"
         "import ssl\n"
         "import colorsys\n"
+    ),
+    # The same, with every module the client needs loaded beforehand: no import comes after
+    # ssl's (it connected unpinned). The audit hook puts tlspin's finder back in front.
+    "another-finder-no-later-import": (
+        "import encodings.idna, importlib.machinery, socket, sys\n"
+        "class Greedy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        '        if name == "ssl":\n'
+        "            return importlib.machinery.PathFinder.find_spec(name, path, target)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Greedy())\n"
+        "import ssl\n"
+    ),
+    # importlib.import_module runs no audited import: pinned at the first socket instead.
+    "another-finder-import-module": (
+        "import encodings.idna, importlib, importlib.machinery, sys\n"
+        "class Greedy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        return importlib.machinery.PathFinder.find_spec(name, path, target)\n"
+        "sys.meta_path.insert(0, Greedy())\n"
+        'ssl = importlib.import_module("ssl")\n'
+    ),
+    # A program that rebuilds sys.meta_path without the finders it does not know.
+    "finder-taken-off": (
+        "import sys\n"
+        'sys.meta_path[:] = [f for f in sys.meta_path if "tlspin" not in type(f).__module__]\n'
     ),
 }
 

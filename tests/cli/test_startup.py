@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import click
 import pytest
+from packaging.requirements import Requirement
 
 from tlspin.cli import _COMMANDS, _SUMMARIES, main
 
@@ -90,6 +92,19 @@ def test_group_help_is_what_click_prints(args: list[str], columns: str) -> None:
         clicks.stderr,
     ), "update tlspin._entry.HELP (see the comment above it)"
     assert ours.returncode == (0 if args else 2)
+
+
+def test_every_extra_with_click_requires_the_click_the_stored_help_copies() -> None:
+    """Given no command, click 8.1 prints the group's help on stdout with status 0, and 8.2 on
+    stderr with status 2, as the fast path does: with 8.1 allowed, ``tlspin`` alone printed
+    what click would not (the comparison above only sees the click installed here)."""
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text("utf-8"))["project"]["optional-dependencies"]
+    clicks = [Requirement(r) for deps in extras.values() for r in deps if r.startswith("click")]
+    assert clicks
+    for requirement in clicks:
+        assert not requirement.specifier.contains("8.1.8"), requirement
+        assert requirement.specifier.contains("8.2.0"), requirement
 
 
 @pytest.mark.parametrize("args", [[], ["-h"], ["--help"]], ids=["no-args", "-h", "--help"])

@@ -141,6 +141,68 @@ def test_one_byte_chunks_are_refused_before_parsing(
         assert _status(sock.recv(4096)) == 411
 
 
+def _drip(port: int, pieces: list[bytes]) -> bytes:
+    """Send each piece in its own write, a moment apart (so that the server reads them one by
+    one); the first answer."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(15)
+        try:
+            for piece in pieces[:-1]:
+                sock.sendall(piece)
+                time.sleep(0.05)
+            sock.sendall(pieces[-1])
+        except (BrokenPipeError, ConnectionResetError):  # refused before the last piece
+            pass
+        try:
+            return sock.recv(4096)
+        except ConnectionResetError:
+            return b""
+
+
+_BARE_LF_HEAD = b"POST /reports HTTP/1.1\nHost: x\ncontent-type: application/json\n"
+
+
+def test_chunked_heads_in_bare_lf_or_dripped_are_refused_before_parsing(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Attack: the one-byte chunks above, with the head's lines ended by a bare LF (which
+    h11 accepts), or the head dripped a few bytes a write: the protocol's search for the header
+    missed both, and uvicorn parsed every chunk (0.2 s of the event loop a request) before the
+    app answered 411. Both are refused by the protocol now, and counted."""
+    server = serve(db_url=sqlite_url)
+    body = json.dumps(make_report(hostname=unique_host(), padding="A" * 6_000)).encode()
+    # The first chunks only: the answer comes before the body would be complete.
+    chunks = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(200))
+    refused = server.state.metrics.connections_refused.labels(reason="chunked")
+    answer = _exchange(server.port, _BARE_LF_HEAD + b"Transfer-Encoding: chunked\n\n" + chunks)
+    assert _status(answer) == 411, answer[:200]
+    assert refused._value.get() == 1
+    head = b"POST /reports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    pieces = [head[i : i + 3] for i in range(0, len(head), 3)]
+    _drip(server.port, [*pieces, b"\r\n" + chunks])
+    assert refused._value.get() == 2
+    assert server.state.metrics.received._value.get() == 0
+
+
+def test_bare_lf_and_dripped_heads_with_content_length_are_stored(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Twin: the same report with Content-Length, under a bare-LF head or a dripped one (a
+    header named like Transfer-Encoding in a value does not count), is stored."""
+    server = serve(db_url=sqlite_url)
+    body = json.dumps(make_report(hostname=unique_host(), padding="A" * 6_000)).encode()
+    length = b"Content-Length: %d" % len(body)
+    answer = _exchange(server.port, _BARE_LF_HEAD + b"Connection: close\n" + length + b"\n\n"
+                       + body)
+    assert _status(answer) == 201, answer[:300]
+    head = (b"POST /reports HTTP/1.1\r\nHost: x\r\nX-Note: not Transfer-Encoding: chunked\r\n"
+            + length + b"\r\n")
+    pieces = [head[i : i + 3] for i in range(0, len(head), 3)]
+    assert _status(_drip(server.port, [*pieces, b"\r\n" + body])) == 201
+    assert server.state.metrics.connections_refused.labels(reason="chunked")._value.get() == 0
+
+
 def test_the_same_report_with_content_length_is_stored(
     serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
 ) -> None:
@@ -181,6 +243,56 @@ def test_forwarded_for_takes_the_entry_the_proxy_wrote(
     assert ips[answers[0].json()["id"]] == "127.0.0.7"
     assert ips[other.json()["id"]] == "127.0.0.8"
     assert ips[junk.json()["id"]] == "127.0.0.1", (ips, junk.json())
+
+
+@pytest.mark.parametrize(
+    ("attacker", "admin"),
+    [("127.0.0.31:{port}", "127.0.0.32:5555"),
+     ("[2001:db8:31::1]:{port}", "[2001:db8:32::1]:5555")],
+    ids=["ipv4-port", "ipv6-port"],
+)
+def test_forwarded_for_entries_with_a_port_key_each_client(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any, attacker: str,
+    admin: str,
+) -> None:
+    """Attack: behind a proxy that writes the client's port too (Azure Application Gateway:
+    ``1.2.3.4:5678``), every entry was refused as no address and the proxy's own address
+    counted, one key for all its clients: ten wrong logins from anyone locked the operator
+    out (429). Each client now counts under its own address, whatever its port: the attacker
+    stays limited, the operator logs in, and the address is what is stored."""
+    server = serve(db_url=sqlite_url, trust_forwarded_for=True)
+    with server.client(token=None) as client:
+        logins = [
+            client.post("/login", data={"token": "wrong-token-xxxxxxxx", "next": "/"},
+                        headers={"X-Forwarded-For": "10.0.0.1, " + attacker.format(port=n)})
+            for n in range(40000, 40012)
+        ]
+        operator = client.post("/login", data={"token": TOKEN, "next": "/dashboard"},
+                               headers={"X-Forwarded-For": admin})
+        report = client.post("/reports", json=make_report(hostname=unique_host()),
+                             headers={"X-Forwarded-For": admin})
+    assert [r.status_code for r in logins] == [401] * 10 + [429] * 2
+    assert operator.status_code == 303
+    with server.client() as client:
+        ips = {r["id"]: r["client_ip"] for r in client.get("/api/reports").json()["items"]}
+    assert ips[report.json()["id"]] == admin.rsplit(":", 1)[0].strip("[]")
+
+
+def test_forwarded_for_entries_that_are_no_address_count_as_the_peer(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any
+) -> None:
+    """Twin: an entry with a port that is no port, or an IPv4 address in brackets with a
+    port, is no address: the TCP peer's counts, as for any other junk."""
+    server = serve(db_url=sqlite_url, trust_forwarded_for=True)
+    with server.client(token=None) as client:
+        answers = [
+            client.post("/reports", json=make_report(hostname=unique_host()),
+                        headers={"X-Forwarded-For": entry})
+            for entry in ("127.0.0.33:", "127.0.0.33:http", "[127.0.0.33]:80", "127.0.0.33:1:2")
+        ]
+    with server.client() as client:
+        ips = {r["id"]: r["client_ip"] for r in client.get("/api/reports").json()["items"]}
+    assert [ips[a.json()["id"]] for a in answers] == ["127.0.0.1"] * 4
 
 
 def test_forwarded_hops_skip_the_entries_of_inner_proxies(

@@ -298,10 +298,13 @@ _TOO_MANY_RESPONSE = _raw_response(b"429 Too Many Requests",
 _CHUNKED_RESPONSE = _raw_response(
     b"411 Length Required", "a request body must come with Content-Length, not chunked")
 # A Transfer-Encoding header line, in any case. Found by a search of the raw bytes: a JSON or
-# form body cannot hold CR LF followed by a bare word, so only a request head matches.
-_TRANSFER_ENCODING = re.compile(rb"\r\n[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd]"
+# form body cannot hold a line break followed by a bare word, so only a request head matches.
+# LF, not CR LF: h11 (and llhttp) end a head's lines at a bare LF too.
+_TRANSFER_ENCODING = re.compile(rb"\n[Tt][Rr][Aa][Nn][Ss][Ff][Ee][Rr]-[Ee][Nn][Cc][Oo][Dd]"
                                 rb"[Ii][Nn][Gg][ \t]*:")
-_TAIL = 24  # bytes kept from the previous read, so that a match split across reads is found
+# The last bytes received, however many reads they came in, so that a match split across reads
+# (a head dripped a byte at a time) is found.
+_TAIL = 24
 
 
 class GuardedHTTP(asyncio.Protocol):
@@ -430,7 +433,7 @@ class GuardedHTTP(asyncio.Protocol):
             ):
                 self._refuse_chunked()
                 return
-            self._tail = data[-_TAIL:]
+            self._tail = data[-_TAIL:] if len(data) >= _TAIL else (self._tail + data)[-_TAIL:]
         self._inner.data_received(data)
 
     def _refuse_chunked(self) -> None:

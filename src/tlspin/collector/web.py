@@ -97,14 +97,36 @@ def client_ip(request: Request, settings: Settings) -> str:
         entries = b",".join(values).decode("latin-1").split(",")[-hops:] if values else []
         if len(entries) == hops:
             entry = entries[0].strip()
-            if entry.startswith("[") and entry.endswith("]"):
-                entry = entry[1:-1]
-            try:
-                return str(ipaddress.ip_address(entry))
-            except ValueError:
-                log.warning("X-Forwarded-For holds %r where a proxy's entry belongs, not an "
-                            "IP address: using the peer", entry[:64])
+            found = _forwarded_address(entry)
+            if found is not None:
+                return found
+            log.warning("X-Forwarded-For holds %r where a proxy's entry belongs, not an "
+                        "IP address: using the peer", entry[:64])
     return address
+
+
+def _forwarded_address(entry: str) -> str | None:
+    """The IP address of one X-Forwarded-For entry: ``1.2.3.4``, ``2001:db8::1``, or with the
+    client's port as some proxies write it (Azure Application Gateway): ``1.2.3.4:5678``,
+    ``[2001:db8::1]:5678``. Read as the peer's instead, every client of such a proxy would
+    share one rate limit and one login limiter (10 wrong logins locked everybody out)."""
+    host, colon, port = entry, "", ""
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            return None
+        colon, port = rest[:1], rest[1:]
+    elif entry.count(":") == 1:  # IPv4 and a port; IPv6 has two colons at least
+        host, colon, port = entry.partition(":")
+    if colon and not (port.isascii() and port.isdigit() and len(port) <= 5):
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if colon and entry.startswith("[") != (ip.version == 6):
+        return None  # "[1.2.3.4]:80"
+    return str(ip)
 
 
 def content_length(scope: MutableMapping[str, Any]) -> str | None:
