@@ -13,7 +13,9 @@ median wall and CPU times, the median of the paired differences with the unhooke
 * ``TLSPIN_POLICY`` alone, no ``PYTHONPATH`` (``tlspin-startup.pth`` pins; ``-I`` too);
 * the whole ``tlspin run --policy P -- python -c pass``, the tlspin command included.
 
-Then the cost of ``tlspin-startup.pth`` in every interpreter of the environment when
+Then the audit hook a pinned interpreter keeps for its whole life (ns per audited event, e.g.
+each ``sys._getframe()`` of logging or each ``open()``), and the cost of
+``tlspin-startup.pth`` in every interpreter of the environment when
 ``TLSPIN_POLICY`` is unset: ``site.addpackage`` on it against an empty ``.pth`` (µs, best of 5).
 
 Target: no more than 40 ms added to ``python -c pass`` under the hook; about 0 for the ``.pth``
@@ -123,12 +125,62 @@ def main() -> int:
             ]
             print(f"{name:<40} {cells[0]}  {cells[1]}")
         print("target: ≤ 40 ms added to `python -c pass` under the hook (first row)")
+        print(
+            "\naudit hook of a pinned interpreter (tlspin run env; an audit hook stays for the life"
+            f" of the process): best of 5 runs in each child, medians of {AUDIT_ROUNDS} "
+            "interleaved children"
+        )
+        states = (("ssl", "after import ssl (pinned)"), ("none", "no import ssl (waiting)"))
+        for state, label in states:
+            plain, with_hook = audit_cost(python, state, plain_env, hooked)
+            for k, what in enumerate(_AUDIT_OPS):
+                print(
+                    f"  {label:<27} {what:<40} plain {plain[k]:7.3f} µs  hooked"
+                    f" {with_hook[k]:7.3f} µs  x{with_hook[k] / plain[k]:.2f}"
+                )
         ours, empty = pth_cost(Path(tmp))
         print(
             f"\ntlspin-startup.pth, TLSPIN_POLICY unset: {ours:.1f} µs per interpreter start "
             f"(an empty .pth: {empty:.1f} µs; added {ours - empty:+.1f} µs)"
         )
     return 0
+
+
+AUDIT_ROUNDS = 5
+_AUDIT_OPS = ("sys._getframe() (one audited event)", "logger.info() writing a record",
+              "open() + close() of /dev/null")
+_AUDIT_CHILD = """
+import logging, os, sys, timeit
+if sys.argv[1] == "ssl":
+    import ssl
+handler = logging.StreamHandler(open(os.devnull, "w"))
+log = logging.getLogger("bench")
+log.addHandler(handler)
+log.setLevel(logging.INFO)
+log.propagate = False
+def best(fn, n):
+    return min(timeit.Timer(fn).repeat(5, n)) / n * 1e6
+print(best(sys._getframe, 200_000), best(lambda: log.info("hello %s", 1), 20_000),
+      best(lambda: open(os.devnull, "rb").close(), 20_000))
+"""
+
+
+def audit_cost(
+    python: str, state: str, plain_env: dict[str, str], hooked: dict[str, str]
+) -> tuple[list[float], list[float]]:
+    """µs per operation of `_AUDIT_OPS` without and with tlspin's start-up audit hook, medians
+    over interleaved child interpreters."""
+    samples: tuple[list[list[float]], list[list[float]]] = ([], [])
+    for i in range(AUDIT_ROUNDS):
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            env = plain_env if k == 0 else hooked
+            out = subprocess.run([python, "-c", _AUDIT_CHILD, state], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+            samples[k].append([float(x) for x in out.split()])
+    return (
+        [statistics.median(run[j] for run in samples[0]) for j in range(len(_AUDIT_OPS))],
+        [statistics.median(run[j] for run in samples[1]) for j in range(len(_AUDIT_OPS))],
+    )
 
 
 def pth_cost(tmp: Path) -> tuple[float, float]:
