@@ -91,11 +91,12 @@ def test_storms_are_deduplicated(webhook: Callable[..., WebhookReceiver]) -> Non
         sender.close()
     assert sent == [True, False, False, False]
     assert more.count(True) == 4  # 5 per minute, one already used
-    # The five alerts, and one summary of what the cap held back (sent once a minute).
-    assert len(hook.bodies) == 6
+    # The five alerts; a digest of the first one the cap held back, at once; and a digest of
+    # the rest, which was due a minute later and went out when the sender closed.
+    assert len(hook.bodies) == 7
     summary = [b for b in hook.bodies if b["kind"] == "alerts.suppressed"]
-    assert len(summary) == 1
-    assert summary[0]["payload"]["keys"] == ["endpoint-4"]
+    assert [[a["host"] for a in b["payload"]["held_back"]] for b in summary] == [
+        ["endpoint-4"], [f"endpoint-{i}" for i in range(5, 10)]]
     assert sender.stats.suppressed == 3 + 6
     assert sender.stats.capped == 6
 
@@ -233,3 +234,144 @@ def test_chat_text(text: str, shown: str) -> None:
     """chat_text escapes for Slack, defuses Markdown mentions, links and images, and keeps
     plain text as it is."""
     assert chat_text(text) == shown
+
+
+# -- Alerts held back by the caps: every one named in a digest, listed fairly -----------------
+
+def _digested(bodies: list[Any]) -> list[str]:
+    """The hosts the alerts.suppressed digests among *bodies* name, in order."""
+    return [a["host"] for b in bodies if b["kind"] == "alerts.suppressed"
+            for a in b["payload"]["held_back"]]
+
+
+def _wait_for_digest_of(hook: WebhookReceiver, host: str) -> dict[str, Any]:
+    """The first digest naming *host*; fails if none arrives within a generous timeout."""
+    with hook.cond:
+        assert hook.cond.wait_for(lambda: host in _digested(hook.bodies), 60), hook.bodies
+        return next(b for b in hook.bodies if b["kind"] == "alerts.suppressed"
+                    and host in _digested([b]))
+
+
+def test_decoys_from_many_senders_cannot_keep_an_alert_out_of_the_digests(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any,
+    webhook: Callable[..., WebhookReceiver],
+) -> None:
+    """Attack: decoy incidents from 40 senders, one each (under every per-host and per-sender
+    cap), use up the overall cap of 30; the first one held back goes out in a summary at once.
+    Then bank.example is reported from another address, and nothing follows. Its alert is held
+    back too, and the timed digest names it: every held-back alert is named in a digest."""
+    hook = webhook()
+    server = serve(db_url=sqlite_url, webhooks=(hook.url,), trust_forwarded_for=True,
+                   alert_summary_seconds=5.0)
+    decoys = [unique_host() for _ in range(40)]
+    with server.client(token=None) as client:
+        for i, host in enumerate(decoys):
+            assert client.post("/reports", json=make_report(hostname=host),
+                               headers={"X-Forwarded-For": f"127.0.1.{i + 1}"}).status_code == 201
+        assert client.post("/reports", json=make_report(hostname="bank.example"),
+                           headers={"X-Forwarded-For": "127.0.0.77"}).status_code == 201
+    digest = _wait_for_digest_of(hook, "bank.example")
+    assert "bank.example" in digest["text"]
+    assert server.state.alerts.flush(10)
+    opened = [b["payload"]["hostname"] for b in hook.bodies if b["kind"] == "incident.opened"]
+    assert len(opened) == 30
+    assert "bank.example" not in opened
+    named = _digested(hook.bodies)
+    assert sorted(opened + named) == sorted([*decoys, "bank.example"])
+    assert server.state.alerts.stats.capped == 11
+
+
+def test_thousands_of_decoys_from_a_few_senders_do_not_crowd_the_digest(
+    webhook: Callable[..., WebhookReceiver],
+) -> None:
+    """Attack: six senders flood 3,000 decoy alerts (one host name carrying chat markup),
+    filling the caps; then a real alert from another sender and a monitor alert (no sender)
+    are held back. The digest lists hosts round-robin over the senders, so both are named in
+    its first round, in the text too; the text and payload stay bounded, the counts add up,
+    and the decoy's markup is inert."""
+    hook = webhook()
+    sender = AlertSender([hook.url], summary_interval=0.5)
+    try:
+        for i in range(3000):
+            host = "<!channel> @here [x](http://h/)" if i == 40 else f"d{i}.decoy.test"
+            sender.send("incident.opened", f"incident:{i}", {},
+                        scopes=(f"host:{host}", f"sender:127.0.2.{i % 6}"))
+        assert not sender.send("incident.opened", "incident:real", {},
+                               scopes=("host:bank.example", "sender:127.0.0.77"))
+        assert not sender.send("monitor.red", "monitor:bank", {"endpoint": "bank.example:443"})
+        digest = _wait_for_digest_of(hook, "bank.example:443")
+    finally:
+        sender.close()
+    listed = digest["payload"]["held_back"]
+    assert [(a["host"], a["sender"]) for a in listed[6:8]] == [
+        ("bank.example", "127.0.0.77"), ("bank.example:443", None)]
+    assert [a["sender"] for a in listed[:6]] == [f"127.0.2.{i % 6}" for i in range(31, 37)]
+    assert len(listed) == 500
+    # 2,970 decoys held back, the first named at once; 100 remembered per sender.
+    payload = digest["payload"]
+    assert (payload["suppressed"], payload["hosts"], payload["not_itemised"]) == (
+        2971, 602, 2971 - 602)
+    text = digest["text"]
+    assert "bank.example, bank.example:443" in text
+    assert text.count(".decoy.test") == 47  # and the markup one
+    assert "and 552 more hosts; 2369 more alert(s) not itemised" in text
+    assert "&lt;!channel&gt; @\u200bhere [x]\u200b(http:\u200b//h/)" in text
+    for body in hook.bodies:
+        assert _ACTIVE.findall(body["text"]) == [], body["text"]
+
+
+def test_an_alert_held_back_after_the_summary_is_named_with_no_traffic_after_it(
+    webhook: Callable[..., WebhookReceiver],
+) -> None:
+    """A capped alert that comes after the immediate summary, with nothing after it, is named
+    by the digest the sender's timer sends (here after 0.5 s); alerts with no scopes (the
+    monitor's) are named by their endpoint."""
+    hook = webhook()
+    sender = AlertSender([hook.url], max_per_minute=1, summary_interval=0.5)
+    try:
+        assert sender.send("monitor.red", "monitor:a", {"endpoint": "a.example:443"})
+        assert not sender.send("monitor.red", "monitor:b", {"endpoint": "b.example:443"})
+        assert not sender.send("monitor.red", "monitor:c", {"endpoint": "c.example:443"})
+        assert hook.wait(3, timeout=60)  # before close(), which would send it too
+    finally:
+        sender.close()
+    assert [b["kind"] for b in hook.bodies] == [
+        "monitor.red", "alerts.suppressed", "alerts.suppressed"]
+    assert [[(a["host"], a["sender"]) for a in b["payload"]["held_back"]]
+            for b in hook.bodies[1:]] == [[("b.example:443", None)], [("c.example:443", None)]]
+    assert "c.example:443" in hook.bodies[2]["text"]
+
+
+def test_closing_the_sender_sends_the_digest_still_due(
+    webhook: Callable[..., WebhookReceiver],
+) -> None:
+    """A run that ends within the minute (``tlspin monitor``) still names what it held back."""
+    hook = webhook()
+    sender = AlertSender([hook.url], max_per_minute=1)
+    for name in "abc":
+        sender.send("monitor.red", f"monitor:{name}", {"endpoint": f"{name}.example:443"})
+    sender.close()
+    assert _digested(hook.bodies) == ["b.example:443", "c.example:443"]
+
+
+def test_alerts_under_the_caps_go_out_as_themselves_without_a_digest(
+    serve: Callable[..., LiveServer], sqlite_url: str, make_report: Any,
+    webhook: Callable[..., WebhookReceiver],
+) -> None:
+    """Twin: eight incidents from four senders stay under every cap: each alert goes out as
+    itself, and no digest is sent, not even when the collector stops."""
+    hook = webhook()
+    server = serve(db_url=sqlite_url, webhooks=(hook.url,), trust_forwarded_for=True,
+                   alert_summary_seconds=0.2)
+    hosts = [unique_host() for _ in range(8)]
+    with server.client(token=None) as client:
+        for i, host in enumerate(hosts):
+            assert client.post("/reports", json=make_report(hostname=host),
+                               headers={"X-Forwarded-For": f"127.0.1.{i % 4 + 1}"}
+                               ).status_code == 201
+        assert hook.wait(8, timeout=30)
+    server.stop()  # closing the alert sender would send a digest still due
+    assert [b["kind"] for b in hook.bodies] == ["incident.opened"] * 8
+    assert sorted(b["payload"]["hostname"] for b in hook.bodies) == sorted(hosts)
+    assert server.state.alerts is not None
+    assert server.state.alerts.stats.capped == 0

@@ -4,7 +4,9 @@
 and the monitor (an endpoint turning red, or amber for a new reason). ``send`` never blocks:
 delivery happens in a background thread. An alert whose *key* was already sent within
 ``dedup_window`` is suppressed, and caps per minute (overall, and per scope: the collector's
-host and sender) stop storms; when a cap holds an alert back, a summary alert says so.
+host and sender) stop storms. Every alert a cap holds back is named, by its host, in an
+``alerts.suppressed`` digest (see :mod:`tlspin.collector.alert_digest`): the first at once, later
+ones at most once a minute, on a timer, so no further traffic is needed for them to go out.
 
 The body is ``{"kind", "key", "time", "text", "payload"}``; ``text`` is a one-line summary, so
 chat tools that accept ``{"text": …}`` incoming webhooks (Slack, Mattermost, Rocket.Chat,
@@ -21,6 +23,7 @@ import http.client
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from typing import Any
 
 from tlspin._shared.endpoints import redact_url
 from tlspin._shared.sender import Outcome, RetrySender, classify_status
+from tlspin.collector.alert_digest import TEXT_LIMIT, HeldBack
 from tlspin.reporting import check_endpoint_url, post_json
 
 __all__ = ["AlertSender", "AlertStats", "chat_text"]
@@ -112,6 +116,8 @@ class AlertSender:
         backoff_max: longest retry delay.
         ssl_context: TLS context for ``https://`` webhooks (default: system trust store).
         queue_size: most deliveries held; the oldest is dropped when full.
+        summary_interval: seconds between ``alerts.suppressed`` digests (the first goes out
+            at once; what is held back after it goes out this long after it, on a timer).
 
     Raises:
         ValueError: a webhook URL is not http(s) (plain http only to loopback).
@@ -130,6 +136,7 @@ class AlertSender:
         backoff_max: float = 60.0,
         ssl_context: Any = None,
         queue_size: int = 1000,
+        summary_interval: float = 60.0,
     ) -> None:
         self.webhook_urls = tuple(webhook_urls)
         for url in self.webhook_urls:
@@ -144,9 +151,11 @@ class AlertSender:
         self._scope_recent: dict[str, collections.deque[float]] = {}
         self._suppressed = 0
         self._capped = 0  # suppressed by a cap (not by deduplication)
-        self._capped_since_summary: list[str] = []
-        self._capped_count_since_summary = 0
+        self._held = HeldBack()
+        self._summary_interval = summary_interval
+        self._summaries = 0
         self._last_summary = -1e9
+        self._timer: threading.Timer | None = None
         self._sender: RetrySender[_Delivery] = RetrySender(
             self._deliver, name="tlspin-alerts", queue_size=queue_size,
             max_attempts=max_attempts, backoff=backoff, backoff_max=backoff_max,
@@ -167,9 +176,12 @@ class AlertSender:
             scopes: names this alert counts under besides the overall cap, each with its own
                 cap per minute (e.g. ``"host:a.example"``, ``"sender:192.0.2.7"``).
 
-        When a cap suppresses an alert, a summary alert (kind ``alerts.suppressed``, which no
-        cap holds back) says so at once, naming what was held back, at most once a minute:
-        an attacker who floods the caps with decoys cannot make an alert vanish unseen.
+        Every alert a cap suppresses is named by its host (the ``host:`` scope, else the
+        payload's ``hostname``, ``endpoint`` or ``host``, else the key) in a digest alert (kind
+        ``alerts.suppressed``, which no cap holds back): the first at once, the next one
+        *summary_interval* later if more were held back meanwhile, and at :meth:`close`. The
+        digest lists hosts round-robin over the ``sender:`` scopes, so an attacker who floods
+        the caps with decoys cannot make an alert vanish unseen or push it out of the listing.
         """
         if not self.webhook_urls:
             return False
@@ -187,7 +199,7 @@ class AlertSender:
             windows += [self._window(self._scope_window(scope), now, self._max_per_scope)
                         for scope in scopes]
             if any(window is None for window in windows):
-                self._cap_tripped(key, now)
+                self._cap_tripped(kind, key, payload, scopes, now)
                 return False
             for window in windows:
                 assert window is not None  # Defensive: checked just above
@@ -200,13 +212,14 @@ class AlertSender:
         return True
 
     @staticmethod
-    def _body(kind: str, key: str, payload: Mapping[str, Any], text: str) -> bytes:
+    def _body(kind: str, key: str, payload: Mapping[str, Any], text: str, *,
+              limit: int = 1000) -> bytes:
         return json.dumps(
             {
                 "kind": kind,
                 "key": key,
                 "time": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "text": chat_text(text),
+                "text": chat_text(text, limit=limit),
                 "payload": dict(payload),
             },
             separators=(",", ":"),
@@ -237,27 +250,51 @@ class AlertSender:
             window.popleft()
         return None if len(window) >= cap else window
 
-    def _cap_tripped(self, key: str, now: float) -> None:
-        """Count a capped alert; send the summary if none went out in the last minute."""
+    def _cap_tripped(self, kind: str, key: str, payload: Mapping[str, Any],
+                     scopes: Sequence[str], now: float) -> None:
+        """Count and remember a capped alert; send the digest now if none went out within
+        the summary interval, else make sure one goes out when it ends."""
         self._suppressed += 1
         self._capped += 1
-        self._capped_count_since_summary += 1
-        if len(self._capped_since_summary) < 10:
-            self._capped_since_summary.append(key)
-        if now - self._last_summary < 60.0:
-            return
-        count, keys = self._capped_count_since_summary, self._capped_since_summary
+        host = sender = None
+        for scope in scopes:
+            name, _, value = scope.partition(":")
+            if name == "host" and host is None:
+                host = value
+            elif name == "sender" and sender is None:
+                sender = value
+        if host is None:
+            found = (payload.get(field) for field in ("hostname", "endpoint", "host"))
+            host = next((str(value) for value in found if value), key)
+        self._held.add(sender=sender, host=host, kind=kind, key=key)
+        due = self._last_summary + self._summary_interval
+        if now >= due:
+            self._send_digest(now)
+        elif self._timer is None:
+            # A timer, not the next alert: after a flood there may be no next alert at all.
+            self._timer = threading.Timer(due - now, self._digest_due)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _digest_due(self) -> None:
+        with self._sender.lock:
+            self._timer = None
+            if self._held and not self._sender.closed:
+                self._send_digest(time.monotonic())
+
+    def _send_digest(self, now: float) -> None:
+        """Send what the caps held back as one ``alerts.suppressed`` alert (lock held)."""
+        digest = self._held.digest()
         self._last_summary = now
-        self._capped_count_since_summary, self._capped_since_summary = 0, []
-        log.warning("%d alert(s) suppressed by the rate caps, among them %s", count,
-                    ", ".join(keys))
+        self._summaries += 1
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        log.warning("%d alert(s) suppressed by the rate caps, for %s",
+                    digest.payload["suppressed"], ", ".join(digest.hosts[:10]))
         self._offer(self._body(
-            "alerts.suppressed", f"suppressed:{now:.0f}",
-            {"suppressed": count, "keys": keys, "max_per_minute": self._max_per_minute,
+            "alerts.suppressed", f"suppressed:{stamp}:{self._summaries}",
+            {**digest.payload, "max_per_minute": self._max_per_minute,
              "max_per_scope_per_minute": self._max_per_scope},
-            f"tlspin: {count} alert(s) suppressed by the rate caps (a flood of reports, "
-            f"possibly decoys): {', '.join(keys)}. Check the dashboard; later suppressions "
-            "are counted in tlspin_alerts_suppressed.",
+            digest.text, limit=TEXT_LIMIT,
         ))
 
     def _deliver(self, item: _Delivery, _attempt: int) -> Outcome:
@@ -288,5 +325,12 @@ class AlertSender:
         return self._sender.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush for up to *timeout* seconds, then stop; later alerts are suppressed."""
+        """Send the digest of what the caps still hold back, flush for up to *timeout*
+        seconds, then stop; later alerts are suppressed."""
+        with self._sender.lock:
+            timer, self._timer = self._timer, None
+            if self._held and not self._sender.closed:
+                self._send_digest(time.monotonic())
+        if timer is not None:
+            timer.cancel()
         self._sender.close(timeout)

@@ -138,7 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         login_limiter=IPRateLimiter(10, 60.0),
         overview_cache={},
         alerts=(
-            AlertSender(settings.webhooks, dedup_window=settings.alert_dedup_seconds)
+            AlertSender(settings.webhooks, dedup_window=settings.alert_dedup_seconds,
+                        summary_interval=settings.alert_summary_seconds)
             if settings.webhooks else None
         ),
         rate_checked={},

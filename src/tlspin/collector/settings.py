@@ -34,6 +34,8 @@ class Settings:
         alert_rate_threshold: ``(count, seconds)``: alert when a host sends more reports than
             *count* within *seconds*; None disables it.
         alert_dedup_seconds: the same alert (same key) is sent at most once per this window.
+        alert_summary_seconds: alerts held back by the caps are named in an
+            ``alerts.suppressed`` digest at most this often (the first at once).
         session_hours: lifetime of a dashboard login.
         refresh_seconds: dashboard auto-refresh interval.
         migrate: run the database migrations when the app starts.
@@ -78,6 +80,7 @@ class Settings:
     forwarded_hops: int = 1
     alert_rate_threshold: tuple[int, float] | None = None
     alert_dedup_seconds: float = 3600.0
+    alert_summary_seconds: float = 60.0
     session_hours: float = 12.0
     refresh_seconds: int = 30
     migrate: bool = True
@@ -124,6 +127,10 @@ class Settings:
                     "alert_rate_threshold must be (count ≥ 1, seconds > 0), "
                     f"found {self.alert_rate_threshold}"
                 )
+        if not 0 < self.alert_summary_seconds <= 3600:
+            raise ValueError(
+                f"alert_summary_seconds must be in (0, 3600], found {self.alert_summary_seconds}"
+            )
         if not 1 <= self.forwarded_hops <= 16:
             raise ValueError(f"forwarded_hops must be from 1 to 16, found {self.forwarded_hops}")
         if self.retention_days is not None and not 0 < self.retention_days <= 100_000:
