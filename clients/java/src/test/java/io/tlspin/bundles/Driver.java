@@ -84,6 +84,9 @@ public final class Driver {
             }
             out.println(VectorRunner.json(answer));
         }
+        // End of input ends the driver: OkHttp's dispatcher threads are not daemons and stay
+        // idle for a minute, which would keep the JVM (and the suite's teardown) waiting.
+        System.exit(0);
     }
 
     @SuppressWarnings("unchecked")
