@@ -59,6 +59,16 @@ def _reached(proc: subprocess.CompletedProcess[str], server: TLSServer) -> None:
 
 # -- the lazy hook and the first import of ssl --------------------------------------------------
 
+# A sys.meta_path finder placed before tlspin's that loads ssl itself.
+_GREEDY_FOR_SSL = (
+    "class Greedy:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    '        if name == "ssl":\n'
+    "            return importlib.machinery.PathFinder.find_spec(name, path, target)\n"
+    "        return None\n"
+    "sys.meta_path.insert(0, Greedy())\n"
+)
+
 PRELUDES = {
     "find_spec": 'import importlib.util\nassert importlib.util.find_spec("ssl") is not None\n',
     "find_spec-twice": (
@@ -77,26 +87,16 @@ PRELUDES = {
     # A finder placed before tlspin's that loads ssl itself: pinned at the next import.
     "another-finder": (
         "import importlib.machinery, sys\n"
-        "class Greedy:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        '        if name == "ssl":\n'
-        "            return importlib.machinery.PathFinder.find_spec(name, path, target)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Greedy())\n"
-        "import ssl\n"
+        + _GREEDY_FOR_SSL
+        + "import ssl\n"
         "import colorsys\n"
     ),
     # The same, with every module the client needs loaded beforehand: no import comes after
     # ssl's (it connected unpinned). The audit hook puts tlspin's finder back in front.
     "another-finder-no-later-import": (
         "import encodings.idna, importlib.machinery, socket, sys\n"
-        "class Greedy:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        '        if name == "ssl":\n'
-        "            return importlib.machinery.PathFinder.find_spec(name, path, target)\n"
-        "        return None\n"
-        "sys.meta_path.insert(0, Greedy())\n"
-        "import ssl\n"
+        + _GREEDY_FOR_SSL
+        + "import ssl\n"
     ),
     # importlib.import_module runs no audited import: pinned at the first socket instead.
     "another-finder-import-module": (
