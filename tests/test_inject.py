@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -114,6 +115,9 @@ def _asyncio_get(ctx: ssl.SSLContext, server: TLSServer) -> bytes:
             return await reader.readuntil(b"ok")
         finally:
             writer.close()
+            # Let the TLS transport finish closing before the loop ends (else it is left open).
+            with contextlib.suppress(OSError):  # the server may hang up first
+                await writer.wait_closed()
 
     return asyncio.run(main())
 

@@ -93,6 +93,7 @@ def paho_publish(cfg: Config) -> Any:
         # paho-mqtt never closes its TLS socket when the handshake fails (the refusal here);
         # close it, found in the failing frames, so it is not left to the garbage collector.
         _close_sockets(exc.__traceback__)
+        client._reset_sockets()  # and the socket pair it made to wake its loop
         raise
     client.loop_start()
     try:
@@ -102,6 +103,7 @@ def paho_publish(cfg: Config) -> Any:
     finally:
         client.disconnect()
         client.loop_stop()
+        client._reset_sockets()  # paho keeps the socket pair that wakes its loop open
 
 
 def redis_set(cfg: Config) -> Any:

@@ -127,6 +127,7 @@ class _Subscriber:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client._reset_sockets()  # paho keeps the socket pair that wakes its loop open
 
 
 @pytest.mark.parametrize("mode", MODES)
