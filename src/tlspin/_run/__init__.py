@@ -19,20 +19,18 @@ Environment variables (inherited by every program the pinned one starts):
 
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-# `tlspin run` starts faster when what only some paths need (pathlib, hashlib, subprocess) is
-# imported where used; a pinned interpreter never imports this package (see tlspin._startup).
+# Only `tlspin run` (the parent) imports this package; a pinned interpreter never does (see
+# tlspin._startup), so its imports cost no pinned program anything.
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from pathlib import Path
 
     from tlspin._run.command import Launch
     from tlspin.policy import PinPolicy
-
-    #: The directory that goes first on PYTHONPATH; it holds ``sitecustomize.py`` alone.
-    HOOK_DIR: Path
 
 __all__ = [
     "ENV_DIGEST",
@@ -44,24 +42,12 @@ __all__ = [
     "skipped_by",
 ]
 
-# HOOK_DIR as a string (what Path(__file__).resolve().parent / "hook" gives).
-_HOOK = os.path.join(os.path.dirname(os.path.realpath(__file__)), "hook")
+#: The directory that goes first on PYTHONPATH; it holds ``sitecustomize.py`` alone.
+HOOK_DIR = Path(__file__).resolve().parent / "hook"
 ENV_POLICY = "TLSPIN_POLICY"
 ENV_DIGEST = "TLSPIN_POLICY_SHA256"
 #: Exit status of a pinned interpreter that refuses to start (bad policy, no tlspin).
 EXIT_REFUSED = 70
-
-
-def __getattr__(name: str) -> Path:
-    # HOOK_DIR is a Path, made on first use: pathlib is not loaded in a pinned interpreter.
-    if name == "HOOK_DIR":
-        from pathlib import Path
-
-        hook = Path(_HOOK)
-        globals()[name] = hook
-        return hook
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
 
 
 def read_policy(path: str | os.PathLike[str]) -> tuple[Path, bytes, PinPolicy]:
@@ -70,8 +56,6 @@ def read_policy(path: str | os.PathLike[str]) -> tuple[Path, bytes, PinPolicy]:
     Raises:
         PolicyError: the file cannot be read, or is not a valid policy.
     """
-    from pathlib import Path
-
     from tlspin import policyfile
     from tlspin.exceptions import PolicyError
 
@@ -87,11 +71,9 @@ def environment(
     policy_path: Path, raw: bytes, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment that pins a Python program (and the ones it starts) with this policy."""
-    import hashlib
-
     env = dict(os.environ if base is None else base)
     existing = env.get("PYTHONPATH", "")
-    hook = _HOOK
+    hook = str(HOOK_DIR)
     entries = [p for p in existing.split(os.pathsep) if p and p != hook]
     env["PYTHONPATH"] = os.pathsep.join([hook, *entries])
     env[ENV_POLICY] = str(policy_path)
@@ -155,7 +137,7 @@ def skipped_by(command: Sequence[str], env: Mapping[str, str]) -> str | None:
             f"{launch.interpreter} runs with {SKIPPING['S']}{where}, which makes Python skip "
             "tlspin's start-up hook: the program would run unpinned; drop that option"
         )
-    on_path = _HOOK in launch.env.get("PYTHONPATH", "").split(os.pathsep)
+    on_path = str(HOOK_DIR) in launch.env.get("PYTHONPATH", "").split(os.pathsep)
     if (launch.flags or not on_path) and not _reaches(launch):
         if launch.flags:
             options = " and ".join(SKIPPING[f] for f in sorted(launch.flags))
